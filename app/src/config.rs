@@ -1,0 +1,285 @@
+//! Configuration: every flag mirrors an environment variable (`--port` / `PORT`), parsed
+//! and validated once at start so a bad value stops the process with a message naming it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::auth::AdminTokens;
+
+/// Settings of the check-in service.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "controltower",
+    version,
+    about = "The check-in service: tells game clients whether to upload their logs."
+)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// MongoDB connection string. Without it the service runs on an embedded in-memory
+    /// store: fine on a laptop, never in production (nothing survives a restart).
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
+    pub mongodb_uri: Option<Secret>,
+
+    /// MongoDB database name.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "controltower")]
+    pub mongodb_database: String,
+
+    /// Application name sent to MongoDB (visible in its logs and currentOp).
+    #[arg(long, env = "MONGODB_APP_NAME", default_value = "controltower")]
+    pub mongodb_app_name: String,
+
+    /// How long a database operation may wait for a reachable server before the request
+    /// gets 503 (e.g. 2s, 500ms).
+    #[arg(long, env = "MONGODB_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub mongodb_timeout: Duration,
+
+    /// Admin tokens: `name=token` entries separated by commas; `name=token:read` for a
+    /// read-only token. Tokens need at least 16 characters.
+    #[arg(long, env = "ADMIN_TOKENS", hide_env_values = true)]
+    pub admin_tokens: Option<Secret>,
+
+    /// File with one `name=token[:read]` per line (e.g. a mounted Kubernetes Secret).
+    #[arg(long, env = "ADMIN_TOKENS_FILE")]
+    pub admin_tokens_file: Option<PathBuf>,
+
+    /// Upload URL given to a registered device; `{ticket}` and `{device_id}` are replaced.
+    #[arg(
+        long,
+        env = "UPLOAD_URL_TEMPLATE",
+        default_value = "https://appdump.example.com/v1/dumps/{ticket}?device={device_id}"
+    )]
+    pub upload_url_template: String,
+
+    /// How often each replica checks whether registrations changed (e.g. 2s).
+    #[arg(long, env = "SNAPSHOT_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub snapshot_poll_interval: Duration,
+
+    /// After SIGTERM: how long new requests are still served before the listener closes.
+    /// Keep preStop + this below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "DRAIN_SECONDS", default_value = "5s", value_parser = parse_duration)]
+    pub drain: Duration,
+
+    /// Largest request body accepted, in bytes (batch registrations are the big ones).
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub body_limit_bytes: usize,
+
+    /// Most registrations accepted by one batch call.
+    #[arg(long, env = "BATCH_MAX_ITEMS", default_value_t = 10_000)]
+    pub batch_max_items: usize,
+
+    /// Days check-in records are kept (TTL index).
+    #[arg(long, env = "CHECKIN_RETENTION_DAYS", default_value_t = 30)]
+    pub checkin_retention_days: u32,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, e.g. `info` or `controltower=debug,info`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A value that must never be printed: its `Debug` shows `***`.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or malformed.
+    #[error("{setting}: {reason}")]
+    Invalid {
+        /// Flag and variable, e.g. `--drain / DRAIN_SECONDS`.
+        setting: &'static str,
+        /// What is wrong and what would be valid.
+        reason: String,
+    },
+    /// The tokens file cannot be read.
+    #[error("cannot read ADMIN_TOKENS_FILE {path}: {source}")]
+    TokensFile {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A token entry is malformed.
+    #[error(transparent)]
+    Tokens(#[from] crate::auth::TokenSpecError),
+}
+
+/// Parses `500ms`, `2s`, `1m`, or a bare number of seconds.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration like 500ms, 2s or 1m"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "" | "s" => number,
+        "m" => number * 60.0,
+        _ => return Err(format!("{value:?} has unit {unit:?}; use ms, s or m")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
+}
+
+impl Settings {
+    /// The address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// Check-in retention as a duration.
+    pub fn checkin_retention(&self) -> Duration {
+        Duration::from_secs(u64::from(self.checkin_retention_days) * 86_400)
+    }
+
+    /// Checks values that clap cannot, and loads the admin tokens.
+    pub fn validate(&self) -> Result<AdminTokens, ConfigError> {
+        if !self.upload_url_template.contains("{ticket}") {
+            return Err(ConfigError::Invalid {
+                setting: "--upload-url-template / UPLOAD_URL_TEMPLATE",
+                reason: format!(
+                    "{:?} has no {{ticket}} placeholder; the dump service needs the ticket to accept the upload",
+                    self.upload_url_template
+                ),
+            });
+        }
+        if self.snapshot_poll_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid {
+                setting: "--snapshot-poll-interval / SNAPSHOT_POLL_INTERVAL",
+                reason: "must be at least 100ms (every replica polls the database this often)"
+                    .into(),
+            });
+        }
+        if self.drain > Duration::from_secs(300) {
+            return Err(ConfigError::Invalid {
+                setting: "--drain / DRAIN_SECONDS",
+                reason: "must be at most 300s; Kubernetes would SIGKILL the pod first".into(),
+            });
+        }
+        if self.body_limit_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                setting: "--body-limit-bytes / BODY_LIMIT_BYTES",
+                reason: "must be at least 1024".into(),
+            });
+        }
+        if self.checkin_retention_days == 0 {
+            return Err(ConfigError::Invalid {
+                setting: "--checkin-retention-days / CHECKIN_RETENTION_DAYS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let mut spec = String::new();
+        if let Some(tokens) = &self.admin_tokens {
+            spec.push_str(tokens.expose());
+            spec.push('\n');
+        }
+        let mut source = String::from("ADMIN_TOKENS");
+        if let Some(path) = &self.admin_tokens_file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokensFile {
+                path: path.clone(),
+                source,
+            })?;
+            spec.push_str(&text);
+            source = format!("ADMIN_TOKENS/ADMIN_TOKENS_FILE {}", path.display());
+        }
+        Ok(AdminTokens::parse(&spec, &source)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(args: &[&str]) -> Settings {
+        let mut argv = vec!["controltower"];
+        argv.extend_from_slice(args);
+        Settings::try_parse_from(argv).unwrap()
+    }
+
+    #[test]
+    fn durations_accept_the_usual_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("2h").unwrap_err().contains("unit \"h\""));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn refuses_a_template_without_ticket_naming_the_setting() {
+        let err = settings(&["--upload-url-template", "https://dump/x"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("UPLOAD_URL_TEMPLATE"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let s = settings(&[
+            "--mongodb-uri",
+            "mongodb://user:hunter2@db/",
+            "--admin-tokens",
+            "a=aaaaaaaaaaaaaaaaaaaa",
+        ]);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("aaaaaaaa"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn missing_tokens_file_is_named() {
+        let err = settings(&["--admin-tokens-file", "/nonexistent/tokens"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/tokens"), "{err}");
+    }
+}

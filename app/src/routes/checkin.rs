@@ -1,0 +1,161 @@
+//! `POST /v1/checkin` and `POST /v1/uploads/{ticket}/complete`: public, called by clients.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::{Json, Path};
+use crate::domain::{CheckinContext, DeviceId, Ticket};
+use crate::error::{ApiError, ErrorBody};
+use crate::service::checkin::Answer;
+use crate::startup::AppState;
+use crate::store::UploadReport;
+
+/// A client's check-in.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckinRequest {
+    /// The device id: 1–128 characters of `[A-Za-z0-9._:-]`.
+    #[schema(example = "a1b2c3d4-e5f6")]
+    pub device_id: String,
+    /// Client version, e.g. `1.4.2`.
+    #[serde(default)]
+    #[schema(example = "1.4.2")]
+    pub app_version: Option<String>,
+    /// Client platform, e.g. `ios`.
+    #[serde(default)]
+    #[schema(example = "ios")]
+    pub platform: Option<String>,
+}
+
+/// What the client must do.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckinResponse {
+    /// Whether to pack and upload logs now.
+    pub upload: bool,
+    /// Ticket to quote when completing the upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Where to upload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
+    /// Why the logs are wanted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Upload logs written since then.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub log_since: Option<OffsetDateTime>,
+}
+
+/// Bounded client strings: a check-in is public, so nothing unbounded reaches the database.
+fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.chars().count() > 64 => Err(ApiError::invalid(
+            "invalid_body",
+            format!("{field} must be at most 64 characters"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Check in at client start-up.
+///
+/// Almost every device is unregistered and is answered from memory. A registered device
+/// gets `upload: true` with a ticket and an upload URL.
+#[utoipa::path(
+    post,
+    path = "/v1/checkin",
+    tag = "clients",
+    request_body = CheckinRequest,
+    responses(
+        (status = 200, description = "What to do", body = CheckinResponse),
+        (status = 400, description = "Invalid device id or body", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 503, description = "Registered device while the database is down: retry at next start", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn check_in(
+    State(state): State<AppState>,
+    Json(request): Json<CheckinRequest>,
+) -> Result<Json<CheckinResponse>, ApiError> {
+    let device = DeviceId::parse(&request.device_id)?;
+    let client = CheckinContext {
+        app_version: bounded("app_version", request.app_version)?,
+        platform: bounded("platform", request.platform)?,
+    };
+    let answer = state.checkins.check_in(device, client).await?;
+    Ok(Json(match answer {
+        Answer::NoUpload => CheckinResponse {
+            upload: false,
+            ticket: None,
+            upload_url: None,
+            reason: None,
+            log_since: None,
+        },
+        Answer::Upload {
+            ticket,
+            upload_url,
+            reason,
+            log_since,
+        } => CheckinResponse {
+            upload: true,
+            ticket: Some(ticket.to_string()),
+            upload_url: Some(upload_url),
+            reason: Some(reason),
+            log_since,
+        },
+    }))
+}
+
+/// What the client reports after uploading.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// Bytes uploaded.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// Id the dump service gave the upload.
+    #[serde(default)]
+    #[schema(example = "dump-7f3a")]
+    pub dump_id: Option<String>,
+}
+
+/// Report an upload as complete.
+///
+/// Counts one upload of the ticket's device; once it has all the uploads it asked for, its
+/// registration is fulfilled and later check-ins answer `upload: false`. Completing a ticket
+/// again is accepted and not counted twice.
+#[utoipa::path(
+    post,
+    path = "/v1/uploads/{ticket}/complete",
+    tag = "clients",
+    params(("ticket" = String, Path, description = "Ticket from the check-in answer")),
+    request_body = CompleteRequest,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 400, description = "Malformed ticket or body", body = ErrorBody),
+        (status = 404, description = "Unknown ticket", body = ErrorBody),
+        (status = 503, description = "Database unavailable: retry", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all)]
+pub async fn complete_upload(
+    State(state): State<AppState>,
+    Path(ticket): Path<String>,
+    Json(request): Json<CompleteRequest>,
+) -> Result<StatusCode, ApiError> {
+    let ticket = Ticket::parse(&ticket)?;
+    let dump_id = bounded("dump_id", request.dump_id)?;
+    let report = UploadReport {
+        bytes: request.bytes,
+        dump_id,
+    };
+    state.checkins.complete_upload(&ticket, report).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,313 @@
+//! Registrations: the admin side. Every change is saved (majority-acknowledged), written to
+//! the audit log, applied to this replica's snapshot at once, and announced to the other
+//! replicas by increasing the generation.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use crate::domain::{
+    DeviceId, InvalidInput, Registration, RegistrationInput, RegistrationSpec, Status,
+};
+use crate::error::ApiError;
+use crate::registry::Registry;
+use crate::store::{AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store};
+
+/// How many recent check-ins a device's detail shows.
+pub const RECENT_CHECKINS: usize = 20;
+
+/// A registration with its recent check-ins.
+#[derive(Debug, Clone)]
+pub struct RegistrationDetail {
+    /// The registration.
+    pub registration: Registration,
+    /// Newest first.
+    pub recent_checkins: Vec<CheckinRecord>,
+}
+
+/// One item of a batch, as parsed from JSON or CSV.
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Where the item is, as the caller will look for it: `line 3` (CSV), `items[2]` (JSON).
+    pub position: String,
+    /// The device id, or why the item could not even name one.
+    pub parsed: Result<(DeviceId, RegistrationInput), InvalidInput>,
+    /// The raw id, for the report when it is invalid.
+    pub raw_device_id: Option<String>,
+}
+
+/// The outcome of one batch item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemOutcome {
+    /// A new registration.
+    Created,
+    /// An existing one replaced.
+    Updated,
+    /// Refused; nothing written for this item.
+    Failed(InvalidInput),
+    /// Valid, but the database failed for this item.
+    Unavailable,
+}
+
+/// Registration use cases.
+#[derive(Clone)]
+pub struct RegistrationService {
+    store: Store,
+    registry: Arc<Registry>,
+}
+
+impl RegistrationService {
+    /// A service writing to `store` and patching `registry`.
+    pub fn new(store: Store, registry: Arc<Registry>) -> Self {
+        Self { store, registry }
+    }
+
+    fn not_found(device: &DeviceId) -> ApiError {
+        ApiError::NotFound {
+            code: "device_not_found",
+            message: format!(
+                "device {device} has no registration; register it with PUT /v1/devices/{device}"
+            ),
+        }
+    }
+
+    /// Creates or replaces a registration. Returns it and whether it was created.
+    pub async fn put(
+        &self,
+        device: DeviceId,
+        input: RegistrationInput,
+        actor: &str,
+    ) -> Result<(Registration, bool), ApiError> {
+        let now = crate::domain::now();
+        let spec = RegistrationSpec::parse(input, now)?;
+        let before = self.store.get(&device).await?;
+        let created = before.is_none();
+        let after = match before.clone() {
+            Some(mut existing) => {
+                existing.update(spec, actor, now);
+                existing
+            }
+            None => Registration::new(device.clone(), spec, actor, now),
+        };
+        self.store.save(&after).await?;
+        let action = if created {
+            AuditAction::Register
+        } else {
+            AuditAction::Update
+        };
+        self.store
+            .append_audit(&[AuditEntry::new(
+                actor,
+                action,
+                device.clone(),
+                before,
+                Some(after.clone()),
+                now,
+            )])
+            .await?;
+        self.registry.set_active(&device, true);
+        self.store.bump_generation().await?;
+        tracing::info!(device_id = %device, actor, created, "registration saved");
+        Ok((after, created))
+    }
+
+    /// A registration and its recent check-ins.
+    pub async fn get(&self, device: &DeviceId) -> Result<RegistrationDetail, ApiError> {
+        let mut registration = self
+            .store
+            .get(device)
+            .await?
+            .ok_or_else(|| Self::not_found(device))?;
+        registration.status = registration.effective_status(crate::domain::now());
+        let recent_checkins = self.store.recent_checkins(device, RECENT_CHECKINS).await?;
+        Ok(RegistrationDetail {
+            registration,
+            recent_checkins,
+        })
+    }
+
+    /// A page of registrations; the second value is the cursor of the next page.
+    pub async fn list(
+        &self,
+        query: DeviceQuery,
+    ) -> Result<(Vec<Registration>, Option<String>), ApiError> {
+        let now = crate::domain::now();
+        let limit = query.limit;
+        // One more than asked tells whether a next page exists without a second query.
+        let mut page = self
+            .store
+            .list(
+                &DeviceQuery {
+                    limit: limit + 1,
+                    ..query
+                },
+                now,
+            )
+            .await?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|r| r.device_id.to_string())
+        } else {
+            None
+        };
+        for registration in &mut page {
+            registration.status = registration.effective_status(now);
+        }
+        Ok((page, next))
+    }
+
+    /// Revokes a registration (DELETE). Revoking twice is not an error.
+    pub async fn revoke(&self, device: &DeviceId, actor: &str) -> Result<(), ApiError> {
+        let now = crate::domain::now();
+        let before = self
+            .store
+            .get(device)
+            .await?
+            .ok_or_else(|| Self::not_found(device))?;
+        if before.status == Status::Revoked {
+            return Ok(());
+        }
+        let mut after = before.clone();
+        after.status = Status::Revoked;
+        after.updated_by = actor.to_owned();
+        after.updated_at = now;
+        self.store.save(&after).await?;
+        self.store
+            .append_audit(&[AuditEntry::new(
+                actor,
+                AuditAction::Revoke,
+                device.clone(),
+                Some(before),
+                Some(after),
+                now,
+            )])
+            .await?;
+        self.registry.set_active(device, false);
+        self.store.bump_generation().await?;
+        tracing::info!(device_id = %device, actor, "registration revoked");
+        Ok(())
+    }
+
+    /// Registers many devices. Each item succeeds or fails on its own: one bad line never
+    /// drops the good ones. Returns one outcome per item, in order.
+    pub async fn batch(
+        &self,
+        items: Vec<BatchItem>,
+        actor: &str,
+    ) -> Result<Vec<ItemOutcome>, ApiError> {
+        let now = crate::domain::now();
+        let mut outcomes: Vec<Option<ItemOutcome>> = vec![None; items.len()];
+        let mut valid: Vec<(usize, DeviceId, RegistrationSpec)> = Vec::new();
+        let mut first_seen: HashMap<DeviceId, String> = HashMap::new();
+        for (slot, item) in items.into_iter().enumerate() {
+            let checked = item.parsed.clone().and_then(|(device, input)| {
+                if let Some(first) = first_seen.get(&device) {
+                    return Err(InvalidInput::new(
+                        "duplicate_device_id",
+                        format!(
+                            "device {device} already appears at {first} in this batch; keep one"
+                        ),
+                    ));
+                }
+                first_seen.insert(device.clone(), item.position.clone());
+                Ok((device, RegistrationSpec::parse(input, now)?))
+            });
+            match checked {
+                Ok((device, spec)) => valid.push((slot, device, spec)),
+                Err(e) => {
+                    let message = format!("{}: {}", item.position, e.message);
+                    outcomes[slot] = Some(ItemOutcome::Failed(InvalidInput::new(e.code, message)));
+                }
+            }
+        }
+
+        let ids: Vec<DeviceId> = valid.iter().map(|(_, d, _)| d.clone()).collect();
+        let mut existing: HashMap<DeviceId, Registration> = self
+            .store
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.device_id.clone(), r))
+            .collect();
+        let mut planned = Vec::with_capacity(valid.len());
+        for (slot, device, spec) in valid {
+            let before = existing.remove(&device);
+            let after = match before.clone() {
+                Some(mut r) => {
+                    r.update(spec, actor, now);
+                    r
+                }
+                None => Registration::new(device, spec, actor, now),
+            };
+            planned.push((slot, before, after));
+        }
+        let afters: Vec<Registration> = planned.iter().map(|(_, _, a)| a.clone()).collect();
+        let results = self.store.save_many(&afters).await;
+
+        let mut audit = Vec::new();
+        let mut activated = HashSet::new();
+        for ((slot, before, after), result) in planned.into_iter().zip(results) {
+            outcomes[slot] = Some(match result {
+                Ok(()) => {
+                    let created = before.is_none();
+                    activated.insert(after.device_id.clone());
+                    let action = if created {
+                        AuditAction::Register
+                    } else {
+                        AuditAction::Update
+                    };
+                    audit.push(AuditEntry::new(
+                        actor,
+                        action,
+                        after.device_id.clone(),
+                        before,
+                        Some(after),
+                        now,
+                    ));
+                    if created {
+                        ItemOutcome::Created
+                    } else {
+                        ItemOutcome::Updated
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %error, "batch item not saved");
+                    ItemOutcome::Unavailable
+                }
+            });
+        }
+        if !audit.is_empty() {
+            self.store.append_audit(&audit).await?;
+            for device in &activated {
+                self.registry.set_active(device, true);
+            }
+            self.store.bump_generation().await?;
+        }
+        tracing::info!(actor, saved = activated.len(), "batch registration");
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(ItemOutcome::Unavailable))
+            .collect())
+    }
+
+    /// A page of the audit log, newest first, and the cursor of the next page.
+    pub async fn audit(
+        &self,
+        query: AuditQuery,
+    ) -> Result<(Vec<AuditEntry>, Option<String>), ApiError> {
+        let limit = query.limit;
+        let mut page = self
+            .store
+            .list_audit(&AuditQuery {
+                limit: limit + 1,
+                ..query
+            })
+            .await?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|e| e.id.clone())
+        } else {
+            None
+        };
+        Ok((page, next))
+    }
+}

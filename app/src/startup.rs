@@ -1,0 +1,299 @@
+//! Start-up and shutdown. [`Application::build`] binds the listener (port 0 picks a free
+//! one, which the tests use) and wires state and router; [`Application::run_until_stopped`]
+//! serves until the shutdown future fires, then drains:
+//! readiness 503 at once → requests still served for the drain window → listener closed →
+//! in-flight requests finished → return.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::auth::AdminTokens;
+use crate::config::{ConfigError, Settings};
+use crate::error::ApiError;
+use crate::lifecycle::Lifecycle;
+use crate::registry::{Registry, run_refresher};
+use crate::service::checkin::CheckinService;
+use crate::service::registrations::RegistrationService;
+use crate::store::memory::MemoryStore;
+use crate::store::mongo::{MongoConfig, MongoStore};
+use crate::store::{Store, StoreError};
+use crate::telemetry;
+
+/// How long in-flight requests may take to finish once the listener is closed.
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Check-ins and upload completions.
+    pub checkins: CheckinService,
+    /// Registrations and audit.
+    pub registrations: RegistrationService,
+    /// Admin tokens.
+    pub tokens: AdminTokens,
+    /// Readiness and draining.
+    pub lifecycle: Arc<Lifecycle>,
+    /// The hot-path snapshot.
+    pub registry: Arc<Registry>,
+    /// The store.
+    pub store: Store,
+    /// Largest batch accepted.
+    pub batch_max_items: usize,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The MongoDB client could not be created (e.g. a malformed connection string).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built, not yet running, service.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    state: AppState,
+    settings: Settings,
+}
+
+impl Application {
+    /// Validates settings, opens the store, binds the listener and starts the background
+    /// preparation (indexes, first snapshot). It does not wait for MongoDB: the process is
+    /// live at once and ready when preparation succeeds.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let mut tokens = settings.validate()?;
+        // Install the metrics recorder before anything counts.
+        telemetry::prometheus();
+        let uri = settings
+            .mongodb_uri
+            .as_ref()
+            .filter(|u| !u.expose().trim().is_empty());
+        let store = match uri {
+            Some(uri) => Store::Mongo(
+                MongoStore::connect(&MongoConfig {
+                    uri: uri.expose().to_owned(),
+                    database: settings.mongodb_database.clone(),
+                    app_name: settings.mongodb_app_name.clone(),
+                    server_selection_timeout: settings.mongodb_timeout,
+                    checkin_retention: settings.checkin_retention(),
+                    heartbeat: settings.snapshot_poll_interval.min(Duration::from_secs(10)),
+                })
+                .await?,
+            ),
+            None => {
+                tracing::warn!(
+                    "MONGODB_URI is not set: running on the EMBEDDED IN-MEMORY STORE. \
+                     Registrations are lost when the process stops and are not shared between \
+                     replicas. Fine for a local try-out; set MONGODB_URI in any deployment."
+                );
+                Store::Memory(MemoryStore::new(settings.checkin_retention()))
+            }
+        };
+        if tokens.is_empty() {
+            if matches!(store, Store::Memory(_)) {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                tokens = AdminTokens::parse(&format!("local={token}"), "generated")
+                    .map_err(ConfigError::from)?;
+                tracing::warn!(
+                    "ADMIN_TOKENS is not set: generated a throw-away admin token for this local run: \
+                     Authorization: Bearer {token}"
+                );
+            } else {
+                tracing::warn!("ADMIN_TOKENS is not set: every admin request will get 401");
+            }
+        } else {
+            tracing::info!(tokens = ?tokens.names(), "admin tokens loaded");
+        }
+
+        let registry = Registry::new();
+        let lifecycle = Arc::new(Lifecycle::default());
+        let state = AppState {
+            checkins: CheckinService::new(
+                store.clone(),
+                registry.clone(),
+                &settings.upload_url_template,
+            ),
+            registrations: RegistrationService::new(store.clone(), registry.clone()),
+            tokens,
+            lifecycle,
+            registry,
+            store,
+            batch_max_items: settings.batch_max_items,
+        };
+
+        let addr = settings.listen_addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let router = router(state.clone(), settings.body_limit_bytes);
+        Ok(Self {
+            listener,
+            addr,
+            router,
+            state,
+            settings,
+        })
+    }
+
+    /// The bound address (its port is the real one when 0 was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (tests inspect the registry and the store through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains as described in the module docs.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            addr,
+            router,
+            state,
+            settings,
+        } = self;
+        tokio::spawn(prepare(state.clone(), settings.snapshot_poll_interval));
+        tracing::info!(
+            "listening on http://{addr} (API docs at http://{addr}/docs, OpenAPI at http://{addr}/openapi.json)"
+        );
+        let lifecycle = state.lifecycle.clone();
+        let drain = settings.drain;
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+        let graceful = async move {
+            shutdown.await;
+            lifecycle.start_draining();
+            tracing::info!(
+                drain_seconds = drain.as_secs_f64(),
+                "shutdown requested: readiness is now 503; still serving during the drain window"
+            );
+            tokio::time::sleep(drain).await;
+            lifecycle.stop_background();
+            tracing::info!("drain window over: closing the listener, finishing in-flight requests");
+            let _ = closed_tx.send(());
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(graceful);
+        let server = std::pin::pin!(server.into_future());
+        let hard_stop = async {
+            if closed_rx.await.is_ok() {
+                tokio::time::sleep(IN_FLIGHT_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result?,
+            () = hard_stop => tracing::warn!(
+                "in-flight requests still running {IN_FLIGHT_GRACE:?} after the listener closed; exiting anyway"
+            ),
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Creates the indexes and loads the first snapshot, retrying until it works; then marks the
+/// service ready and keeps the snapshot fresh.
+async fn prepare(state: AppState, poll_interval: Duration) {
+    let mut backoff = Duration::from_millis(200);
+    let mut stop = state.lifecycle.stop_signal();
+    loop {
+        let attempt = async {
+            state.store.prepare().await?;
+            state.registry.refresh(&state.store, true).await
+        };
+        match attempt.await {
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "not ready yet: cannot prepare the store"
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    state.lifecycle.set_ready();
+    tracing::info!(
+        store = state.store.kind(),
+        registrations = state.registry.len(),
+        "ready: indexes exist and the registration snapshot is loaded"
+    );
+    run_refresher(
+        state.registry.clone(),
+        state.store.clone(),
+        poll_interval,
+        state.lifecycle.stop_signal(),
+    )
+    .await;
+}
+
+fn router(state: AppState, body_limit: usize) -> Router {
+    let (api, openapi) = crate::routes::router().split_for_parts();
+    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(telemetry::observe))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound {
+        code: "route_not_found",
+        message: format!("no route {}; the API is described at /docs", uri.path()),
+    }
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; see /docs for the methods of each route",
+        uri.path()
+    ))
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let mut response = ApiError::Internal("a handler panicked".into()).into_response();
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}

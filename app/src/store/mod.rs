@@ -1,0 +1,326 @@
+//! Persistence. [`Store`] is the one door to the data: MongoDB in production
+//! ([`mongo::MongoStore`], the only module that imports `mongodb`) or, for a zero-set-up
+//! local run, the embedded [`memory::MemoryStore`]. Both pass the same contract suite
+//! (`tests/store_contract.rs`), so behaviour does not depend on which one runs.
+//!
+//! The store persists; it does not decide. Use cases (who may upload, when a registration is
+//! fulfilled) live in `service` and `domain`.
+
+pub mod memory;
+pub mod mongo;
+
+use time::OffsetDateTime;
+
+use crate::domain::{DeviceId, Registration, Status, Ticket};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer or refused the operation; callers answer 503.
+    #[error("database unavailable while trying to {action}: {source}")]
+    Unavailable {
+        /// What was being done, e.g. "save registration dev-1".
+        action: String,
+        /// The driver's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A stored document does not match the schema this version expects.
+    #[error("stored document {id} in {collection} is unreadable: {reason}")]
+    Corrupt {
+        /// Collection name.
+        collection: &'static str,
+        /// Document id.
+        id: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Result alias for store operations.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Ids of the active registrations: what the hot-path snapshot holds.
+#[derive(Debug, Default, Clone)]
+pub struct ActiveSet {
+    /// Device ids with an active registration.
+    pub ids: Vec<String>,
+    /// Earliest `expires_at` among them, so the refresher knows when to sweep.
+    pub next_expiry: Option<OffsetDateTime>,
+}
+
+/// One check-in of a registered device.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct CheckinRecord {
+    /// The device.
+    #[schema(value_type = String)]
+    #[serde(serialize_with = "serialize_display")]
+    pub device_id: DeviceId,
+    /// When it checked in.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Client version it sent.
+    pub app_version: Option<String>,
+    /// Client platform it sent.
+    pub platform: Option<String>,
+    /// Ticket issued (absent when the device was told not to upload).
+    #[schema(value_type = Option<String>)]
+    #[serde(serialize_with = "serialize_opt_display")]
+    pub ticket: Option<Ticket>,
+    /// What it was told: `upload`, or why not (`platform`, `app_version`, `expired`, …).
+    pub outcome: String,
+    /// When its upload completed, if it did.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub completed_at: Option<OffsetDateTime>,
+}
+
+fn serialize_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn serialize_opt_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+/// What completing a ticket found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketCompletion {
+    /// First completion of this ticket: it counts as an upload of this device.
+    Completed(DeviceId),
+    /// The ticket was completed before (a client retry): nothing more to count.
+    AlreadyCompleted(DeviceId),
+    /// No such ticket (never issued, or older than the check-in retention).
+    Unknown,
+}
+
+/// Upload details a client reports with its completion.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadReport {
+    /// Size of the upload in bytes.
+    pub bytes: Option<u64>,
+    /// Id the dump service gave the upload.
+    pub dump_id: Option<String>,
+}
+
+/// The admin action an audit entry records.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// A new registration.
+    Register,
+    /// A registration replaced (or re-activated).
+    Update,
+    /// A registration deleted by an operator.
+    Revoke,
+}
+
+/// One admin change: who, what, when, and the registration before and after.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    /// Time-ordered id; also the pagination cursor.
+    pub id: String,
+    /// When the change was made.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Name of the admin token that made it.
+    pub actor: String,
+    /// What was done.
+    pub action: AuditAction,
+    /// The device it concerns.
+    #[serde(serialize_with = "serialize_display")]
+    #[schema(value_type = String)]
+    pub device_id: DeviceId,
+    /// Registration before the change (absent for a new one).
+    pub before: Option<Registration>,
+    /// Registration after the change.
+    pub after: Option<Registration>,
+}
+
+impl AuditEntry {
+    /// A new entry with a fresh time-ordered id.
+    pub fn new(
+        actor: &str,
+        action: AuditAction,
+        device_id: DeviceId,
+        before: Option<Registration>,
+        after: Option<Registration>,
+        at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            id: mongodb::bson::oid::ObjectId::new().to_hex(),
+            at,
+            actor: actor.to_owned(),
+            action,
+            device_id,
+            before,
+            after,
+        }
+    }
+}
+
+/// Filter and page of a registration listing.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    /// Only registrations with this (effective) status.
+    pub status: Option<Status>,
+    /// Only ids after this one (the cursor).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// Filter and page of the audit log (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries about this device.
+    pub device_id: Option<DeviceId>,
+    /// Only entries older than this id (the cursor).
+    pub before: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+}
+
+/// The store the service runs on.
+#[derive(Clone)]
+pub enum Store {
+    /// MongoDB (production).
+    Mongo(mongo::MongoStore),
+    /// Embedded, in memory (local runs; nothing survives a restart).
+    Memory(memory::MemoryStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Mongo($store) => $call,
+            Store::Memory($store) => $call,
+        }
+    };
+}
+
+impl Store {
+    /// A short name for logs and `/healthz/ready`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Mongo(_) => "mongodb",
+            Store::Memory(_) => "memory",
+        }
+    }
+
+    /// Creates indexes (idempotent).
+    pub async fn prepare(&self) -> StoreResult<()> {
+        dispatch!(self, s => s.prepare().await)
+    }
+
+    /// The registration generation: it increases on every registration change.
+    pub async fn generation(&self) -> StoreResult<u64> {
+        dispatch!(self, s => s.generation().await)
+    }
+
+    /// Increases the generation so every replica reloads its snapshot. Call it *after* the
+    /// change is written: a replica that sees the new generation must also see the change.
+    pub async fn bump_generation(&self) -> StoreResult<u64> {
+        dispatch!(self, s => s.bump_generation().await)
+    }
+
+    /// Ids of the active, unexpired registrations.
+    pub async fn load_active(&self, now: OffsetDateTime) -> StoreResult<ActiveSet> {
+        dispatch!(self, s => s.load_active(now).await)
+    }
+
+    /// One registration.
+    pub async fn get(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        dispatch!(self, s => s.get(id).await)
+    }
+
+    /// Several registrations at once (batch registration).
+    pub async fn get_many(&self, ids: &[DeviceId]) -> StoreResult<Vec<Registration>> {
+        dispatch!(self, s => s.get_many(ids).await)
+    }
+
+    /// Writes a registration (insert or replace), acknowledged by a majority.
+    pub async fn save(&self, registration: &Registration) -> StoreResult<()> {
+        dispatch!(self, s => s.save(registration).await)
+    }
+
+    /// Writes many registrations; per item, `Ok` or the error that item met.
+    pub async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
+        dispatch!(self, s => s.save_many(registrations).await)
+    }
+
+    /// A page of registrations ordered by device id.
+    pub async fn list(
+        &self,
+        query: &DeviceQuery,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Registration>> {
+        dispatch!(self, s => s.list(query, now).await)
+    }
+
+    /// Sets the status if it still is `from` (compare-and-set); true when it changed.
+    pub async fn transition(
+        &self,
+        id: &DeviceId,
+        from: Status,
+        to: Status,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        dispatch!(self, s => s.transition(id, from, to, now).await)
+    }
+
+    /// Marks active registrations past `expires_at` as expired; returns how many.
+    pub async fn expire_due(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        dispatch!(self, s => s.expire_due(now).await)
+    }
+
+    /// Records a check-in of a registered device and its `last_checkin_at`.
+    pub async fn record_checkin(&self, checkin: &CheckinRecord) -> StoreResult<()> {
+        dispatch!(self, s => s.record_checkin(checkin).await)
+    }
+
+    /// The device's latest check-ins, newest first.
+    pub async fn recent_checkins(
+        &self,
+        id: &DeviceId,
+        limit: usize,
+    ) -> StoreResult<Vec<CheckinRecord>> {
+        dispatch!(self, s => s.recent_checkins(id, limit).await)
+    }
+
+    /// Marks a ticket's upload complete (once).
+    pub async fn complete_ticket(
+        &self,
+        ticket: &Ticket,
+        report: &UploadReport,
+        at: OffsetDateTime,
+    ) -> StoreResult<TicketCompletion> {
+        dispatch!(self, s => s.complete_ticket(ticket, report, at).await)
+    }
+
+    /// Adds one upload to an active registration; returns it after the increment, or
+    /// `None` when it is no longer active.
+    pub async fn count_upload(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        dispatch!(self, s => s.count_upload(id).await)
+    }
+
+    /// Appends audit entries, acknowledged by a majority.
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        dispatch!(self, s => s.append_audit(entries).await)
+    }
+
+    /// A page of the audit log, newest first.
+    pub async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        dispatch!(self, s => s.list_audit(query).await)
+    }
+}

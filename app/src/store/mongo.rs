@@ -1,0 +1,726 @@
+//! MongoDB persistence: the only module that imports `mongodb`.
+//!
+//! Collections: `devices` (`_id` = device id), `checkins` (TTL on `at`), `audit`, and `meta`
+//! (one document whose `generation` increases on every registration change). Writes that
+//! an operator is told succeeded use write concern majority, so an acknowledged
+//! registration survives a primary failover.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use mongodb::bson::{self, Bson, DateTime, Document, doc, oid::ObjectId};
+use mongodb::error::ErrorKind;
+use mongodb::options::{
+    ClientOptions, CollectionOptions, IndexOptions, ReturnDocument, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::{
+    ActiveSet, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, StoreError,
+    StoreResult, TicketCompletion, UploadReport,
+};
+use crate::domain::{
+    AppVersion, DeviceId, Registration, RegistrationSpec, Status, Ticket, UploadLimit, VersionRange,
+};
+
+const META_ID: &str = "registrations";
+const DUPLICATE_KEY: i32 = 11000;
+/// Concurrent writes of a batch registration: enough to hide round-trips, few enough not to
+/// crowd out check-ins on the same connection pool.
+const BATCH_CONCURRENCY: usize = 16;
+
+/// Connection settings for [`MongoStore::connect`].
+#[derive(Debug, Clone)]
+pub struct MongoConfig {
+    /// Connection string (a secret: never logged).
+    pub uri: String,
+    /// Database name.
+    pub database: String,
+    /// Application name sent in the handshake (shows up in the server's logs).
+    pub app_name: String,
+    /// How long an operation may wait for a usable server before failing. Short, so a
+    /// registered device gets its 503 quickly while the database is down.
+    pub server_selection_timeout: Duration,
+    /// How long check-ins are kept (TTL index).
+    pub checkin_retention: Duration,
+    /// How often the driver checks the server. It bounds how fast the service notices that
+    /// MongoDB is back after an outage (the driver's default, 10 s, is too slow).
+    pub heartbeat: Duration,
+}
+
+/// MongoDB-backed store.
+#[derive(Clone)]
+pub struct MongoStore {
+    db: Database,
+    devices: Collection<DeviceDoc>,
+    checkins: Collection<CheckinDoc>,
+    audit: Collection<AuditDoc>,
+    meta: Collection<Document>,
+    retention: Duration,
+}
+
+fn unavailable(action: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> StoreError {
+    let action = action.into();
+    move |source| StoreError::Unavailable {
+        action,
+        source: Box::new(source),
+    }
+}
+
+impl MongoStore {
+    /// Parses the connection string and builds the client. It does not wait for the server:
+    /// the service starts (and is live) while MongoDB is still unreachable.
+    pub async fn connect(config: &MongoConfig) -> StoreResult<Self> {
+        let mut options = ClientOptions::parse(&config.uri)
+            .await
+            .map_err(unavailable("parse MONGODB_URI"))?;
+        options.app_name = Some(config.app_name.clone());
+        options.server_selection_timeout = Some(config.server_selection_timeout);
+        options.connect_timeout = Some(config.server_selection_timeout);
+        options.heartbeat_freq = Some(config.heartbeat.max(Duration::from_millis(500)));
+        let client =
+            Client::with_options(options).map_err(unavailable("create the MongoDB client"))?;
+        let db = client.database(&config.database);
+        let majority = CollectionOptions::builder()
+            .write_concern(WriteConcern::majority())
+            .build();
+        Ok(Self {
+            devices: db.collection_with_options("devices", majority.clone()),
+            checkins: db.collection("checkins"),
+            audit: db.collection_with_options("audit", majority.clone()),
+            meta: db.collection_with_options("meta", majority),
+            retention: config.checkin_retention,
+            db,
+        })
+    }
+
+    /// The database handle (tests use it to drop their database).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub(super) async fn prepare(&self) -> StoreResult<()> {
+        let devices = [
+            IndexModel::builder()
+                .keys(doc! {"status": 1, "_id": 1})
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"status": 1, "expires_at": 1})
+                .build(),
+        ];
+        self.devices
+            .create_indexes(devices)
+            .await
+            .map_err(unavailable("create indexes on devices"))?;
+        let checkins = [
+            IndexModel::builder()
+                .keys(doc! {"at": 1})
+                .options(
+                    IndexOptions::builder()
+                        .name("checkins_ttl".to_owned())
+                        .expire_after(self.retention)
+                        .build(),
+                )
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"ticket": 1})
+                .options(IndexOptions::builder().unique(true).sparse(true).build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! {"device_id": 1, "at": -1})
+                .build(),
+        ];
+        self.checkins
+            .create_indexes(checkins)
+            .await
+            .map_err(unavailable("create indexes on checkins"))?;
+        self.audit
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"device_id": 1, "_id": -1})
+                    .build(),
+            )
+            .await
+            .map_err(unavailable("create indexes on audit"))?;
+        Ok(())
+    }
+
+    pub(super) async fn generation(&self) -> StoreResult<u64> {
+        let meta = self
+            .meta
+            .find_one(doc! {"_id": META_ID})
+            .await
+            .map_err(unavailable("read the registration generation"))?;
+        Ok(meta.map_or(0, |m| read_u64(&m, "generation")))
+    }
+
+    pub(super) async fn bump_generation(&self) -> StoreResult<u64> {
+        let meta = self
+            .meta
+            .find_one_and_update(doc! {"_id": META_ID}, doc! {"$inc": {"generation": 1_i64}})
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable("increase the registration generation"))?;
+        Ok(meta.map_or(0, |m| read_u64(&m, "generation")))
+    }
+
+    pub(super) async fn load_active(&self, now: OffsetDateTime) -> StoreResult<ActiveSet> {
+        let ids = self.db.collection::<Document>("devices");
+        let mut cursor = ids
+            .find(active_filter(now))
+            .projection(doc! {"_id": 1, "expires_at": 1})
+            .batch_size(10_000)
+            .await
+            .map_err(unavailable("load active registrations"))?;
+        let mut set = ActiveSet::default();
+        while let Some(d) = cursor
+            .try_next()
+            .await
+            .map_err(unavailable("load active registrations"))?
+        {
+            if let Ok(id) = d.get_str("_id") {
+                set.ids.push(id.to_owned());
+            }
+            if let Ok(at) = d.get_datetime("expires_at") {
+                let at = from_bson_time(*at);
+                set.next_expiry = Some(set.next_expiry.map_or(at, |n| n.min(at)));
+            }
+        }
+        Ok(set)
+    }
+
+    pub(super) async fn get(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        self.devices
+            .find_one(doc! {"_id": id.as_str()})
+            .await
+            .map_err(unavailable(format!("read registration {id}")))?
+            .map(Registration::try_from)
+            .transpose()
+    }
+
+    pub(super) async fn get_many(&self, ids: &[DeviceId]) -> StoreResult<Vec<Registration>> {
+        let ids: Vec<&str> = ids.iter().map(DeviceId::as_str).collect();
+        let docs: Vec<DeviceDoc> = self
+            .devices
+            .find(doc! {"_id": {"$in": ids}})
+            .await
+            .map_err(unavailable("read registrations"))?
+            .try_collect()
+            .await
+            .map_err(unavailable("read registrations"))?;
+        docs.into_iter().map(Registration::try_from).collect()
+    }
+
+    pub(super) async fn save(&self, registration: &Registration) -> StoreResult<()> {
+        let doc = DeviceDoc::from(registration);
+        self.devices
+            .replace_one(doc! {"_id": registration.device_id.as_str()}, doc)
+            .upsert(true)
+            .await
+            .map_err(unavailable(format!(
+                "save registration {}",
+                registration.device_id
+            )))?;
+        Ok(())
+    }
+
+    /// Inserts all in one unordered `insert_many` (most batch items are new devices), then
+    /// replaces the ones that already existed (duplicate key) one by one.
+    pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
+        let mut results: Vec<StoreResult<()>> = registrations.iter().map(|_| Ok(())).collect();
+        if registrations.is_empty() {
+            return results;
+        }
+        let mut existing = Vec::new();
+        let docs = registrations.iter().map(DeviceDoc::from);
+        if let Err(error) = self.devices.insert_many(docs).ordered(false).await {
+            match error.kind.as_ref() {
+                ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                    for write_error in failure.write_errors.iter().flatten() {
+                        if write_error.code == DUPLICATE_KEY {
+                            existing.push(write_error.index);
+                        } else if let Some(slot) = results.get_mut(write_error.index) {
+                            *slot = Err(StoreError::Unavailable {
+                                action: format!(
+                                    "save registration {}",
+                                    registrations[write_error.index].device_id
+                                ),
+                                source: write_error.message.clone().into(),
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    // Unknown which documents were written: report every item as failed so the
+                    // operator sends the batch again (saving is idempotent).
+                    let message = error.to_string();
+                    for (slot, r) in results.iter_mut().zip(registrations) {
+                        *slot = Err(StoreError::Unavailable {
+                            action: format!("save registration {}", r.device_id),
+                            source: message.clone().into(),
+                        });
+                    }
+                    return results;
+                }
+            }
+        }
+        // Futures made up front (they do nothing until polled) keep one concrete lifetime,
+        // which the Send bound of axum handlers needs.
+        let replaces: Vec<_> = existing
+            .iter()
+            .map(|&i| self.save(&registrations[i]))
+            .collect();
+        let replaced: Vec<StoreResult<()>> = futures::stream::iter(replaces)
+            .buffered(BATCH_CONCURRENCY)
+            .collect()
+            .await;
+        for (index, result) in existing.into_iter().zip(replaced) {
+            results[index] = result;
+        }
+        results
+    }
+
+    pub(super) async fn list(
+        &self,
+        query: &DeviceQuery,
+        now: OffsetDateTime,
+    ) -> StoreResult<Vec<Registration>> {
+        let mut filter = match query.status {
+            None => doc! {},
+            Some(Status::Active) => active_filter(now),
+            Some(Status::Expired) => doc! {"$or": [
+                {"status": "expired"},
+                {"status": "active", "expires_at": {"$lte": to_bson_time(now)}},
+            ]},
+            Some(other) => doc! {"status": other.as_str()},
+        };
+        if let Some(after) = &query.after {
+            filter.insert("_id", doc! {"$gt": after});
+        }
+        let docs: Vec<DeviceDoc> = self
+            .devices
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable("list registrations"))?
+            .try_collect()
+            .await
+            .map_err(unavailable("list registrations"))?;
+        docs.into_iter().map(Registration::try_from).collect()
+    }
+
+    pub(super) async fn transition(
+        &self,
+        id: &DeviceId,
+        from: Status,
+        to: Status,
+        now: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut set = doc! {"status": to.as_str()};
+        if to == Status::Revoked {
+            set.insert("updated_at", to_bson_time(now));
+        }
+        let result = self
+            .devices
+            .update_one(
+                doc! {"_id": id.as_str(), "status": from.as_str()},
+                doc! {"$set": set},
+            )
+            .await
+            .map_err(unavailable(format!("mark registration {id} {to}")))?;
+        Ok(result.modified_count > 0)
+    }
+
+    pub(super) async fn expire_due(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let result = self
+            .devices
+            .update_many(
+                doc! {"status": "active", "expires_at": {"$lte": to_bson_time(now)}},
+                doc! {"$set": {"status": "expired"}},
+            )
+            .await
+            .map_err(unavailable("mark expired registrations"))?;
+        Ok(result.modified_count)
+    }
+
+    pub(super) async fn record_checkin(&self, checkin: &CheckinRecord) -> StoreResult<()> {
+        self.checkins
+            .insert_one(CheckinDoc::from(checkin))
+            .await
+            .map_err(unavailable(format!(
+                "record check-in of {}",
+                checkin.device_id
+            )))?;
+        self.devices
+            .update_one(
+                doc! {"_id": checkin.device_id.as_str()},
+                doc! {"$set": {"last_checkin_at": to_bson_time(checkin.at)}},
+            )
+            .await
+            .map_err(unavailable(format!(
+                "record check-in of {}",
+                checkin.device_id
+            )))?;
+        Ok(())
+    }
+
+    pub(super) async fn recent_checkins(
+        &self,
+        id: &DeviceId,
+        limit: usize,
+    ) -> StoreResult<Vec<CheckinRecord>> {
+        let docs: Vec<CheckinDoc> = self
+            .checkins
+            .find(doc! {"device_id": id.as_str()})
+            .sort(doc! {"at": -1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable(format!("read check-ins of {id}")))?
+            .try_collect()
+            .await
+            .map_err(unavailable(format!("read check-ins of {id}")))?;
+        docs.into_iter().map(CheckinRecord::try_from).collect()
+    }
+
+    pub(super) async fn complete_ticket(
+        &self,
+        ticket: &Ticket,
+        report: &UploadReport,
+        at: OffsetDateTime,
+    ) -> StoreResult<TicketCompletion> {
+        let mut set = doc! {"completed_at": to_bson_time(at)};
+        if let Some(bytes) = report.bytes {
+            set.insert("bytes", i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        if let Some(dump_id) = &report.dump_id {
+            set.insert("dump_id", dump_id);
+        }
+        let action = || format!("complete ticket {ticket}");
+        let first = self
+            .checkins
+            .find_one_and_update(
+                doc! {"ticket": ticket.as_str(), "completed_at": {"$exists": false}},
+                doc! {"$set": set},
+            )
+            .await
+            .map_err(unavailable(action()))?;
+        if let Some(doc) = first {
+            return Ok(TicketCompletion::Completed(parse_device_id(
+                "checkins",
+                &doc.device_id,
+            )?));
+        }
+        let seen = self
+            .checkins
+            .find_one(doc! {"ticket": ticket.as_str()})
+            .await
+            .map_err(unavailable(action()))?;
+        match seen {
+            Some(doc) => Ok(TicketCompletion::AlreadyCompleted(parse_device_id(
+                "checkins",
+                &doc.device_id,
+            )?)),
+            None => Ok(TicketCompletion::Unknown),
+        }
+    }
+
+    pub(super) async fn count_upload(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        self.devices
+            .find_one_and_update(
+                doc! {"_id": id.as_str(), "status": "active"},
+                doc! {"$inc": {"uploads": 1_i64}},
+            )
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(unavailable(format!("count an upload of {id}")))?
+            .map(Registration::try_from)
+            .transpose()
+    }
+
+    pub(super) async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let docs = entries
+            .iter()
+            .map(AuditDoc::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        self.audit
+            .insert_many(docs)
+            .await
+            .map_err(unavailable("write the audit log"))?;
+        Ok(())
+    }
+
+    pub(super) async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
+        let mut filter = doc! {};
+        if let Some(device) = &query.device_id {
+            filter.insert("device_id", device.as_str());
+        }
+        if let Some(before) = &query.before {
+            // The cursor was produced by this service; a foreign value just yields no page.
+            let oid = ObjectId::parse_str(before).unwrap_or(ObjectId::from_bytes([0; 12]));
+            filter.insert("_id", doc! {"$lt": oid});
+        }
+        let docs: Vec<AuditDoc> = self
+            .audit
+            .find(filter)
+            .sort(doc! {"_id": -1})
+            .limit(i64::try_from(query.limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(unavailable("read the audit log"))?
+            .try_collect()
+            .await
+            .map_err(unavailable("read the audit log"))?;
+        docs.into_iter().map(AuditEntry::try_from).collect()
+    }
+}
+
+fn active_filter(now: OffsetDateTime) -> Document {
+    doc! {"status": "active", "$or": [
+        {"expires_at": null},
+        {"expires_at": {"$gt": to_bson_time(now)}},
+    ]}
+}
+
+fn read_u64(doc: &Document, key: &str) -> u64 {
+    match doc.get(key) {
+        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
+        Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
+        _ => 0,
+    }
+}
+
+fn to_bson_time(at: OffsetDateTime) -> DateTime {
+    let millis = at.unix_timestamp_nanos() / 1_000_000;
+    DateTime::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+fn from_bson_time(at: DateTime) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.timestamp_millis()) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+fn parse_device_id(collection: &'static str, raw: &str) -> StoreResult<DeviceId> {
+    DeviceId::parse(raw).map_err(|e| StoreError::Corrupt {
+        collection,
+        id: raw.to_owned(),
+        reason: e.message,
+    })
+}
+
+/// A registration as stored: dates as BSON dates so range queries and the sweep work.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeviceDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    reason: String,
+    ticket_ref: Option<String>,
+    expires_at: Option<DateTime>,
+    max_uploads: UploadLimit,
+    log_since: Option<DateTime>,
+    #[serde(default)]
+    platforms: Vec<String>,
+    app_version_min: Option<String>,
+    app_version_max: Option<String>,
+    status: Status,
+    uploads: i64,
+    created_by: String,
+    updated_by: String,
+    created_at: DateTime,
+    updated_at: DateTime,
+    last_checkin_at: Option<DateTime>,
+}
+
+impl From<&Registration> for DeviceDoc {
+    fn from(r: &Registration) -> Self {
+        let range = r.spec.app_version.as_ref();
+        Self {
+            id: r.device_id.to_string(),
+            reason: r.spec.reason.clone(),
+            ticket_ref: r.spec.ticket_ref.clone(),
+            expires_at: r.spec.expires_at.map(to_bson_time),
+            max_uploads: r.spec.max_uploads,
+            log_since: r.spec.log_since.map(to_bson_time),
+            platforms: r.spec.platforms.clone(),
+            app_version_min: range.and_then(|v| v.min.as_ref()).map(ToString::to_string),
+            app_version_max: range.and_then(|v| v.max.as_ref()).map(ToString::to_string),
+            status: r.status,
+            uploads: i64::from(r.uploads),
+            created_by: r.created_by.clone(),
+            updated_by: r.updated_by.clone(),
+            created_at: to_bson_time(r.created_at),
+            updated_at: to_bson_time(r.updated_at),
+            last_checkin_at: r.last_checkin_at.map(to_bson_time),
+        }
+    }
+}
+
+impl TryFrom<DeviceDoc> for Registration {
+    type Error = StoreError;
+
+    fn try_from(d: DeviceDoc) -> StoreResult<Self> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            collection: "devices",
+            id: d.id.clone(),
+            reason,
+        };
+        let version = |v: &Option<String>| {
+            v.as_deref()
+                .map(AppVersion::parse)
+                .transpose()
+                .map_err(|e| corrupt(e.message))
+        };
+        let min = version(&d.app_version_min)?;
+        let max = version(&d.app_version_max)?;
+        let app_version = (min.is_some() || max.is_some()).then_some(VersionRange { min, max });
+        Ok(Registration {
+            device_id: parse_device_id("devices", &d.id)?,
+            spec: RegistrationSpec {
+                reason: d.reason,
+                ticket_ref: d.ticket_ref,
+                expires_at: d.expires_at.map(from_bson_time),
+                max_uploads: d.max_uploads,
+                log_since: d.log_since.map(from_bson_time),
+                platforms: d.platforms,
+                app_version,
+            },
+            status: d.status,
+            uploads: u32::try_from(d.uploads).unwrap_or(0),
+            created_by: d.created_by,
+            updated_by: d.updated_by,
+            created_at: from_bson_time(d.created_at),
+            updated_at: from_bson_time(d.updated_at),
+            last_checkin_at: d.last_checkin_at.map(from_bson_time),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckinDoc {
+    device_id: String,
+    at: DateTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<String>,
+    /// Absent (not null) when no ticket was issued: the unique index is sparse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ticket: Option<String>,
+    outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<DateTime>,
+}
+
+impl From<&CheckinRecord> for CheckinDoc {
+    fn from(c: &CheckinRecord) -> Self {
+        Self {
+            device_id: c.device_id.to_string(),
+            at: to_bson_time(c.at),
+            app_version: c.app_version.clone(),
+            platform: c.platform.clone(),
+            ticket: c.ticket.as_ref().map(ToString::to_string),
+            outcome: c.outcome.clone(),
+            completed_at: c.completed_at.map(to_bson_time),
+        }
+    }
+}
+
+impl TryFrom<CheckinDoc> for CheckinRecord {
+    type Error = StoreError;
+
+    fn try_from(d: CheckinDoc) -> StoreResult<Self> {
+        let ticket = d
+            .ticket
+            .as_deref()
+            .map(Ticket::parse)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                collection: "checkins",
+                id: d.device_id.clone(),
+                reason: e.message,
+            })?;
+        Ok(CheckinRecord {
+            device_id: parse_device_id("checkins", &d.device_id)?,
+            at: from_bson_time(d.at),
+            app_version: d.app_version,
+            platform: d.platform,
+            ticket,
+            outcome: d.outcome,
+            completed_at: d.completed_at.map(from_bson_time),
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct AuditDoc {
+    #[serde(rename = "_id")]
+    id: ObjectId,
+    at: DateTime,
+    actor: String,
+    action: AuditAction,
+    device_id: String,
+    before: Option<Document>,
+    after: Option<Document>,
+}
+
+impl TryFrom<&AuditEntry> for AuditDoc {
+    type Error = StoreError;
+
+    fn try_from(e: &AuditEntry) -> StoreResult<Self> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            collection: "audit",
+            id: e.id.clone(),
+            reason,
+        };
+        let snapshot = |r: &Option<Registration>| {
+            r.as_ref()
+                .map(|r| bson::to_document(&DeviceDoc::from(r)))
+                .transpose()
+                .map_err(|err| corrupt(err.to_string()))
+        };
+        Ok(Self {
+            id: ObjectId::parse_str(&e.id).map_err(|err| corrupt(err.to_string()))?,
+            at: to_bson_time(e.at),
+            actor: e.actor.clone(),
+            action: e.action,
+            device_id: e.device_id.to_string(),
+            before: snapshot(&e.before)?,
+            after: snapshot(&e.after)?,
+        })
+    }
+}
+
+impl TryFrom<AuditDoc> for AuditEntry {
+    type Error = StoreError;
+
+    fn try_from(d: AuditDoc) -> StoreResult<Self> {
+        let id = d.id.to_hex();
+        let snapshot = |doc: Option<Document>| -> StoreResult<Option<Registration>> {
+            doc.map(|doc| {
+                bson::from_document::<DeviceDoc>(doc)
+                    .map_err(|err| StoreError::Corrupt {
+                        collection: "audit",
+                        id: id.clone(),
+                        reason: err.to_string(),
+                    })
+                    .and_then(Registration::try_from)
+            })
+            .transpose()
+        };
+        Ok(AuditEntry {
+            before: snapshot(d.before)?,
+            after: snapshot(d.after)?,
+            device_id: parse_device_id("audit", &d.device_id)?,
+            id,
+            at: from_bson_time(d.at),
+            actor: d.actor,
+            action: d.action,
+        })
+    }
+}

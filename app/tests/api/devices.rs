@@ -1,0 +1,495 @@
+//! Device registrations through the admin API, as an operator uses them.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN_TOKEN, READ_TOKEN, error_of, spawn_app};
+
+#[tokio::test]
+async fn admin_routes_need_a_valid_token_and_writes_a_write_token() {
+    let app = spawn_app().await;
+    let url = app.url("/v1/devices/dev-auth");
+    let body = json!({"reason": "x"});
+
+    let none = app.client.put(&url).json(&body).send().await.unwrap();
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    let (code, message) = error_of(none, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(code, "unauthorized");
+    assert!(message.contains("Authorization"), "{message}");
+
+    let wrong = app
+        .client
+        .put(&url)
+        .bearer_auth("not-the-token-at-all")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    error_of(wrong, StatusCode::UNAUTHORIZED).await;
+
+    let basic = app
+        .client
+        .get(app.url("/v1/devices"))
+        .basic_auth("admin", Some(ADMIN_TOKEN))
+        .send()
+        .await
+        .unwrap();
+    error_of(basic, StatusCode::UNAUTHORIZED).await;
+
+    let read_only = app
+        .client
+        .put(&url)
+        .bearer_auth(READ_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (code, _) = error_of(read_only, StatusCode::FORBIDDEN).await;
+    assert_eq!(code, "forbidden");
+
+    let listing = app
+        .client
+        .get(app.url("/v1/devices"))
+        .bearer_auth(READ_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn put_creates_then_replaces_and_records_the_token_name() {
+    let app = spawn_app().await;
+    let created = app
+        .register(
+            "dev-put",
+            json!({"reason": "first", "ticket_ref": "GAME-1"}),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["device_id"], "dev-put");
+    assert_eq!(created["created_by"], "admin");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["max_uploads"], 1);
+    assert_eq!(created["ticket_ref"], "GAME-1");
+
+    let replaced = app
+        .register("dev-put", json!({"reason": "second", "max_uploads": 5}))
+        .await;
+    assert_eq!(replaced.status(), StatusCode::OK);
+    let replaced: Value = replaced.json().await.unwrap();
+    assert_eq!(replaced["reason"], "second");
+    assert_eq!(replaced["max_uploads"], 5);
+    assert_eq!(replaced["created_at"], created["created_at"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn put_refuses_bad_input_with_precise_errors() {
+    let app = spawn_app().await;
+    let cases = [
+        (json!({}), "invalid_body", "reason"),
+        (json!({"reason": ""}), "invalid_reason", "reason"),
+        (
+            json!({"reason": "x", "expires_at": "tomorrow"}),
+            "invalid_date",
+            "expires_at",
+        ),
+        (
+            json!({"reason": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            "invalid_date",
+            "in the past",
+        ),
+        (
+            json!({"reason": "x", "max_uploads": 0}),
+            "invalid_max_uploads",
+            "between 1 and",
+        ),
+        (
+            json!({"reason": "x", "max_uploads": "unlimited"}),
+            "invalid_max_uploads",
+            "expires_at",
+        ),
+        (
+            json!({"reason": "x", "app_version": {"min": "2.0", "max": "1.0"}}),
+            "invalid_version_range",
+            "swap",
+        ),
+        (
+            json!({"reason": "x", "app_version": {"min": "one"}}),
+            "invalid_body",
+            "app_version",
+        ),
+        (
+            json!({"reason": "x", "platforms": ["i os"]}),
+            "invalid_platform",
+            "i os",
+        ),
+        (
+            json!({"reason": "x", "reasno": "typo"}),
+            "invalid_body",
+            "reasno",
+        ),
+    ];
+    for (body, want_code, want_text) in cases {
+        let (code, message) = error_of(
+            app.register("dev-bad", body.clone()).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(code, want_code, "{body}: {message}");
+        assert!(message.contains(want_text), "{body}: {message}");
+    }
+    let (code, _) = error_of(
+        app.register("bad id", json!({"reason": "x"})).await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "invalid_device_id");
+    // Nothing was stored by any of the refused calls.
+    error_of(
+        app.admin_get("/v1/devices/dev-bad").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn get_shows_the_registration_and_its_recent_checkins() {
+    let app = spawn_app().await;
+    app.register_ok("dev-get", json!({"reason": "x", "max_uploads": 2}))
+        .await;
+    app.checkin_body(
+        json!({"device_id": "dev-get", "platform": "android", "app_version": "2.0.1"}),
+    )
+    .await;
+    let detail: Value = app
+        .admin_get("/v1/devices/dev-get")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["registration"]["device_id"], "dev-get");
+    let checkins = detail["recent_checkins"].as_array().unwrap();
+    assert_eq!(checkins.len(), 1);
+    assert_eq!(checkins[0]["platform"], "android");
+    assert_eq!(checkins[0]["app_version"], "2.0.1");
+    assert_eq!(checkins[0]["outcome"], "upload");
+    assert!(checkins[0]["ticket"].as_str().is_some());
+    assert!(detail["registration"]["last_checkin_at"].as_str().is_some());
+
+    let (code, message) = error_of(
+        app.admin_get("/v1/devices/dev-unknown").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(code, "device_not_found");
+    assert!(message.contains("PUT /v1/devices/dev-unknown"), "{message}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn delete_revokes_at_once_and_is_idempotent() {
+    let app = spawn_app().await;
+    app.register_ok("dev-del", json!({"reason": "x"})).await;
+    assert_eq!(app.checkin_ok("dev-del").await["upload"], true);
+    assert_eq!(app.delete("dev-del").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.checkin_ok("dev-del").await["upload"], false);
+    assert_eq!(app.delete("dev-del").await.status(), StatusCode::NO_CONTENT);
+    let detail: Value = app
+        .admin_get("/v1/devices/dev-del")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["registration"]["status"], "revoked");
+    let (code, _) = error_of(app.delete("dev-never").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(code, "device_not_found");
+
+    // Registering again starts over.
+    app.register_ok("dev-del", json!({"reason": "again"})).await;
+    assert_eq!(app.checkin_ok("dev-del").await["upload"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn listing_pages_with_a_cursor_and_filters_by_status() {
+    let app = spawn_app().await;
+    for i in 0..7 {
+        app.register_ok(&format!("dev-list-{i}"), json!({"reason": "x"}))
+            .await;
+    }
+    app.delete("dev-list-3").await;
+
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/devices?limit=3&cursor={c}"),
+            None => "/v1/devices?limit=3".to_owned(),
+        };
+        let page: Value = app.admin_get(&path).await.json().await.unwrap();
+        pages += 1;
+        for item in page["items"].as_array().unwrap() {
+            seen.push(item["device_id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let expected: Vec<String> = (0..7).map(|i| format!("dev-list-{i}")).collect();
+    assert_eq!(seen, expected);
+
+    let revoked: Value = app
+        .admin_get("/v1/devices?status=revoked")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = revoked["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["device_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["dev-list-3"]);
+    let active: Value = app
+        .admin_get("/v1/devices?status=active")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(active["items"].as_array().unwrap().len(), 6);
+
+    let (code, _) = error_of(
+        app.admin_get("/v1/devices?status=done").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "invalid_status");
+    let (code, _) = error_of(
+        app.admin_get("/v1/devices?limit=0").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "invalid_limit");
+    let (code, _) = error_of(
+        app.admin_get("/v1/devices?limit=ten").await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    assert_eq!(code, "invalid_query");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn json_batch_saves_good_items_and_reports_bad_ones() {
+    let app = spawn_app().await;
+    app.register_ok("dev-b-existing", json!({"reason": "old"}))
+        .await;
+    let body = json!({"items": [
+        {"device_id": "dev-b-1", "reason": "a"},
+        {"device_id": "bad id", "reason": "b"},
+        {"device_id": "dev-b-2", "reason": "c", "max_uploads": 2},
+        {"device_id": "dev-b-3", "reason": "d", "expires_at": "nope"},
+        {"device_id": "dev-b-existing", "reason": "new"},
+        {"device_id": "dev-b-1", "reason": "dup"},
+        {"reason": "no id"},
+        "not an object",
+        {"device_id": "dev-b-4", "reason": "e", "colour": "red"},
+    ]});
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            report["created"].as_u64(),
+            report["updated"].as_u64(),
+            report["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(6))
+    );
+    let results: Vec<(&str, &str)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["position"].as_str().unwrap(),
+                i["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("items[0]", "created"),
+            ("items[1]", "error"),
+            ("items[2]", "created"),
+            ("items[3]", "error"),
+            ("items[4]", "updated"),
+            ("items[5]", "error"),
+            ("items[6]", "error"),
+            ("items[7]", "error"),
+            ("items[8]", "error"),
+        ]
+    );
+    assert_eq!(report["items"][1]["error"]["code"], "invalid_device_id");
+    assert_eq!(report["items"][3]["error"]["code"], "invalid_date");
+    assert_eq!(report["items"][5]["error"]["code"], "duplicate_device_id");
+    assert!(
+        report["items"][8]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
+
+    for id in ["dev-b-1", "dev-b-2", "dev-b-existing"] {
+        assert_eq!(app.checkin_ok(id).await["upload"], true, "{id}");
+    }
+    assert_eq!(app.checkin_ok("dev-b-3").await["upload"], false);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn csv_batch_reports_lines() {
+    let app = spawn_app().await;
+    let csv = "device_id,reason,max_uploads,platforms,app_version_min\n\
+               dev-c-1,crash,1,ios;android,1.2\n\
+               dev-c-2,,1,,\n\
+               dev c 3,crash,1,,\n\
+               dev-c-4,crash,lots,,\n\
+               dev-c-5,crash,2,,\n";
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    let results: Vec<(&str, &str)> = report["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["position"].as_str().unwrap(),
+                i["result"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("line 2", "created"),
+            ("line 3", "error"),
+            ("line 4", "error"),
+            ("line 5", "error"),
+            ("line 6", "created")
+        ]
+    );
+    assert!(
+        report["items"][1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 3:")
+    );
+    let detail: Value = app
+        .admin_get("/v1/devices/dev-c-1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["registration"]["platforms"],
+        json!(["ios", "android"])
+    );
+    assert_eq!(detail["registration"]["app_version"]["min"], "1.2");
+
+    let bad_header = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body("device,reason\nx,y\n")
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_of(bad_header, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "invalid_csv");
+    assert!(message.contains("\"device\""), "{message}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batch_limits_and_content_types() {
+    let app = spawn_app().await;
+    let items: Vec<Value> = (0..10_001)
+        .map(|i| json!({"device_id": format!("d{i}"), "reason": "x"}))
+        .collect();
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"items": items}))
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_of(response, StatusCode::PAYLOAD_TOO_LARGE).await;
+    assert_eq!(code, "payload_too_large");
+    assert!(message.contains("10001"), "{message}");
+
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/xml")
+        .body("<items/>")
+        .send()
+        .await
+        .unwrap();
+    error_of(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_batch_of_ten_thousand_is_accepted() {
+    let app = spawn_app().await;
+    let mut csv = String::from("device_id,reason\n");
+    for i in 0..10_000 {
+        csv.push_str(&format!("bulk-{i:05},maintenance sweep\n"));
+    }
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["created"], 10_000);
+    assert_eq!(report["failed"], 0);
+    assert_eq!(app.checkin_ok("bulk-09999").await["upload"], true);
+    assert_eq!(app.state.registry.len(), 10_000);
+    app.stop().await;
+}

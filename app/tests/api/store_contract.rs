@@ -1,0 +1,284 @@
+//! The store contract: MongoDB and the embedded store behave the same. One scenario, run
+//! against both.
+
+use std::time::Duration;
+
+use controltower::domain::{
+    AppVersion, DeviceId, MaxUploadsInput, Registration, RegistrationInput, RegistrationSpec,
+    Status, Ticket, VersionRange,
+};
+use controltower::store::memory::MemoryStore;
+use controltower::store::mongo::{MongoConfig, MongoStore};
+use controltower::store::{
+    AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store, TicketCompletion,
+    UploadReport,
+};
+use time::OffsetDateTime;
+
+use crate::helpers::{mongodb_uri, unique_database};
+
+fn id(s: &str) -> DeviceId {
+    DeviceId::parse(s).unwrap()
+}
+
+fn registration(
+    device: &str,
+    now: OffsetDateTime,
+    expires_in: Option<time::Duration>,
+) -> Registration {
+    let input = RegistrationInput {
+        reason: format!("why {device}"),
+        ticket_ref: Some("GAME-7".into()),
+        expires_at: expires_in.map(|d| {
+            (now + d)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        }),
+        max_uploads: Some(MaxUploadsInput::Count(2)),
+        log_since: Some("2026-11-01T00:00:00.123Z".into()),
+        platforms: Some(vec!["ios".into(), "android".into()]),
+        app_version: Some(VersionRange {
+            min: Some(AppVersion::parse("1.4").unwrap()),
+            max: Some(AppVersion::parse("1.9.9").unwrap()),
+        }),
+    };
+    let spec = RegistrationSpec::parse(input, now).unwrap();
+    Registration::new(id(device), spec, "contract", now)
+}
+
+async fn contract(store: Store) {
+    let now = controltower::domain::now();
+    store.prepare().await.unwrap();
+    store.prepare().await.expect("prepare is idempotent");
+
+    // Generation.
+    let g0 = store.generation().await.unwrap();
+    assert_eq!(store.bump_generation().await.unwrap(), g0 + 1);
+    assert_eq!(store.generation().await.unwrap(), g0 + 1);
+
+    // Save and read back, field for field.
+    let a = registration("dev-a", now, None);
+    store.save(&a).await.unwrap();
+    assert_eq!(store.get(&id("dev-a")).await.unwrap().as_ref(), Some(&a));
+    assert_eq!(store.get(&id("dev-none")).await.unwrap(), None);
+    let mut a2 = a.clone();
+    a2.spec.reason = "changed".into();
+    store.save(&a2).await.unwrap();
+    assert_eq!(
+        store.get(&id("dev-a")).await.unwrap().unwrap().spec.reason,
+        "changed"
+    );
+
+    let b = registration("dev-b", now, Some(time::Duration::hours(1)));
+    let c = registration("dev-c", now, Some(time::Duration::milliseconds(200)));
+    let results = store.save_many(&[b.clone(), c.clone()]).await;
+    assert!(results.iter().all(Result::is_ok));
+    let many = store
+        .get_many(&[id("dev-b"), id("dev-c"), id("dev-none")])
+        .await
+        .unwrap();
+    assert_eq!(many.len(), 2);
+
+    // Active set and expiry.
+    let active = store.load_active(now).await.unwrap();
+    let mut ids = active.ids.clone();
+    ids.sort();
+    assert_eq!(ids, ["dev-a", "dev-b", "dev-c"]);
+    assert_eq!(active.next_expiry, c.spec.expires_at);
+    let later = now + time::Duration::seconds(1);
+    assert_eq!(store.load_active(later).await.unwrap().ids.len(), 2);
+    assert_eq!(store.expire_due(later).await.unwrap(), 1);
+    assert_eq!(
+        store.get(&id("dev-c")).await.unwrap().unwrap().status,
+        Status::Expired
+    );
+
+    // Listing: order, cursor, status.
+    let all = store
+        .list(
+            &DeviceQuery {
+                limit: 10,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = all.iter().map(|r| r.device_id.to_string()).collect();
+    assert_eq!(names, ["dev-a", "dev-b", "dev-c"]);
+    let after = store
+        .list(
+            &DeviceQuery {
+                after: Some("dev-a".into()),
+                limit: 1,
+                ..Default::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(after[0].device_id.as_str(), "dev-b");
+    let expired = store
+        .list(
+            &DeviceQuery {
+                status: Some(Status::Expired),
+                limit: 10,
+                ..Default::default()
+            },
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+
+    // Compare-and-set transitions.
+    assert!(
+        store
+            .transition(&id("dev-b"), Status::Active, Status::Revoked, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition(&id("dev-b"), Status::Active, Status::Fulfilled, now)
+            .await
+            .unwrap()
+    );
+
+    // Check-ins and tickets.
+    let ticket = Ticket::generate();
+    let checkin = |ticket: Option<Ticket>, at: OffsetDateTime, outcome: &str| CheckinRecord {
+        device_id: id("dev-a"),
+        at,
+        app_version: Some("1.5".into()),
+        platform: Some("ios".into()),
+        ticket,
+        outcome: outcome.into(),
+        completed_at: None,
+    };
+    store
+        .record_checkin(&checkin(None, now, "platform"))
+        .await
+        .unwrap();
+    store
+        .record_checkin(&checkin(
+            Some(ticket.clone()),
+            now + time::Duration::milliseconds(5),
+            "upload",
+        ))
+        .await
+        .unwrap();
+    let recent = store.recent_checkins(&id("dev-a"), 10).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0].outcome, "upload", "newest first");
+    assert_eq!(
+        store
+            .get(&id("dev-a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .last_checkin_at,
+        Some(now + time::Duration::milliseconds(5))
+    );
+    let report = UploadReport {
+        bytes: Some(10),
+        dump_id: Some("d1".into()),
+    };
+    assert_eq!(
+        store.complete_ticket(&ticket, &report, now).await.unwrap(),
+        TicketCompletion::Completed(id("dev-a"))
+    );
+    assert_eq!(
+        store.complete_ticket(&ticket, &report, now).await.unwrap(),
+        TicketCompletion::AlreadyCompleted(id("dev-a"))
+    );
+    assert_eq!(
+        store
+            .complete_ticket(&Ticket::generate(), &report, now)
+            .await
+            .unwrap(),
+        TicketCompletion::Unknown
+    );
+    assert_eq!(
+        store.recent_checkins(&id("dev-a"), 1).await.unwrap()[0].completed_at,
+        Some(now)
+    );
+
+    // Upload counting only on active registrations.
+    assert_eq!(
+        store
+            .count_upload(&id("dev-a"))
+            .await
+            .unwrap()
+            .map(|r| r.uploads),
+        Some(1)
+    );
+    assert_eq!(
+        store.count_upload(&id("dev-b")).await.unwrap(),
+        None,
+        "revoked"
+    );
+
+    // Audit.
+    let entries: Vec<AuditEntry> = ["dev-a", "dev-b", "dev-a"]
+        .iter()
+        .map(|d| {
+            AuditEntry::new(
+                "alice",
+                AuditAction::Update,
+                id(d),
+                Some(a.clone()),
+                Some(a2.clone()),
+                now,
+            )
+        })
+        .collect();
+    store.append_audit(&entries).await.unwrap();
+    let log = store
+        .list_audit(&AuditQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[0], entries[2], "newest first, read back whole");
+    let only_a = store
+        .list_audit(&AuditQuery {
+            device_id: Some(id("dev-a")),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_a.len(), 2);
+    let older = store
+        .list_audit(&AuditQuery {
+            before: Some(log[0].id.clone()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 2);
+}
+
+#[tokio::test]
+async fn memory_store_honours_the_contract() {
+    contract(Store::Memory(MemoryStore::new(Duration::from_secs(86_400)))).await;
+}
+
+#[tokio::test]
+async fn mongo_store_honours_the_contract() {
+    let store = MongoStore::connect(&MongoConfig {
+        uri: mongodb_uri(),
+        database: unique_database(),
+        app_name: "ct-contract".into(),
+        server_selection_timeout: Duration::from_secs(5),
+        checkin_retention: Duration::from_secs(86_400),
+        heartbeat: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    contract(Store::Mongo(store)).await;
+}
