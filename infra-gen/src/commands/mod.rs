@@ -1,0 +1,92 @@
+//! One module per subcommand, each with a `run`. Shared here: loading the environments a
+//! command works on, with every diagnostic printed.
+
+pub mod plan;
+pub mod render;
+pub mod schema;
+pub mod validate;
+
+use std::path::Path;
+
+use crate::cli::{Cli, Command};
+use crate::env::diagnostic::{Diagnostic, Diagnostics};
+use crate::env::{self, Environment, schema::nearest};
+use crate::error::{Error, Result};
+
+/// Runs the command the arguments name.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Render(args) => render::run(&cli.root, &args),
+        Command::Validate(args) => validate::run(&cli.root, &args),
+        Command::Plan(args) => plan::run(&cli.root, &args),
+        Command::Schema => schema::run(),
+    }
+}
+
+/// Loads every environment of `root/environments`, prints the warnings, and fails with all
+/// errors at once. With `selected`, returns only those (unknown names are an error that
+/// suggests the nearest one).
+pub fn load_environments(
+    root: &Path,
+    selected: &[String],
+    instance: Option<&str>,
+) -> Result<Vec<Environment>> {
+    let loaded = env::load(&root.join("environments"), instance);
+    let mut diagnostics = loaded.diagnostics;
+    // File order: a reader fixes them top to bottom.
+    diagnostics.sort_by(|a, b| a.span.cmp(&b.span));
+    let (errors, warnings): (Vec<Diagnostic>, Vec<Diagnostic>) =
+        diagnostics.into_iter().partition(Diagnostic::is_error);
+    for warning in &warnings {
+        eprintln!("{warning}");
+    }
+    if !errors.is_empty() {
+        return Err(Error::Environments(Diagnostics(errors)));
+    }
+    if let Some(instance) = instance {
+        let not_review: Vec<&str> = loaded
+            .environments
+            .iter()
+            .filter(|e| selected.contains(&e.name) && !e.spec.review)
+            .map(|e| e.name.as_str())
+            .collect();
+        if !not_review.is_empty() {
+            return Err(Error::Usage(format!(
+                "--instance {instance} was given, but {} is not a review environment; add `review: true` to its file, or drop --instance",
+                not_review.join(", ")
+            )));
+        }
+        if selected.is_empty() {
+            return Ok(loaded
+                .environments
+                .into_iter()
+                .filter(|e| e.spec.review)
+                .collect());
+        }
+    }
+    if selected.is_empty() {
+        return Ok(loaded.environments);
+    }
+    let names: Vec<&str> = loaded
+        .environments
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    for wanted in selected {
+        if !names.contains(&wanted.as_str()) {
+            let hint = match nearest(wanted, names.iter().copied()) {
+                Some(near) => format!("did you mean `{near}`? "),
+                None => String::new(),
+            };
+            return Err(Error::Usage(format!(
+                "no environment {wanted:?} (no environments/{wanted}.yaml); {hint}environments: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(loaded
+        .environments
+        .into_iter()
+        .filter(|e| selected.contains(&e.name))
+        .collect())
+}

@@ -1,0 +1,118 @@
+//! `infra-gen render`: writes `manifests/<env>/`, or with `--check` compares the committed
+//! tree with what the environment files render and asks git what is not committed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::cli::RenderArgs;
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::render::Renderer;
+use crate::tree::{self, EnvFiles};
+
+/// Renders the files of one environment (in memory).
+pub fn render_files(root: &Path, env: &Environment) -> Result<EnvFiles> {
+    let renderer = Renderer::new(Some(&root.join("templates")))?;
+    let manifests = renderer.render(env)?;
+    Ok(tree::files(env, &manifests)?)
+}
+
+/// Runs the command.
+pub fn run(root: &Path, args: &RenderArgs) -> Result<()> {
+    if args.instance.is_some() && args.output.is_none() && !args.check {
+        return Err(Error::Usage(
+            "review instances are rendered on the fly, not into manifests/: add --output DIR"
+                .into(),
+        ));
+    }
+    let environments = super::load_environments(root, &args.envs, args.instance.as_deref())?;
+    let renderer = Renderer::new(Some(&root.join("templates")))?;
+    if !renderer.overridden.is_empty() {
+        eprintln!(
+            "using project templates: {}",
+            renderer.overridden.join(", ")
+        );
+    }
+    let mut rendered: BTreeMap<String, EnvFiles> = BTreeMap::new();
+    for env in &environments {
+        if env.spec.review && env.instance.is_none() {
+            eprintln!(
+                "skipping review environment {}: it is rendered per merge request (--instance mr-N --output DIR)",
+                env.name
+            );
+            continue;
+        }
+        let manifests = renderer.render(env)?;
+        rendered.insert(env.name.clone(), tree::files(env, &manifests)?);
+    }
+    let manifests_dir = args
+        .output
+        .clone()
+        .unwrap_or_else(|| root.join("manifests"));
+    let all = args.envs.is_empty() && args.output.is_none();
+    if args.check {
+        return check(root, &manifests_dir, &rendered, all);
+    }
+    let report = tree::write(&manifests_dir, &rendered, all)?;
+    for path in &report.written {
+        println!("wrote   {}", path.display());
+    }
+    for path in &report.removed {
+        println!("removed {}", path.display());
+    }
+    println!(
+        "{} environment(s): {} file(s) written, {} unchanged, {} removed",
+        rendered.len(),
+        report.written.len(),
+        report.unchanged,
+        report.removed.len()
+    );
+    Ok(())
+}
+
+fn check(
+    root: &Path,
+    manifests_dir: &Path,
+    rendered: &BTreeMap<String, EnvFiles>,
+    all: bool,
+) -> Result<()> {
+    let drift = tree::check(manifests_dir, rendered, all)?;
+    let mut problems = 0;
+    for (path, diff) in &drift.differing {
+        println!("differs: {}\n{diff}", path.display());
+        problems += 1;
+    }
+    for path in &drift.missing {
+        println!("missing: {}", path.display());
+        problems += 1;
+    }
+    for path in &drift.stale {
+        println!("stale:   {} (no longer rendered)", path.display());
+        problems += 1;
+    }
+    let uncommitted = tree::uncommitted(root, &["environments/", "manifests/", "templates/"]);
+    match &uncommitted {
+        Some(entries) => {
+            for (path, what) in entries {
+                println!("not committed: {path} ({what})");
+            }
+        }
+        None => println!("note: not a git repository; skipped the committed-files check"),
+    }
+    let uncommitted = uncommitted.map_or(0, |e| e.len());
+    match (problems, uncommitted) {
+        (0, 0) => {
+            println!(
+                "manifests/ matches the environment files ({} environment(s))",
+                rendered.len()
+            );
+            Ok(())
+        }
+        (0, n) => Err(Error::Check(format!(
+            "the tree matches the environment files, but {n} file(s) are not committed: commit them"
+        ))),
+        (p, _) => Err(Error::Check(format!(
+            "{p} file(s) of manifests/ do not match the environment files: run `infra-gen render` and commit the result"
+        ))),
+    }
+}

@@ -1,0 +1,723 @@
+//! The deployment rules of DESIGN §4: what a valid environment file may ask for. Every rule
+//! is a clear error (or a warning), never a silent fix, and names the key to change.
+
+use std::collections::BTreeMap;
+
+use super::Environment;
+use super::diagnostic::Diagnostic;
+use super::fargate::{self, FargateSize};
+use super::model::{Compute, EnvValue, Strategy, Workload, WorkloadKind};
+
+/// Longest DNS-1123 label.
+pub const MAX_LABEL: usize = 63;
+/// Seconds added to preStop + drain for the default terminationGracePeriodSeconds.
+pub const GRACE_MARGIN: u32 = 10;
+/// The smallest margin accepted when terminationGracePeriodSeconds is set by hand.
+pub const MIN_GRACE_MARGIN: u32 = 5;
+/// Default preStop sleep.
+pub const DEFAULT_PRE_STOP: u32 = 15;
+/// Default drain window.
+pub const DEFAULT_DRAIN: u32 = 10;
+
+const DOWNWARD_FIELDS: [&str; 9] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.podIP",
+    "status.hostIP",
+];
+
+/// Whether `name` is a DNS-1123 label: lowercase letters, digits and `-`, starting and
+/// ending alphanumeric, at most 63 characters.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_LABEL
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn is_hostname(host: &str) -> bool {
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    host.len() <= 253 && host.contains('.') && host.split('.').all(is_dns_label)
+}
+
+/// The timing of a workload's shutdown: (preStop, drain, terminationGracePeriodSeconds).
+pub fn shutdown_timing(workload: &Workload) -> (u32, u32, u32) {
+    let shutdown = workload.shutdown.as_ref();
+    let pre_stop = shutdown
+        .and_then(|s| s.pre_stop_seconds)
+        .unwrap_or(DEFAULT_PRE_STOP);
+    let drain = shutdown
+        .and_then(|s| s.drain_seconds)
+        .unwrap_or(DEFAULT_DRAIN);
+    let grace = shutdown
+        .and_then(|s| s.grace_period_seconds)
+        .unwrap_or(pre_stop + drain + GRACE_MARGIN);
+    (pre_stop, drain, grace)
+}
+
+/// The Fargate size a workload's pod gets, or why it has none.
+pub fn fargate_size(workload: &Workload) -> Result<FargateSize, String> {
+    let resources = workload
+        .resources
+        .as_ref()
+        .ok_or_else(|| "no resources: Fargate sizes the pod from its requests".to_owned())?;
+    let limits = resources.limits.as_ref();
+    let cpu_request = fargate::parse_cpu(&resources.cpu.text()).ok_or_else(|| {
+        format!(
+            "cpu {:?} is not a quantity like 500m or 1",
+            resources.cpu.text()
+        )
+    })?;
+    let cpu_limit = limits
+        .and_then(|l| l.cpu.as_ref())
+        .map(|c| {
+            fargate::parse_cpu(&c.text())
+                .ok_or_else(|| format!("limits.cpu {:?} is not a quantity", c.text()))
+        })
+        .transpose()?
+        .unwrap_or(0.0);
+    let memory_request = fargate::parse_memory(&resources.memory.text()).ok_or_else(|| {
+        format!(
+            "memory {:?} is not a quantity like 512Mi or 1Gi",
+            resources.memory.text()
+        )
+    })?;
+    let memory_limit = limits
+        .and_then(|l| l.memory.as_ref())
+        .map(|m| {
+            fargate::parse_memory(&m.text())
+                .ok_or_else(|| format!("limits.memory {:?} is not a quantity", m.text()))
+        })
+        .transpose()?
+        .unwrap_or(0.0);
+    fargate::size_for(cpu_request.max(cpu_limit), memory_request.max(memory_limit)).ok_or_else(|| {
+        format!(
+            "the pod needs {} vCPU and {:.0} MiB (+{} MiB Fargate overhead), more than the largest Fargate size (16 vCPU / 120 GB)",
+            cpu_request.max(cpu_limit) / 1000.0,
+            memory_request.max(memory_limit),
+            fargate::OVERHEAD_MIB
+        )
+    })
+}
+
+/// The tag of an image reference, if any (`None` for `repo/app` and `repo/app@sha256:…`).
+pub fn image_tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag)
+}
+
+struct Checker<'a> {
+    env: &'a Environment,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let d = Diagnostic::error(Some(self.env.span(path)), path, message).with_hint(hint);
+        self.out.push(d);
+    }
+
+    fn error_at_key(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let d = Diagnostic::error(Some(self.env.key_span(path)), path, message).with_hint(hint);
+        self.out.push(d);
+    }
+
+    fn warning(&mut self, path: &str, message: impl Into<String>, hint: impl Into<String>) {
+        let d = Diagnostic::warning(Some(self.env.span(path)), path, message).with_hint(hint);
+        self.out.push(d);
+    }
+}
+
+/// Checks one environment.
+pub fn check_environment(env: &Environment, instance: Option<&str>) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        env,
+        out: Vec::new(),
+    };
+    let spec = &env.spec;
+
+    if let Some(instance) = instance
+        && spec.review
+        && !is_dns_label(instance)
+    {
+        c.error(
+            "review",
+            format!("instance {instance:?} is not a DNS-1123 label"),
+            "use lowercase letters, digits and -, e.g. mr-42",
+        );
+    }
+    let slug = super::slugify(&spec.project.name);
+    if slug.is_empty() {
+        c.error(
+            "project.name",
+            format!(
+                "project name {:?} has no letter or digit to make a namespace from",
+                spec.project.name
+            ),
+            "use the GitLab project path, e.g. controltower",
+        );
+    }
+    let namespace = env.namespace();
+    if !slug.is_empty() && !is_dns_label(&namespace) {
+        c.error(
+            "project.name",
+            format!("namespace {namespace:?} ({} characters) is not a DNS-1123 label of at most {MAX_LABEL}", namespace.len()),
+            "shorten project.name, or drop namespace.suffix",
+        );
+    }
+    if let Some(version) = &spec.cluster.version {
+        let valid = version
+            .split_once('.')
+            .is_some_and(|(a, b)| a == "1" && b.parse::<u32>().is_ok());
+        if !valid {
+            c.error(
+                "cluster.version",
+                format!(
+                    "cluster.version {version:?} is not a Kubernetes minor version like \"1.33\""
+                ),
+                "quote it: version: \"1.33\"",
+            );
+        }
+    }
+    if let Some(registry) = &spec.registry
+        && !is_dns_label(&registry.pull_secret)
+    {
+        c.error(
+            "registry.pullSecret",
+            format!(
+                "pull secret name {:?} is not a DNS-1123 label",
+                registry.pull_secret
+            ),
+            "e.g. gitlab-registry",
+        );
+    }
+    for (name, keys) in &spec.secrets {
+        let path = format!("secrets.{name}");
+        if !is_dns_label(name) {
+            c.error_at_key(
+                &path,
+                format!("secret name {name:?} is not a DNS-1123 label"),
+                "lowercase letters, digits and -",
+            );
+        }
+        for (key, source) in keys {
+            if key.is_empty()
+                || !key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                c.error_at_key(
+                    &format!("{path}.{key}"),
+                    format!("secret key {key:?} may only hold letters, digits, - _ ."),
+                    "e.g. uri",
+                );
+            }
+            if !is_env_name(&source.from_env) {
+                c.error(
+                    &format!("{path}.{key}.fromEnv"),
+                    format!("{:?} is not an environment variable name", source.from_env),
+                    "e.g. MONGODB_URI",
+                );
+            }
+        }
+    }
+    if spec.workloads.is_empty() {
+        c.error(
+            "workloads",
+            "no workloads",
+            "add one, e.g. `workloads: {web: {kind: web, image: …, port: 8080}}`",
+        );
+    }
+    for (name, workload) in &spec.workloads {
+        check_workload(&mut c, name, workload);
+    }
+    c.out
+}
+
+fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
+    let spec = &c.env.spec;
+    let base = format!("workloads.{name}");
+    let at = |key: &str| format!("{base}.{key}");
+    if !is_dns_label(name) {
+        c.error(
+            &base,
+            format!("workload name {name:?} is not a DNS-1123 label"),
+            "use lowercase letters, digits and -, at most 63 characters",
+        );
+    }
+    let blue_green = w
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.strategy == Strategy::BlueGreen);
+    if blue_green && name.len() + "-preview".len() > MAX_LABEL {
+        c.error(&base, format!("workload name {name:?} is too long for blue-green: {name}-preview would exceed {MAX_LABEL} characters"), "shorten the name");
+    }
+
+    // Image.
+    match image_tag(&w.image) {
+        _ if w.image.contains('@') => {}
+        None if !spec.review => c.error(
+            &at("image"),
+            format!(
+                "image {:?} has no tag, so every node may run a different version",
+                w.image
+            ),
+            "pin a tag, e.g. :1.4.2 or :${CI_COMMIT_SHA}",
+        ),
+        Some("latest") if !spec.review => c.error(
+            &at("image"),
+            format!(
+                "image {:?} uses :latest outside a review environment",
+                w.image
+            ),
+            "pin a tag, e.g. :1.4.2 or :${CI_COMMIT_SHA}",
+        ),
+        _ => {}
+    }
+    if w.image.contains("${") {
+        let vars = placeholders(&w.image);
+        if vars.iter().any(|v| !is_env_name(v)) || w.image.matches("${").count() != vars.len() {
+            c.error(
+                &at("image"),
+                format!("image {:?} has a malformed ${{VARIABLE}}", w.image),
+                "write ${NAME} with letters, digits and _",
+            );
+        }
+    }
+
+    // Kind-specific shape.
+    let exposed_port = |c: &mut Checker<'_>| {
+        if w.port.is_none() {
+            c.error(
+                &base,
+                "a web workload needs `port` (its container port)",
+                "e.g. port: 8080",
+            );
+        }
+    };
+    let forbid = |c: &mut Checker<'_>, present: bool, key: &str, why: &str| {
+        if present {
+            c.error(
+                &at(key),
+                format!("`{key}` does not apply to a {} workload", kind_name(w.kind)),
+                why.to_owned(),
+            );
+        }
+    };
+    match w.kind {
+        WorkloadKind::Web => {
+            exposed_port(c);
+            forbid(
+                c,
+                w.ports.is_some(),
+                "ports",
+                "web workloads have one `port`; use kind tcp for several",
+            );
+            forbid(c, w.tcp.is_some(), "tcp", "use kind tcp for an NLB");
+        }
+        WorkloadKind::Tcp => {
+            forbid(
+                c,
+                w.port.is_some(),
+                "port",
+                "list the ports under `ports` with a name each",
+            );
+            forbid(c, w.http.is_some(), "http", "use kind web for an ALB");
+            match &w.ports {
+                None => c.error(
+                    &base,
+                    "a tcp workload needs `ports`",
+                    "e.g. ports: [{name: game, port: 7000}]",
+                ),
+                Some(ports) if ports.is_empty() => {
+                    c.error(&at("ports"), "ports is empty", "list at least one port")
+                }
+                Some(ports) => {
+                    for (i, p) in ports.iter().enumerate() {
+                        if !is_dns_label(&p.name) || p.name.len() > 15 {
+                            c.error(&format!("{base}.ports[{i}].name"), format!("port name {:?} must be a DNS-1123 label of at most 15 characters", p.name), "e.g. game");
+                        }
+                    }
+                }
+            }
+        }
+        WorkloadKind::Worker | WorkloadKind::Cron => {
+            let why = "only web and tcp workloads are exposed";
+            forbid(c, w.port.is_some(), "port", why);
+            forbid(c, w.ports.is_some(), "ports", why);
+            forbid(c, w.http.is_some(), "http", why);
+            forbid(c, w.tcp.is_some(), "tcp", why);
+            forbid(
+                c,
+                blue_green,
+                "rollout",
+                "blue-green needs traffic to move; use strategy rolling",
+            );
+        }
+    }
+    if w.kind == WorkloadKind::Cron {
+        let why = "a CronJob runs one pod per schedule";
+        forbid(c, w.replicas.is_some(), "replicas", why);
+        forbid(c, w.autoscaling.is_some(), "autoscaling", why);
+        forbid(c, w.rollout.is_some(), "rollout", why);
+        forbid(c, w.probes.is_some(), "probes", "jobs are not probed");
+        match &w.schedule {
+            None => c.error(
+                &base,
+                "a cron workload needs `schedule`",
+                "e.g. schedule: \"0 3 * * *\" (03:00 every day)",
+            ),
+            Some(s) if s.split_whitespace().count() != 5 && !s.starts_with('@') => {
+                c.error(
+                    &at("schedule"),
+                    format!(
+                        "schedule {s:?} does not have 5 fields (minute hour day month weekday)"
+                    ),
+                    "e.g. \"0 3 * * *\"",
+                );
+            }
+            _ => {}
+        }
+    } else {
+        forbid(
+            c,
+            w.schedule.is_some(),
+            "schedule",
+            "only cron workloads have a schedule",
+        );
+        forbid(
+            c,
+            w.time_zone.is_some(),
+            "timeZone",
+            "only cron workloads have a schedule",
+        );
+    }
+
+    // Replicas and autoscaling.
+    if let Some(a) = &w.autoscaling {
+        if a.min == 0 {
+            c.error(
+                &at("autoscaling.min"),
+                "autoscaling.min is 0",
+                "at least 1; the HPA cannot scale from zero",
+            );
+        }
+        if a.min > a.max {
+            c.error(
+                &at("autoscaling"),
+                format!(
+                    "autoscaling.min {} is above autoscaling.max {}",
+                    a.min, a.max
+                ),
+                "swap them",
+            );
+        }
+        if let Some(r) = w.replicas
+            && (r < a.min || r > a.max)
+        {
+            c.error(
+                &at("replicas"),
+                format!("replicas {r} is outside autoscaling {}..{}", a.min, a.max),
+                "set replicas within the range, or drop it",
+            );
+        }
+        for (key, value) in [
+            ("cpuPercent", a.cpu_percent),
+            ("memoryPercent", a.memory_percent),
+        ] {
+            if let Some(p) = value
+                && !(1..=100).contains(&p)
+            {
+                c.error(
+                    &at(&format!("autoscaling.{key}")),
+                    format!("{key} {p} is not a percentage between 1 and 100"),
+                    "e.g. 70",
+                );
+            }
+        }
+    }
+
+    // Shutdown.
+    let (pre_stop, drain, grace) = shutdown_timing(w);
+    if grace < pre_stop + drain + MIN_GRACE_MARGIN {
+        c.error(
+            &at("shutdown.gracePeriodSeconds"),
+            format!("terminationGracePeriodSeconds {grace} is less than preStop {pre_stop} + drain {drain} + {MIN_GRACE_MARGIN}: the kubelet would SIGKILL a draining pod"),
+            format!("raise it to at least {}, or drop it (default {})", pre_stop + drain + MIN_GRACE_MARGIN, pre_stop + drain + GRACE_MARGIN),
+        );
+    }
+
+    // Fargate.
+    if spec.cluster.compute == Compute::Fargate {
+        if let Err(why) = fargate_size(w) {
+            let path = if w.resources.is_some() {
+                at("resources")
+            } else {
+                base.clone()
+            };
+            c.error(&path, format!("on Fargate, {why}"), "set resources: {cpu: 500m, memory: 1Gi}; the pod is sized up to the next Fargate vCPU/memory pair");
+        }
+    } else if w.resources.is_none() {
+        c.warning(&base, "no resources: the scheduler cannot place the pod sensibly and the HPA cannot compute utilisation", "set resources: {cpu: 500m, memory: 1Gi}");
+    }
+    if w.autoscaling.is_some() && w.resources.is_none() {
+        c.error(
+            &at("autoscaling"),
+            "autoscaling needs resources: utilisation is a percentage of the request",
+            "set resources.cpu and resources.memory",
+        );
+    }
+
+    // Environment variables.
+    for (var, value) in &w.env {
+        let path = format!("{base}.env.{var}");
+        if !is_env_name(var) {
+            c.error_at_key(
+                &path,
+                format!("{var:?} is not an environment variable name"),
+                "letters, digits and _, not starting with a digit",
+            );
+        }
+        match value {
+            EnvValue::Field(f) if !DOWNWARD_FIELDS.contains(&f.field.as_str()) => {
+                c.error(
+                    &format!("{path}.field"),
+                    format!("{:?} is not a Downward API field", f.field),
+                    format!("one of {}", DOWNWARD_FIELDS.join(", ")),
+                );
+            }
+            EnvValue::Secret(s) if !spec.secrets.contains_key(&s.secret) => {
+                c.warning(
+                    &format!("{path}.secret"),
+                    format!(
+                        "secret {:?} is not declared under `secrets:`, so apply will not create it",
+                        s.secret
+                    ),
+                    "declare it, or make sure it exists in the namespace",
+                );
+            }
+            EnvValue::Secret(s)
+                if !spec
+                    .secrets
+                    .get(&s.secret)
+                    .is_some_and(|keys| keys.contains_key(&s.key)) =>
+            {
+                let keys: Vec<&str> = spec
+                    .secrets
+                    .get(&s.secret)
+                    .map(|k| k.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                c.error(
+                    &format!("{path}.key"),
+                    format!("secret {:?} has no key {:?}", s.secret, s.key),
+                    format!("its keys: {}", keys.join(", ")),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    // Probes and HTTP exposure.
+    if let Some(p) = &w.probes {
+        for (key, value) in [("readiness", &p.readiness), ("liveness", &p.liveness)] {
+            if let Some(path) = value
+                && !path.starts_with('/')
+            {
+                c.error(
+                    &at(&format!("probes.{key}")),
+                    format!("probe path {path:?} must start with /"),
+                    "e.g. /healthz/ready",
+                );
+            }
+        }
+    }
+    let readiness = w.probes.as_ref().and_then(|p| p.readiness.as_ref());
+    if matches!(w.kind, WorkloadKind::Web) && readiness.is_none() {
+        c.warning(
+            &base,
+            "no readiness probe: new pods get traffic before they can answer",
+            "set probes.readiness, e.g. /healthz/ready",
+        );
+    }
+    if let Some(http) = &w.http {
+        if !is_hostname(&http.host) {
+            c.error(
+                &at("http.host"),
+                format!("{:?} is not a host name", http.host),
+                "e.g. ct.example.com",
+            );
+        }
+        if let Some(arn) = &http.certificate_arn
+            && !arn.starts_with("arn:aws:acm:")
+        {
+            c.error(
+                &at("http.certificateArn"),
+                format!("{arn:?} is not an ACM certificate ARN"),
+                "arn:aws:acm:<region>:<account>:certificate/<id>",
+            );
+        }
+        if let Some(path) = &http.path
+            && !path.starts_with('/')
+        {
+            c.error(
+                &at("http.path"),
+                format!("path {path:?} must start with /"),
+                "e.g. /",
+            );
+        }
+        if http.healthcheck_path.is_none() && readiness.is_none() {
+            c.warning(
+                &at("http"),
+                "the ALB health check will probe / (no healthcheckPath and no readiness probe)",
+                "set probes.readiness or http.healthcheckPath",
+            );
+        }
+    }
+
+    // Rollout.
+    if let Some(r) = &w.rollout {
+        if let Some(host) = &r.preview_host {
+            if w.http.is_none() {
+                c.error(
+                    &at("rollout.previewHost"),
+                    "previewHost needs `http` (the preview is a host on the same ALB)",
+                    "add http, or drop previewHost",
+                );
+            } else if !is_hostname(host) {
+                c.error(
+                    &at("rollout.previewHost"),
+                    format!("{host:?} is not a host name"),
+                    "e.g. preview.ct.example.com",
+                );
+            }
+            if !blue_green {
+                c.error(
+                    &at("rollout.previewHost"),
+                    "previewHost only applies to blue-green",
+                    "set strategy: blue-green",
+                );
+            }
+        }
+        if let Some(steps) = &r.steps {
+            if w.kind != WorkloadKind::Web || !blue_green {
+                c.error(
+                    &at("rollout.steps"),
+                    "traffic steps need a blue-green web workload (ALB weights)",
+                    "drop steps, or use kind web with strategy blue-green",
+                );
+            }
+            let ascending = steps.windows(2).all(|p| p[0] < p[1]);
+            if steps.is_empty()
+                || !ascending
+                || steps.last() != Some(&100)
+                || steps.iter().any(|s| *s == 0 || *s > 100)
+            {
+                c.error(
+                    &at("rollout.steps"),
+                    format!("steps {steps:?} must rise strictly from 1 to end at 100"),
+                    "e.g. [10, 50, 100]",
+                );
+            }
+        }
+        if r.overlap_seconds.is_some() && w.kind != WorkloadKind::Tcp {
+            c.error(
+                &at("rollout.overlapSeconds"),
+                "overlapSeconds only applies to tcp workloads (NLB target registration)",
+                "drop it",
+            );
+        }
+    }
+    if !c.env.spec.review && w.kind != WorkloadKind::Cron {
+        let min = w
+            .autoscaling
+            .as_ref()
+            .map(|a| a.min)
+            .unwrap_or(w.replicas.unwrap_or(1));
+        if min < 2 && matches!(w.kind, WorkloadKind::Web | WorkloadKind::Tcp) {
+            c.warning(
+                &base,
+                "a single replica: a node drain or a crash takes the service down",
+                "run at least 2 (replicas or autoscaling.min)",
+            );
+        }
+    }
+    if let Some(sa) = &w.service_account
+        && !sa.role_arn.starts_with("arn:aws:iam::")
+    {
+        c.error(
+            &at("serviceAccount.roleArn"),
+            format!("{:?} is not an IAM role ARN", sa.role_arn),
+            "arn:aws:iam::<account>:role/<name>",
+        );
+    }
+}
+
+fn kind_name(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Web => "web",
+        WorkloadKind::Tcp => "tcp",
+        WorkloadKind::Worker => "worker",
+        WorkloadKind::Cron => "cron",
+    }
+}
+
+/// Names of the `${VAR}` placeholders in a text.
+pub fn placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        match after.find('}') {
+            Some(end) => {
+                out.push(after[..end].to_owned());
+                rest = &after[end + 1..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// Rules across environments: two environments on one cluster never share a namespace.
+pub fn check_project(environments: &[Environment]) -> Vec<Diagnostic> {
+    let mut seen: BTreeMap<(String, String, String), &Environment> = BTreeMap::new();
+    let mut out = Vec::new();
+    for env in environments.iter().filter(|e| !e.spec.review) {
+        let key = (
+            env.spec.cluster.name.clone(),
+            env.spec.cluster.region.clone(),
+            env.namespace(),
+        );
+        if let Some(first) = seen.get(&key) {
+            out.push(
+                Diagnostic::error(
+                    Some(env.span("project")),
+                    "project",
+                    format!(
+                        "environments {} and {} would both deploy to namespace {} on cluster {} ({}): the second apply would overwrite the first",
+                        first.name, env.name, key.2, key.0, key.1
+                    ),
+                )
+                .with_hint("set `namespace: {suffix: env}` in both, or use different clusters"),
+            );
+        } else {
+            seen.insert(key, env);
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! infra-gen: environment files → manifests tree → cluster.
+//!
+//! Data flows `env` (parse, merge defaults, validate) → `render` (templates → checked
+//! objects) → `tree` (the committed `manifests/` directory) → apply/rollout.
+//! `commands` holds one module per subcommand; `cli` their arguments.
+
+pub mod cli;
+pub mod commands;
+pub mod env;
+pub mod error;
+pub mod render;
+pub mod tree;

@@ -1,0 +1,179 @@
+//! Checks of rendered objects. Each is read back into its `k8s-openapi` type and written
+//! again: a field the type does not know (a template typo) is missing from the round trip
+//! and reported with its path. Then the Fargate and ALB rules that a custom template could
+//! break are checked on the objects themselves.
+
+use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+
+use super::Manifest;
+use crate::env::Environment;
+use crate::env::model::Compute;
+
+/// Checks one object: a kind this tool renders, well typed, no unknown field, and in the
+/// environment's namespace.
+pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
+    let api_version = body
+        .get("apiVersion")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let kind = body.get("kind").and_then(Json::as_str).unwrap_or_default();
+    match (api_version, kind) {
+        ("v1", "Namespace") => roundtrip::<core::v1::Namespace>(body)?,
+        ("v1", "ServiceAccount") => roundtrip::<core::v1::ServiceAccount>(body)?,
+        ("v1", "Service") => roundtrip::<core::v1::Service>(body)?,
+        ("v1", "ConfigMap") => roundtrip::<core::v1::ConfigMap>(body)?,
+        ("apps/v1", "Deployment") => roundtrip::<apps::v1::Deployment>(body)?,
+        ("apps/v1", "DaemonSet") => roundtrip::<apps::v1::DaemonSet>(body)?,
+        ("batch/v1", "CronJob") => roundtrip::<batch::v1::CronJob>(body)?,
+        ("networking.k8s.io/v1", "Ingress") => roundtrip::<networking::v1::Ingress>(body)?,
+        ("autoscaling/v2", "HorizontalPodAutoscaler") => {
+            roundtrip::<autoscaling::v2::HorizontalPodAutoscaler>(body)?
+        }
+        ("policy/v1", "PodDisruptionBudget") => roundtrip::<policy::v1::PodDisruptionBudget>(body)?,
+        _ => {
+            return Err(format!(
+                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget)"
+            ));
+        }
+    }
+    let object_namespace = body.pointer("/metadata/namespace").and_then(Json::as_str);
+    match (kind, object_namespace) {
+        ("Namespace", None) => Ok(()),
+        ("Namespace", Some(_)) => Err("a Namespace has no metadata.namespace".into()),
+        (_, Some(ns)) if ns == namespace => Ok(()),
+        (_, other) => Err(format!(
+            "metadata.namespace is {other:?}, expected {namespace:?}: every object of an environment lives in its namespace"
+        )),
+    }
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(body: &Json) -> Result<(), String> {
+    let typed: T = serde_path_to_error::deserialize(body.clone())
+        .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    match first_unknown(body, &back, String::new()) {
+        Some(path) => Err(format!(
+            "{path} is not a field of this kind (misspelt or misplaced?)"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn is_empty(value: &Json) -> bool {
+    match value {
+        Json::Null => true,
+        Json::Object(m) => m.is_empty(),
+        Json::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}
+
+/// The first path present in `original` but dropped by the typed round trip.
+fn first_unknown(original: &Json, back: &Json, path: String) -> Option<String> {
+    match (original, back) {
+        (Json::Object(a), Json::Object(b)) => a.iter().find_map(|(key, value)| {
+            let child = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match b.get(key) {
+                Some(other) => first_unknown(value, other, child),
+                None if is_empty(value) => None,
+                None => Some(child),
+            }
+        }),
+        (Json::Array(a), Json::Array(b)) => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_unknown(x, y, format!("{path}[{i}]"))),
+        _ => None,
+    }
+}
+
+/// Rules on the rendered objects: Fargate cannot run DaemonSets, host networking or ports,
+/// privileged containers or topology spread constraints; an ALB Ingress must use IP targets.
+pub fn environment_rules(env: &Environment, manifests: &[Manifest]) -> Result<(), String> {
+    let fargate = env.spec.cluster.compute == Compute::Fargate;
+    let mut problems = Vec::new();
+    for m in manifests {
+        let id = format!("{}/{}", m.kind, m.name);
+        if fargate && m.kind == "DaemonSet" {
+            problems.push(format!("{id}: DaemonSets do not run on Fargate"));
+        }
+        let pod = match m.kind.as_str() {
+            "Deployment" | "DaemonSet" => m.body.pointer("/spec/template/spec"),
+            "CronJob" => m.body.pointer("/spec/jobTemplate/spec/template/spec"),
+            _ => None,
+        };
+        if let (true, Some(pod)) = (fargate, pod) {
+            for key in ["hostNetwork", "hostPID", "hostIPC"] {
+                if pod.get(key) == Some(&Json::Bool(true)) {
+                    problems.push(format!("{id}: {key} is not supported on Fargate"));
+                }
+            }
+            if pod
+                .get("topologySpreadConstraints")
+                .is_some_and(|t| !is_empty(t))
+            {
+                problems.push(format!(
+                    "{id}: topologySpreadConstraints are not supported on Fargate"
+                ));
+            }
+            for container in pod
+                .get("containers")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
+                if container.pointer("/securityContext/privileged") == Some(&Json::Bool(true)) {
+                    problems.push(format!(
+                        "{id}: container {name} is privileged, which Fargate refuses"
+                    ));
+                }
+                let host_port = container
+                    .get("ports")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p.get("hostPort").is_some());
+                if host_port {
+                    problems.push(format!(
+                        "{id}: container {name} uses a hostPort, which Fargate refuses"
+                    ));
+                }
+                if container.pointer("/resources/requests/cpu").is_none()
+                    || container.pointer("/resources/requests/memory").is_none()
+                {
+                    problems.push(format!("{id}: container {name} has no cpu and memory requests; Fargate sizes the pod from them"));
+                }
+            }
+        }
+        if m.kind == "Ingress"
+            && m.body
+                .pointer("/spec/ingressClassName")
+                .and_then(Json::as_str)
+                == Some("alb")
+        {
+            let target = m
+                .body
+                .pointer("/metadata/annotations/alb.ingress.kubernetes.io~1target-type")
+                .and_then(Json::as_str);
+            if target != Some("ip") {
+                problems.push(format!(
+                    "{id}: alb.ingress.kubernetes.io/target-type must be ip (found {target:?}): Fargate pods have no node port, and IP targets let the readiness gate work"
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}

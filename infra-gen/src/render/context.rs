@@ -1,0 +1,443 @@
+//! What the templates see: the environment turned into plain, precomputed values (labels,
+//! selectors, grace period, Fargate size, env list…), so templates only lay out objects and
+//! never decide.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::env::model::{Compute, EnvValue, Protocol, Strategy, Workload, WorkloadKind};
+use crate::env::rules;
+use crate::env::{Environment, slugify};
+
+/// Label keys this tool sets.
+pub mod labels {
+    /// The workload name.
+    pub const NAME: &str = "app.kubernetes.io/name";
+    /// Workload + environment (+ instance).
+    pub const INSTANCE: &str = "app.kubernetes.io/instance";
+    /// The project.
+    pub const PART_OF: &str = "app.kubernetes.io/part-of";
+    /// Always `infra-gen`.
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    /// The image tag.
+    pub const VERSION: &str = "app.kubernetes.io/version";
+    /// The environment (+ instance): what `apply` prunes by.
+    pub const ENVIRONMENT: &str = "infra-gen.dev/environment";
+    /// The blue-green slot of a pod.
+    pub const SLOT: &str = "infra-gen.dev/slot";
+    /// Namespace label that makes the AWS LB Controller inject pod readiness gates.
+    pub const READINESS_GATE: &str = "elbv2.k8s.aws/pod-readiness-gate-inject";
+}
+
+/// Annotation keys this tool sets.
+pub mod annotations {
+    /// Rollout strategy of a workload (`blue-green` or `rolling`).
+    pub const ROLLOUT: &str = "infra-gen.dev/rollout";
+    /// The Fargate size the pod will get.
+    pub const FARGATE_SIZE: &str = "infra-gen.dev/fargate-size";
+    /// Seconds the old slot keeps running after a cutover.
+    pub const SCALE_DOWN_DELAY: &str = "infra-gen.dev/scale-down-delay-seconds";
+    /// Traffic steps of a cutover.
+    pub const STEPS: &str = "infra-gen.dev/steps";
+    /// Pause between steps.
+    pub const STEP_PAUSE: &str = "infra-gen.dev/step-pause-seconds";
+    /// tcp: seconds both slots stay selected.
+    pub const OVERLAP: &str = "infra-gen.dev/overlap-seconds";
+    /// The workload kind.
+    pub const KIND: &str = "infra-gen.dev/kind";
+}
+
+/// The two blue-green slots.
+pub const SLOTS: [&str; 2] = ["blue", "green"];
+
+/// The environment as the templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvContext {
+    /// Environment name (`staging`).
+    pub name: String,
+    /// Environment + instance, the value of the environment label.
+    pub id: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Namespace labels.
+    pub namespace_labels: BTreeMap<String, String>,
+    /// Image-pull secret name, if a registry is configured.
+    pub pull_secret: Option<String>,
+    /// `fargate` or `ec2`.
+    pub compute: &'static str,
+    /// Workloads, by name order.
+    pub workloads: Vec<WorkloadContext>,
+}
+
+/// A workload as the templates see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadContext {
+    /// Name.
+    pub name: String,
+    /// `web`, `tcp`, `worker`, `cron`.
+    pub kind: &'static str,
+    /// Image reference (placeholders such as `${CI_COMMIT_SHA}` kept).
+    pub image: String,
+    /// Replicas, or `None` when the HPA owns the count.
+    pub replicas: Option<u32>,
+    /// Labels of every object of the workload.
+    pub labels: BTreeMap<String, String>,
+    /// Labels of its pods (adds the version).
+    pub pod_labels: BTreeMap<String, String>,
+    /// Selector of its pods.
+    pub selector: BTreeMap<String, String>,
+    /// Blue-green: the selector of each slot's pods (`blue`, `green`).
+    pub slot_selectors: BTreeMap<String, BTreeMap<String, String>>,
+    /// Annotations of the Deployment/CronJob.
+    pub annotations: BTreeMap<String, String>,
+    /// Container ports.
+    pub ports: Vec<PortContext>,
+    /// Entrypoint override.
+    pub command: Option<Vec<String>>,
+    /// Arguments.
+    pub args: Option<Vec<String>>,
+    /// Container resources, in Kubernetes shape.
+    pub resources: serde_json::Value,
+    /// Container env, in Kubernetes shape.
+    pub env: Vec<serde_json::Value>,
+    /// Readiness probe path.
+    pub readiness: Option<String>,
+    /// Liveness probe path.
+    pub liveness: Option<String>,
+    /// Seconds the preStop hook sleeps.
+    pub pre_stop_seconds: u32,
+    /// terminationGracePeriodSeconds.
+    pub grace_seconds: u32,
+    /// Seconds the ALB waits for in-flight requests of a deregistering target.
+    pub deregistration_delay: u32,
+    /// ALB exposure.
+    pub http: Option<HttpContext>,
+    /// NLB scheme (`tcp`).
+    pub nlb_scheme: Option<&'static str>,
+    /// HPA settings.
+    pub autoscaling: Option<AutoscalingContext>,
+    /// Whether a PodDisruptionBudget is rendered.
+    pub pdb: bool,
+    /// Whether the workload is blue-green.
+    pub blue_green: bool,
+    /// Preview host (blue-green web).
+    pub preview_host: Option<String>,
+    /// Cron schedule.
+    pub schedule: Option<String>,
+    /// Cron time zone.
+    pub time_zone: Option<String>,
+    /// IRSA role.
+    pub role_arn: Option<String>,
+}
+
+/// A container port.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortContext {
+    /// Port name.
+    pub name: String,
+    /// Port number.
+    pub port: u16,
+    /// `TCP` or `UDP`.
+    pub protocol: &'static str,
+}
+
+/// ALB settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct HttpContext {
+    /// Host.
+    pub host: String,
+    /// Path prefix.
+    pub path: String,
+    /// Ingress annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// HPA settings.
+#[derive(Debug, Clone, Serialize)]
+pub struct AutoscalingContext {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// Metrics in autoscaling/v2 shape.
+    pub metrics: Vec<serde_json::Value>,
+}
+
+/// Builds the context of an environment.
+pub fn build(env: &Environment) -> EnvContext {
+    let id = match &env.instance {
+        Some(instance) => format!("{}-{instance}", env.name),
+        None => env.name.clone(),
+    };
+    let uses_alb = env.spec.workloads.values().any(|w| w.http.is_some());
+    let mut namespace_labels = BTreeMap::from([
+        (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
+        (labels::ENVIRONMENT.to_owned(), id.clone()),
+        (labels::PART_OF.to_owned(), slugify(&env.spec.project.name)),
+    ]);
+    if uses_alb {
+        namespace_labels.insert(labels::READINESS_GATE.to_owned(), "enabled".to_owned());
+    }
+    EnvContext {
+        workloads: env
+            .spec
+            .workloads
+            .iter()
+            .map(|(name, w)| workload(env, &id, name, w))
+            .collect(),
+        name: env.name.clone(),
+        namespace: env.namespace(),
+        namespace_labels,
+        pull_secret: env.spec.registry.as_ref().map(|r| r.pull_secret.clone()),
+        compute: match env.spec.cluster.compute {
+            Compute::Fargate => "fargate",
+            Compute::Ec2 => "ec2",
+        },
+        id,
+    }
+}
+
+fn kind_str(kind: WorkloadKind) -> &'static str {
+    match kind {
+        WorkloadKind::Web => "web",
+        WorkloadKind::Tcp => "tcp",
+        WorkloadKind::Worker => "worker",
+        WorkloadKind::Cron => "cron",
+    }
+}
+
+fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadContext {
+    let selector = BTreeMap::from([
+        (labels::NAME.to_owned(), name.to_owned()),
+        (labels::INSTANCE.to_owned(), format!("{name}-{id}")),
+    ]);
+    let mut labels = selector.clone();
+    labels.insert(labels::PART_OF.to_owned(), slugify(&env.spec.project.name));
+    labels.insert(labels::MANAGED_BY.to_owned(), "infra-gen".to_owned());
+    labels.insert(labels::ENVIRONMENT.to_owned(), id.to_owned());
+    let mut pod_labels = labels.clone();
+    if let Some(tag) = rules::image_tag(&w.image).filter(|t| !t.contains("${")) {
+        let version: String = tag.chars().take(63).collect();
+        pod_labels.insert(
+            labels::VERSION.to_owned(),
+            version.trim_end_matches(['-', '.', '_']).to_owned(),
+        );
+    }
+
+    let rollout = w.rollout.as_ref();
+    let blue_green = rollout.is_some_and(|r| r.strategy == Strategy::BlueGreen);
+    let (pre_stop, drain, grace) = rules::shutdown_timing(w);
+    let mut annotations =
+        BTreeMap::from([(annotations::KIND.to_owned(), kind_str(w.kind).to_owned())]);
+    if w.kind != WorkloadKind::Cron {
+        let strategy = if blue_green { "blue-green" } else { "rolling" };
+        annotations.insert(annotations::ROLLOUT.to_owned(), strategy.to_owned());
+    }
+    if env.spec.cluster.compute == Compute::Fargate
+        && let Ok(size) = rules::fargate_size(w)
+    {
+        annotations.insert(annotations::FARGATE_SIZE.to_owned(), size.to_string());
+    }
+    if let Some(r) = rollout.filter(|_| blue_green) {
+        annotations.insert(
+            annotations::SCALE_DOWN_DELAY.to_owned(),
+            r.scale_down_delay_seconds.unwrap_or(600).to_string(),
+        );
+        let steps = r.steps.clone().unwrap_or_else(|| vec![100]);
+        let steps: Vec<String> = steps.iter().map(u8::to_string).collect();
+        annotations.insert(annotations::STEPS.to_owned(), steps.join(","));
+        annotations.insert(
+            annotations::STEP_PAUSE.to_owned(),
+            r.step_pause_seconds.unwrap_or(30).to_string(),
+        );
+        if w.kind == WorkloadKind::Tcp {
+            annotations.insert(
+                annotations::OVERLAP.to_owned(),
+                r.overlap_seconds.unwrap_or(60).to_string(),
+            );
+        }
+    }
+
+    let ports: Vec<PortContext> = match (w.port, &w.ports) {
+        (Some(port), _) => vec![PortContext {
+            name: "http".into(),
+            port,
+            protocol: "TCP",
+        }],
+        (None, Some(ports)) => ports
+            .iter()
+            .map(|p| PortContext {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: match p.protocol {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                },
+            })
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+
+    let resources = match &w.resources {
+        None => serde_json::json!({}),
+        Some(r) => {
+            let limits = r.limits.as_ref();
+            let mut limit = serde_json::Map::new();
+            if let Some(cpu) = limits.and_then(|l| l.cpu.as_ref()) {
+                limit.insert("cpu".into(), cpu.text().into());
+            }
+            let memory_limit = limits.and_then(|l| l.memory.as_ref()).unwrap_or(&r.memory);
+            limit.insert("memory".into(), memory_limit.text().into());
+            serde_json::json!({"requests": {"cpu": r.cpu.text(), "memory": r.memory.text()}, "limits": limit})
+        }
+    };
+
+    let env_list = w
+        .env
+        .iter()
+        .map(|(var, value)| match value {
+            EnvValue::Text(t) => serde_json::json!({"name": var, "value": t}),
+            EnvValue::Number(n) if n.fract() == 0.0 => serde_json::json!({"name": var, "value": format!("{}", *n as i64)}),
+            EnvValue::Number(n) => serde_json::json!({"name": var, "value": n.to_string()}),
+            EnvValue::Bool(b) => serde_json::json!({"name": var, "value": b.to_string()}),
+            EnvValue::Secret(s) => serde_json::json!({"name": var, "valueFrom": {"secretKeyRef": {"name": s.secret, "key": s.key}}}),
+            EnvValue::Field(f) => serde_json::json!({"name": var, "valueFrom": {"fieldRef": {"fieldPath": f.field}}}),
+        })
+        .collect();
+
+    let readiness = w.probes.as_ref().and_then(|p| p.readiness.clone());
+    let http = w.http.as_ref().map(|h| {
+        let mut a = BTreeMap::new();
+        let key = |k: &str| format!("alb.ingress.kubernetes.io/{k}");
+        a.insert(key("scheme"), h.scheme.as_str().to_owned());
+        a.insert(key("target-type"), "ip".to_owned());
+        a.insert(
+            key("healthcheck-path"),
+            h.healthcheck_path
+                .clone()
+                .or_else(|| readiness.clone())
+                .unwrap_or_else(|| "/".into()),
+        );
+        a.insert(key("success-codes"), "200".to_owned());
+        a.insert(
+            key("target-group-attributes"),
+            format!("deregistration_delay.timeout_seconds={}", pre_stop + drain),
+        );
+        match &h.certificate_arn {
+            Some(arn) => {
+                a.insert(
+                    key("listen-ports"),
+                    r#"[{"HTTP": 80}, {"HTTPS": 443}]"#.to_owned(),
+                );
+                a.insert(key("certificate-arn"), arn.clone());
+                a.insert(key("ssl-redirect"), "443".to_owned());
+            }
+            None => {
+                a.insert(key("listen-ports"), r#"[{"HTTP": 80}]"#.to_owned());
+            }
+        }
+        if let Some(group) = &h.group_name {
+            a.insert(key("group.name"), group.clone());
+        }
+        if blue_green {
+            a.insert(
+                key(&format!("actions.{name}")),
+                forward_action(name, 100, 0),
+            );
+        }
+        HttpContext {
+            host: instance_host(env, &h.host),
+            path: h.path.clone().unwrap_or_else(|| "/".into()),
+            annotations: a,
+        }
+    });
+
+    let autoscaling = w.autoscaling.as_ref().map(|a| {
+        let mut metrics = Vec::new();
+        let resource = |name: &str, percent: u8| {
+            serde_json::json!({"type": "Resource", "resource": {"name": name, "target": {"type": "Utilization", "averageUtilization": percent}}})
+        };
+        metrics.push(resource("cpu", a.cpu_percent.unwrap_or(70)));
+        if let Some(m) = a.memory_percent {
+            metrics.push(resource("memory", m));
+        }
+        AutoscalingContext { min: a.min, max: a.max, metrics }
+    });
+    let min_replicas = autoscaling
+        .as_ref()
+        .map_or(w.replicas.unwrap_or(1), |a| a.min);
+
+    WorkloadContext {
+        name: name.to_owned(),
+        kind: kind_str(w.kind),
+        image: w.image.clone(),
+        replicas: if autoscaling.is_some() {
+            None
+        } else {
+            Some(w.replicas.unwrap_or(1))
+        },
+        labels,
+        pod_labels,
+        slot_selectors: SLOTS
+            .iter()
+            .map(|slot| {
+                let mut s = selector.clone();
+                s.insert(labels::SLOT.to_owned(), (*slot).to_owned());
+                ((*slot).to_owned(), s)
+            })
+            .collect(),
+        selector,
+        annotations,
+        ports,
+        command: w.command.clone(),
+        args: w.args.clone(),
+        resources,
+        env: env_list,
+        readiness,
+        liveness: w.probes.as_ref().and_then(|p| p.liveness.clone()),
+        pre_stop_seconds: pre_stop,
+        grace_seconds: grace,
+        deregistration_delay: pre_stop + drain,
+        http,
+        nlb_scheme: (w.kind == WorkloadKind::Tcp).then(|| {
+            w.tcp
+                .as_ref()
+                .map(|t| t.scheme)
+                .unwrap_or_default()
+                .as_str()
+        }),
+        pdb: w.kind != WorkloadKind::Cron && min_replicas >= 2,
+        autoscaling,
+        blue_green,
+        preview_host: rollout
+            .and_then(|r| r.preview_host.as_deref())
+            .map(|h| instance_host(env, h)),
+        schedule: w.schedule.clone(),
+        time_zone: w.time_zone.clone(),
+        role_arn: w.service_account.as_ref().map(|s| s.role_arn.clone()),
+    }
+}
+
+/// A review instance gets its own host names: `mr-42.` + the host of the file.
+pub fn instance_host(env: &Environment, host: &str) -> String {
+    match &env.instance {
+        Some(instance) => format!("{instance}.{host}"),
+        None => host.to_owned(),
+    }
+}
+
+/// The AWS LB Controller forward action sending `blue`% to the blue slot and `green`% to
+/// the green slot of a workload.
+pub fn forward_action(name: &str, blue: u8, green: u8) -> String {
+    serde_json::json!({
+        "type": "forward",
+        "forwardConfig": {
+            "targetGroups": [
+                {"serviceName": format!("{name}-blue"), "servicePort": "http", "weight": blue},
+                {"serviceName": format!("{name}-green"), "servicePort": "http", "weight": green},
+            ]
+        }
+    })
+    .to_string()
+}

@@ -1,0 +1,438 @@
+//! Rendering, end to end: the committed trees are what the environment files render (golden),
+//! output is deterministic, `render --check` reports drift and uncommitted files, review
+//! instances, template overrides, and the committed schema.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use infra_gen::commands::render::render_files;
+use infra_gen::env;
+use infra_gen::tree;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn infra_gen(root: &Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("run infra-gen");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A copy of a project (environments and templates) in a temp dir.
+fn copy_project(from: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["environments", "manifests", "templates"] {
+        let source = from.join(sub);
+        if source.exists() {
+            copy_dir(&source, &dir.path().join(sub));
+        }
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for env_dir in std::fs::read_dir(dir).unwrap() {
+        let env_dir = env_dir.unwrap().path();
+        for file in std::fs::read_dir(&env_dir).unwrap() {
+            let file = file.unwrap().path();
+            let key = format!(
+                "{}/{}",
+                env_dir.file_name().unwrap().to_string_lossy(),
+                file.file_name().unwrap().to_string_lossy()
+            );
+            out.insert(key, std::fs::read(&file).unwrap());
+        }
+    }
+    out
+}
+
+#[test]
+fn committed_trees_are_what_the_environment_files_render() {
+    for root in [repo(), repo().join("examples/mini-hunter")] {
+        let loaded = env::load(&root.join("environments"), None);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let mut rendered = BTreeMap::new();
+        for environment in loaded.environments.iter().filter(|e| !e.spec.review) {
+            rendered.insert(
+                environment.name.clone(),
+                render_files(&root, environment).unwrap(),
+            );
+        }
+        let drift = tree::check(&root.join("manifests"), &rendered, true).unwrap();
+        assert!(
+            drift.is_clean(),
+            "{} drifted from its environment files; run `infra-gen --root {} render`:\n{drift:#?}",
+            root.display(),
+            root.display()
+        );
+    }
+}
+
+#[test]
+fn rendering_is_byte_for_byte_deterministic_wherever_it_runs() {
+    let a = copy_project(&repo());
+    let b = copy_project(&repo());
+    std::fs::remove_dir_all(a.path().join("manifests")).unwrap();
+    std::fs::remove_dir_all(b.path().join("manifests")).unwrap();
+    assert!(infra_gen(a.path(), &["render"]).0);
+    // Again from another working directory with a relative root.
+    let status = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .current_dir(b.path().parent().unwrap())
+        .args([
+            "--root",
+            b.path().file_name().unwrap().to_str().unwrap(),
+            "render",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let first = read_tree(&a.path().join("manifests"));
+    assert_eq!(first, read_tree(&b.path().join("manifests")));
+    assert_eq!(
+        first,
+        read_tree(&repo().join("manifests")),
+        "same bytes as the committed tree"
+    );
+    // And rendering again changes nothing.
+    let (ok, stdout, _) = infra_gen(a.path(), &["render"]);
+    assert!(ok);
+    assert!(stdout.contains("0 file(s) written"), "{stdout}");
+}
+
+#[test]
+fn check_lists_differing_missing_and_stale_files_and_render_repairs_them() {
+    let project = copy_project(&repo().join("examples/mini-hunter"));
+    let root = project.path();
+    let dir = root.join("manifests/production");
+    std::fs::write(dir.join("deployment-console.yaml"), "# edited by hand\n").unwrap();
+    std::fs::remove_file(dir.join("service-console.yaml")).unwrap();
+    std::fs::write(dir.join("configmap-old.yaml"), "kind: ConfigMap\n").unwrap();
+    std::fs::create_dir_all(root.join("manifests/qa")).unwrap();
+    std::fs::write(root.join("manifests/qa/x.yaml"), "x: 1\n").unwrap();
+
+    let (ok, stdout, stderr) = infra_gen(root, &["render", "--check"]);
+    assert!(!ok, "check must fail");
+    assert!(
+        stdout.contains("differs: ") && stdout.contains("deployment-console.yaml"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-# edited by hand"),
+        "a short diff is shown: {stdout}"
+    );
+    assert!(
+        stdout.contains("missing: ") && stdout.contains("service-console.yaml"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stale:   ") && stdout.contains("configmap-old.yaml"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("manifests/qa"),
+        "a directory of no environment is stale: {stdout}"
+    );
+    assert!(stderr.contains("run `infra-gen render`"), "{stderr}");
+    assert!(
+        std::fs::read_to_string(dir.join("deployment-console.yaml"))
+            .unwrap()
+            .starts_with("# edited"),
+        "--check writes nothing"
+    );
+
+    let (ok, stdout, _) = infra_gen(root, &["render"]);
+    assert!(ok, "{stdout}");
+    assert!(!dir.join("configmap-old.yaml").exists());
+    assert!(!root.join("manifests/qa").exists());
+    assert_eq!(
+        read_tree(&root.join("manifests")),
+        read_tree(&repo().join("examples/mini-hunter/manifests"))
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+#[test]
+fn check_tells_forgot_to_commit_from_forgot_to_render() {
+    let project = copy_project(&repo().join("examples/mini-hunter"));
+    let root = project.path();
+    git(root, &["init", "-q"]);
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-qm", "init"]);
+    let (ok, stdout, _) = infra_gen(root, &["render", "--check"]);
+    assert!(ok, "{stdout}");
+
+    // Edit an environment file and render, but do not commit.
+    let env_file = root.join("environments/_defaults.yaml");
+    let text = std::fs::read_to_string(&env_file).unwrap().replace(
+        "replicas: 2\n    resources: {cpu: 250m",
+        "replicas: 3\n    resources: {cpu: 250m",
+    );
+    std::fs::write(&env_file, text).unwrap();
+    let (ok, _, _) = infra_gen(root, &["render"]);
+    assert!(ok);
+    let (ok, stdout, stderr) = infra_gen(root, &["render", "--check"]);
+    assert!(!ok);
+    assert!(
+        stdout.contains("not committed: environments/_defaults.yaml (modified, not committed)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("not committed: manifests/production/deployment-console.yaml"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("not committed: commit them"), "{stderr}");
+    assert!(
+        !stdout.contains("differs:"),
+        "the tree itself matches: {stdout}"
+    );
+}
+
+#[test]
+fn review_instances_render_on_the_fly_with_their_own_namespace_and_host() {
+    let out = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = infra_gen(
+        &repo(),
+        &[
+            "render",
+            "--env",
+            "review",
+            "--instance",
+            "mr-42",
+            "--output",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{stdout}{stderr}");
+    let namespace = std::fs::read_to_string(
+        out.path()
+            .join("review/namespace-controltower-9391-mr-42.yaml"),
+    )
+    .unwrap();
+    assert!(
+        namespace.contains("infra-gen.dev/environment: review-mr-42"),
+        "{namespace}"
+    );
+    let ingress =
+        std::fs::read_to_string(out.path().join("review/ingress-controltower.yaml")).unwrap();
+    assert!(
+        ingress.contains("host: mr-42.review.ct.staging.example.com"),
+        "{ingress}"
+    );
+
+    let (ok, _, stderr) = infra_gen(
+        &repo(),
+        &[
+            "render",
+            "--env",
+            "staging",
+            "--instance",
+            "mr-42",
+            "--output",
+            out.path().to_str().unwrap(),
+        ],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("not a review environment"), "{stderr}");
+
+    let (ok, _, stderr) = infra_gen(
+        &repo(),
+        &["render", "--env", "review", "--instance", "mr-42"],
+    );
+    assert!(!ok);
+    assert!(stderr.contains("--output"), "{stderr}");
+}
+
+#[test]
+fn unknown_environment_names_suggest_the_nearest() {
+    let (ok, _, stderr) = infra_gen(&repo(), &["render", "--env", "stagign", "--check"]);
+    assert!(!ok);
+    assert!(stderr.contains("did you mean `staging`?"), "{stderr}");
+}
+
+#[test]
+fn plan_shows_namespace_sizes_and_hosts() {
+    let (ok, stdout, _) = infra_gen(&repo().join("examples/mini-hunter"), &["plan"]);
+    assert!(ok);
+    assert!(
+        stdout.contains(
+            "production → namespace mini-hunter-9391 on games-prod (ap-northeast-1, fargate)"
+        ),
+        "{stdout}"
+    );
+    let game = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("game-server"))
+        .unwrap();
+    for cell in [
+        "tcp",
+        "(hpa)",
+        "4..40",
+        "2 vCPU / 5 GB",
+        "blue-green",
+        "NLB game:7777 voice:7778",
+    ] {
+        assert!(game.contains(cell), "{game}");
+    }
+    let ranking = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("ranking"))
+        .unwrap();
+    assert!(
+        ranking.contains("0 3 * * *") && ranking.contains("1 vCPU / 3 GB"),
+        "{ranking}"
+    );
+}
+
+#[test]
+fn committed_schema_is_the_generated_one_and_every_environment_file_references_it() {
+    for root in [repo(), repo().join("examples/mini-hunter")] {
+        let committed = std::fs::read_to_string(root.join("environments/schema.json")).unwrap();
+        assert_eq!(
+            committed.trim_end(),
+            infra_gen::commands::schema::schema_text(),
+            "run `infra-gen schema > {}/environments/schema.json`",
+            root.display()
+        );
+        for entry in std::fs::read_dir(root.join("environments")).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.ends_with(".yaml") && !name.starts_with('_') {
+                let text = std::fs::read_to_string(&path).unwrap();
+                assert!(
+                    text.starts_with("# yaml-language-server: $schema=./schema.json"),
+                    "{name} lacks the modeline"
+                );
+            }
+        }
+    }
+}
+
+fn project_with_template(name: &str, template: &str) -> tempfile::TempDir {
+    let project = copy_project(&repo().join("examples/mini-hunter"));
+    std::fs::create_dir_all(project.path().join("templates")).unwrap();
+    std::fs::write(project.path().join("templates").join(name), template).unwrap();
+    project
+}
+
+#[test]
+fn project_templates_override_the_embedded_ones_and_are_checked() {
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ env.namespace | tojson }}\n  labels: {{ env.namespace_labels | tojson }}\n  annotations: {team: hunters}\n";
+    let project = project_with_template("namespace.yaml.j2", ns);
+    let (ok, stdout, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("using project templates: namespace.yaml.j2"),
+        "{stderr}"
+    );
+    let _ = stdout;
+    let text = std::fs::read_to_string(
+        project
+            .path()
+            .join("manifests/production/namespace-mini-hunter-9391.yaml"),
+    )
+    .unwrap();
+    assert!(text.contains("team: hunters"), "{text}");
+
+    let typo = ns.replace("annotations", "anotations");
+    let project = project_with_template("namespace.yaml.j2", &typo);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("metadata.anotations is not a field"),
+        "{stderr}"
+    );
+
+    let broken = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ env.namespaec }}\n";
+    let project = project_with_template("namespace.yaml.j2", broken);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("template namespace.yaml.j2") && stderr.contains("namespaec"),
+        "{stderr}"
+    );
+
+    let not_yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [unclosed\n";
+    let project = project_with_template("namespace.yaml.j2", not_yaml);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(stderr.contains("not valid YAML"), "{stderr}");
+    // Nothing was written for a failed render.
+    assert_eq!(
+        read_tree(&project.path().join("manifests")),
+        read_tree(&repo().join("examples/mini-hunter/manifests"))
+    );
+}
+
+#[test]
+fn fargate_restrictions_hold_even_for_custom_templates() {
+    let deployment =
+        std::fs::read_to_string(repo().join("infra-gen/src/render/templates/deployment.yaml.j2"))
+            .unwrap()
+            .replace(
+                "    spec:\n      {{ pod_spec",
+                "    spec:\n      hostNetwork: true\n      {{ pod_spec",
+            );
+    let project = project_with_template("deployment.yaml.j2", &deployment);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("hostNetwork is not supported on Fargate"),
+        "{stderr}"
+    );
+
+    let ingress =
+        std::fs::read_to_string(repo().join("infra-gen/src/render/templates/ingress.yaml.j2"))
+            .unwrap()
+            .replace(
+                "  annotations: {{ w.http.annotations | tojson }}",
+                "  annotations: {\"alb.ingress.kubernetes.io/target-type\": instance}",
+            );
+    let project = project_with_template("ingress.yaml.j2", &ingress);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(stderr.contains("target-type must be ip"), "{stderr}");
+}

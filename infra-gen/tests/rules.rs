@@ -1,0 +1,498 @@
+//! Every rule of the environment format, each with the message a user gets: where
+//! (file:line:column and key path), what was found, and how to fix it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use infra_gen::env::{self, diagnostic::Diagnostic};
+
+const BASE: &str = "\
+project: {name: controltower, id: 9391}
+cluster: {name: games, region: ap-northeast-1}
+workloads:
+  web:
+    kind: web
+    image: registry.example.com/ct:1.0.0
+    port: 8080
+    replicas: 2
+    resources: {cpu: 500m, memory: 1Gi}
+    probes: {readiness: /ready}
+";
+
+fn diagnostics(files: &[(&str, &str)], instance: Option<&str>) -> Vec<Diagnostic> {
+    let sources = files
+        .iter()
+        .map(|(name, text)| {
+            (
+                PathBuf::from(format!("environments/{name}")),
+                (*text).to_owned(),
+            )
+        })
+        .collect();
+    env::load_sources(sources, instance).diagnostics
+}
+
+/// The errors of one environment file `staging.yaml`, as the user sees them.
+fn errors(text: &str) -> Vec<String> {
+    diagnostics(&[("staging.yaml", text)], None)
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .map(|d| d.to_string())
+        .collect()
+}
+
+fn assert_error(text: &str, location: &str, needles: &[&str]) {
+    let errors = errors(text);
+    let found = errors
+        .iter()
+        .any(|e| e.starts_with(location) && needles.iter().all(|n| e.contains(n)));
+    assert!(
+        found,
+        "expected an error at {location} containing {needles:?}, got:\n{}",
+        errors.join("\n")
+    );
+}
+
+#[test]
+fn the_base_file_is_valid() {
+    assert_eq!(errors(BASE), Vec::<String>::new());
+}
+
+#[test]
+fn unknown_keys_point_at_the_key_and_suggest_the_nearest() {
+    let text = BASE.replace("    replicas: 2", "    replcas: 2");
+    assert_error(
+        &text,
+        "environments/staging.yaml:8:5",
+        &[
+            "workloads.web.replcas",
+            "unknown key `replcas`",
+            "did you mean `replicas`?",
+        ],
+    );
+    let text = format!("{BASE}colour: red\n");
+    assert_error(
+        &text,
+        "environments/staging.yaml:11:1",
+        &["unknown key `colour`", "valid keys here: project, cluster"],
+    );
+}
+
+#[test]
+fn every_structural_error_of_a_file_is_reported_at_once() {
+    let text = BASE
+        .replace("kind: web", "kind: webb")
+        .replace("port: 8080", "port: eighty")
+        .replace("id: 9391", "id: -1")
+        .replace("  web:\n", "  web:\n    colour: red\n");
+    let errors = errors(&text);
+    assert!(errors.len() >= 4, "{errors:#?}");
+    assert!(errors.iter().any(|e| e.contains("workloads.web.kind")
+        && e.contains("expected one of: web, tcp, worker, cron")
+        && e.contains("did you mean `web`?")));
+    assert!(errors.iter().any(|e| e.contains("workloads.web.port")
+        && e.contains("expected a whole number, found the string \"eighty\"")));
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("project.id") && e.contains("below the minimum 0"))
+    );
+    assert!(errors.iter().any(|e| e.contains("unknown key `colour`")));
+}
+
+#[test]
+fn missing_keys_and_wrong_types_say_what_is_expected() {
+    assert_error(
+        &BASE.replace("    image: registry.example.com/ct:1.0.0\n", ""),
+        "environments/staging.yaml:5:5",
+        &[
+            "workloads.web.image",
+            "missing key `image`",
+            "Image with a tag",
+        ],
+    );
+    assert_error(
+        &BASE.replace("replicas: 2", "replicas: two"),
+        "environments/staging.yaml:8:15",
+        &["expected a whole number"],
+    );
+    assert_error(
+        &BASE.replace("cluster: {name: games,", "cluster: {name: 42,"),
+        "environments/staging.yaml:2:17",
+        &["cluster.name", "put it in quotes"],
+    );
+    let text = format!("{BASE}    env:\n      A: {{secrt: x, key: y}}\n");
+    assert_error(
+        &text,
+        "environments/staging.yaml:12:11",
+        &["unknown key `secrt`", "did you mean `secret`?"],
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    assert_error(
+        "project: {name: x\ncluster: [\n",
+        "environments/staging.yaml:",
+        &["not valid YAML"],
+    );
+    assert_error(
+        &format!("{BASE}project: again\n"),
+        "environments/staging.yaml:11:",
+        &["not valid YAML", "duplicated key"],
+    );
+}
+
+#[test]
+fn names_must_be_dns_labels_and_the_namespace_at_most_63_characters() {
+    assert_error(
+        &BASE.replace("  web:\n", "  Web_1:\n"),
+        "environments/staging.yaml:4:3",
+        &["workload name \"Web_1\" is not a DNS-1123 label"],
+    );
+    let long = "x".repeat(60);
+    assert_error(
+        &BASE.replace("name: controltower", &format!("name: {long}")),
+        "environments/staging.yaml:1:",
+        &["project.name", "(65 characters) is not a DNS-1123 label"],
+    );
+    assert_error(
+        &BASE.replace("name: controltower", "name: \"!!!\""),
+        "environments/staging.yaml:1:",
+        &["no letter or digit"],
+    );
+}
+
+#[test]
+fn namespaces_are_slugified_from_the_project_name() {
+    let loaded = env::load_sources(
+        vec![(
+            PathBuf::from("environments/prod.yaml"),
+            BASE.replace("name: controltower", "name: Mini Hunter!"),
+        )],
+        None,
+    );
+    assert_eq!(loaded.environments[0].namespace(), "mini-hunter-9391");
+    let suffixed = format!("{BASE}namespace: {{suffix: env}}\n");
+    let loaded = env::load_sources(
+        vec![(PathBuf::from("environments/prod.yaml"), suffixed)],
+        None,
+    );
+    assert_eq!(loaded.environments[0].namespace(), "controltower-9391-prod");
+}
+
+#[test]
+fn two_environments_on_one_cluster_never_share_a_namespace() {
+    let diagnostics = diagnostics(&[("a.yaml", BASE), ("b.yaml", BASE)], None);
+    let collision = diagnostics
+        .iter()
+        .find(|d| d.is_error())
+        .expect("a collision error")
+        .to_string();
+    assert!(
+        collision.starts_with("environments/b.yaml:1:1"),
+        "{collision}"
+    );
+    assert!(
+        collision.contains(
+            "environments a and b would both deploy to namespace controltower-9391 on cluster games"
+        ),
+        "{collision}"
+    );
+    assert!(collision.contains("suffix: env"), "{collision}");
+    // Different clusters, or a suffix, are fine.
+    let other = BASE.replace("name: games,", "name: games-2,");
+    assert!(diagnostics_ok(&[("a.yaml", BASE), ("b.yaml", &other)]));
+    let a = format!("{BASE}namespace: {{suffix: env}}\n");
+    assert!(diagnostics_ok(&[("a.yaml", &a), ("b.yaml", &a)]));
+}
+
+fn diagnostics_ok(files: &[(&str, &str)]) -> bool {
+    !diagnostics(files, None).iter().any(Diagnostic::is_error)
+}
+
+#[test]
+fn autoscaling_bounds_and_replicas_within_them() {
+    let text = BASE.replace(
+        "    replicas: 2\n",
+        "    replicas: 12\n    autoscaling: {min: 5, max: 3}\n",
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:9:5",
+        &["autoscaling.min 5 is above autoscaling.max 3", "swap them"],
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:8:15",
+        &["replicas 12 is outside autoscaling 5..3"],
+    );
+    let zero = BASE.replace("    replicas: 2\n", "    autoscaling: {min: 0, max: 3}\n");
+    assert_error(
+        &zero,
+        "environments/staging.yaml:8:24",
+        &["autoscaling.min is 0"],
+    );
+}
+
+#[test]
+fn grace_period_must_cover_prestop_and_drain() {
+    let text = format!(
+        "{BASE}    shutdown: {{preStopSeconds: 20, drainSeconds: 10, gracePeriodSeconds: 30}}\n"
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:11:",
+        &[
+            "terminationGracePeriodSeconds 30 is less than preStop 20 + drain 10 + 5",
+            "SIGKILL",
+            "at least 35",
+        ],
+    );
+    let fine = format!("{BASE}    shutdown: {{preStopSeconds: 20, drainSeconds: 10}}\n");
+    assert_eq!(errors(&fine), Vec::<String>::new());
+}
+
+#[test]
+fn fargate_needs_requests_that_fit_a_fargate_size() {
+    let none = BASE.replace("    resources: {cpu: 500m, memory: 1Gi}\n", "");
+    assert_error(
+        &none,
+        "environments/staging.yaml:4:3",
+        &["on Fargate, no resources", "next Fargate vCPU/memory pair"],
+    );
+    let huge = BASE.replace("memory: 1Gi", "memory: 200Gi");
+    assert_error(
+        &huge,
+        "environments/staging.yaml:9:5",
+        &["more than the largest Fargate size (16 vCPU / 120 GB)"],
+    );
+    let bad = BASE.replace("cpu: 500m", "cpu: lots");
+    assert_error(
+        &bad,
+        "environments/staging.yaml:9:5",
+        &["cpu \"lots\" is not a quantity"],
+    );
+    let ec2 = BASE
+        .replace(
+            "region: ap-northeast-1}",
+            "region: ap-northeast-1, compute: ec2}",
+        )
+        .replace("    resources: {cpu: 500m, memory: 1Gi}\n", "");
+    assert_eq!(errors(&ec2), Vec::<String>::new(), "EC2 only warns");
+}
+
+#[test]
+fn latest_and_untagged_images_only_in_review_environments() {
+    assert_error(
+        &BASE.replace("ct:1.0.0", "ct:latest"),
+        "environments/staging.yaml:6:12",
+        &["uses :latest outside a review environment"],
+    );
+    assert_error(
+        &BASE.replace("ct:1.0.0", "ct"),
+        "environments/staging.yaml:6:12",
+        &["has no tag"],
+    );
+    assert_eq!(
+        errors(&BASE.replace("ct:1.0.0", "ct@sha256:abc")),
+        Vec::<String>::new(),
+        "a digest pins the image"
+    );
+    assert_eq!(
+        errors(&BASE.replace("ct:1.0.0", "ct:${CI_COMMIT_SHA}")),
+        Vec::<String>::new()
+    );
+    assert_error(
+        &BASE.replace("ct:1.0.0", "ct:${CI COMMIT}"),
+        "environments/staging.yaml:6:12",
+        &["malformed ${VARIABLE}"],
+    );
+    let review = format!("review: true\n{}", BASE.replace("ct:1.0.0", "ct:latest"));
+    assert_eq!(errors(&review), Vec::<String>::new());
+}
+
+#[test]
+fn kinds_accept_only_what_applies_to_them() {
+    let cron = BASE
+        .replace("kind: web", "kind: cron")
+        .replace("    port: 8080\n", "")
+        .replace("    probes: {readiness: /ready}\n", "");
+    assert_error(
+        &cron,
+        "environments/staging.yaml:4:3",
+        &["a cron workload needs `schedule`"],
+    );
+    assert_error(
+        &cron,
+        "environments/staging.yaml:7:15",
+        &["`replicas` does not apply to a cron workload"],
+    );
+    let schedule = cron.replace("    replicas: 2\n", "    schedule: \"0 3 * *\"\n");
+    assert_error(
+        &schedule,
+        "environments/staging.yaml:7:15",
+        &["does not have 5 fields"],
+    );
+    let tcp = BASE.replace("kind: web", "kind: tcp");
+    assert_error(
+        &tcp,
+        "environments/staging.yaml:7:11",
+        &["`port` does not apply to a tcp workload", "under `ports`"],
+    );
+    assert_error(
+        &tcp,
+        "environments/staging.yaml:4:3",
+        &["a tcp workload needs `ports`"],
+    );
+    let web = BASE.replace("    port: 8080\n", "");
+    assert_error(
+        &web,
+        "environments/staging.yaml:4:3",
+        &["a web workload needs `port`"],
+    );
+    let worker = format!(
+        "{}    rollout: {{strategy: blue-green}}\n",
+        BASE.replace("kind: web", "kind: worker")
+            .replace("    port: 8080\n", "")
+    );
+    assert_error(
+        &worker,
+        "environments/staging.yaml:",
+        &["`rollout` does not apply to a worker workload"],
+    );
+}
+
+#[test]
+fn rollout_settings_must_fit_the_strategy() {
+    let steps = format!("{BASE}    rollout: {{strategy: blue-green, steps: [50, 20]}}\n");
+    assert_error(
+        &steps,
+        "environments/staging.yaml:11:",
+        &["steps [50, 20] must rise strictly", "[10, 50, 100]"],
+    );
+    let preview = format!("{BASE}    rollout: {{strategy: rolling, previewHost: p.example.com}}\n");
+    let errors = errors(&preview);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("previewHost needs `http`")),
+        "{errors:#?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("previewHost only applies to blue-green")),
+        "{errors:#?}"
+    );
+    let overlap = format!("{BASE}    rollout: {{strategy: blue-green, overlapSeconds: 30}}\n");
+    assert_error(
+        &overlap,
+        "environments/staging.yaml:11:",
+        &["overlapSeconds only applies to tcp"],
+    );
+}
+
+#[test]
+fn env_vars_secret_refs_and_downward_fields_are_checked() {
+    let text = format!(
+        "{BASE}    env:\n      1BAD: x\n      NODE: {{field: spec.node}}\n      DB: {{secret: db, key: url}}\nsecrets:\n  db: {{uri: {{fromEnv: DB_URI}}}}\n"
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:12:7",
+        &["\"1BAD\" is not an environment variable name"],
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:13:21",
+        &["\"spec.node\" is not a Downward API field", "spec.nodeName"],
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:14:",
+        &["secret \"db\" has no key \"url\"", "its keys: uri"],
+    );
+    let undeclared = format!("{BASE}    env:\n      DB: {{secret: elsewhere, key: url}}\n");
+    let warnings: Vec<String> = diagnostics(&[("staging.yaml", &undeclared)], None)
+        .iter()
+        .filter(|d| !d.is_error())
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("warning") && w.contains("not declared under `secrets:`")),
+        "{warnings:#?}"
+    );
+}
+
+#[test]
+fn http_and_probe_values_are_checked() {
+    let text = format!(
+        "{BASE}    http: {{host: not a host, certificateArn: arn:aws:iam::1:role/x, path: api}}\n"
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:11:",
+        &["\"not a host\" is not a host name"],
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:11:",
+        &["is not an ACM certificate ARN"],
+    );
+    assert_error(
+        &text,
+        "environments/staging.yaml:11:",
+        &["path \"api\" must start with /"],
+    );
+    assert_error(
+        &BASE.replace("/ready", "ready"),
+        "environments/staging.yaml:10:25",
+        &["probe path \"ready\" must start with /"],
+    );
+}
+
+#[test]
+fn defaults_merge_under_each_environment_and_errors_point_into_the_defaults_file() {
+    let defaults = "project: {name: controltower, id: 9391}\nworkloads:\n  web: {kind: web, port: 8080, replicas: 2, resources: {cpu: 500m, memory: 1Gi}, probes: {readiness: /r}, colour: red}\n";
+    let env = "cluster: {name: games, region: r}\nworkloads:\n  web: {image: 'x:1'}\n";
+    let found: Vec<String> =
+        diagnostics(&[("_defaults.yaml", defaults), ("staging.yaml", env)], None)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert!(
+        found
+            .iter()
+            .any(|d| d.starts_with("environments/_defaults.yaml:3:")
+                && d.contains("unknown key `colour`")),
+        "{found:#?}"
+    );
+
+    let defaults = defaults.replace(", colour: red", "");
+    let loaded = env::load_sources(
+        vec![
+            (PathBuf::from("environments/_defaults.yaml"), defaults),
+            (PathBuf::from("environments/staging.yaml"), env.to_owned()),
+        ],
+        None,
+    );
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    let web = &loaded.environments[0].spec.workloads["web"];
+    assert_eq!(
+        (web.port, web.replicas, web.image.as_str()),
+        (Some(8080), Some(2), "x:1")
+    );
+}
+
+#[test]
+fn an_empty_or_second_document_is_an_error() {
+    assert!(errors("").iter().any(|e| e.contains("is empty")));
+    assert!(
+        errors(&format!("{BASE}---\na: 1\n"))
+            .iter()
+            .any(|e| e.contains("second YAML document"))
+    );
+}
