@@ -29,6 +29,138 @@ pub enum Command {
     Plan(PlanArgs),
     /// Print the JSON Schema of the environment file format (editors use it for completion).
     Schema,
+    /// Apply an environment's tree to its cluster, with the blue-green cutover.
+    Apply(ApplyArgs),
+    /// Switch blue-green workloads back to their previous slot.
+    Rollback(RollbackArgs),
+    /// Scale down the previous slot of blue-green workloads once their delay has passed.
+    Finalize(FinalizeArgs),
+    /// Show what runs: slots, revisions, ready replicas, HPA, weights, last releases.
+    Status(StatusArgs),
+    /// Show what apply would change (server-side dry run against the live objects).
+    Diff(TargetArgs),
+    /// Delete a review environment instance (its namespace and everything in it).
+    Destroy(TargetArgs),
+    /// EKS credentials for kubectl and for this tool.
+    #[command(subcommand)]
+    Eks(EksCommand),
+}
+
+/// Which environment and cluster a cluster command works on.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// The environment (`environments/<NAME>.yaml`).
+    #[arg(long = "env", value_name = "NAME")]
+    pub env: String,
+    /// Review instance, e.g. `mr-42` (review environments only).
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Kubeconfig to use instead of the environment's EKS cluster (default: $KUBECONFIG).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// `infra-gen apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long a new version may take to become ready (e.g. 10m, 90s).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Apply the committed tree even if it differs from what the environment files render.
+    #[arg(long)]
+    pub allow_drift: bool,
+    /// Do not ask EKS whether a Fargate profile selects the namespace.
+    #[arg(long)]
+    pub skip_fargate_check: bool,
+    /// Keep objects of this environment that are no longer in the tree.
+    #[arg(long)]
+    pub no_prune: bool,
+}
+
+/// `infra-gen rollback`.
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// How long the previous version may take to become ready again.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `infra-gen finalize`.
+#[derive(Debug, Args)]
+pub struct FinalizeArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Scale down now, even before the scale-down delay has passed.
+    #[arg(long)]
+    pub now: bool,
+}
+
+/// `infra-gen status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// `table` (default) or `json`.
+    #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Table)]
+    pub output: PlanFormat,
+}
+
+/// `infra-gen eks …`.
+#[derive(Debug, Subcommand)]
+pub enum EksCommand {
+    /// Print an ExecCredential with a bearer token for the cluster (a kubeconfig exec plugin).
+    Token(EksArgs),
+    /// Write a kubeconfig whose user runs `infra-gen eks token`.
+    Kubeconfig(KubeconfigArgs),
+}
+
+/// The EKS cluster.
+#[derive(Debug, Args)]
+pub struct EksArgs {
+    /// EKS cluster name.
+    #[arg(long)]
+    pub cluster: String,
+    /// AWS region (default: $AWS_REGION).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: String,
+}
+
+/// `infra-gen eks kubeconfig`.
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub eks: EksArgs,
+    /// Where to write it (default: standard output).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+/// Parses `10m`, `90s`, `1h` or seconds.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(format!("{text:?}: unit {unit:?} is not s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
 }
 
 /// `infra-gen render`.

@@ -22,6 +22,31 @@ pub enum Error {
     /// `render --check` found differences.
     #[error("{0}")]
     Check(String),
+    /// A cluster call failed.
+    #[error(transparent)]
+    Cluster(crate::cluster::ClusterError),
+    /// A deploy step failed (the message says what runs now and what to do). Boxed: it
+    /// carries the pods' diagnoses and would make every `Result` of the crate large.
+    #[error(transparent)]
+    Rollout(Box<crate::rollout::RolloutError>),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Eks(#[from] crate::eks::EksError),
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<crate::rollout::RolloutError> for Error {
+    fn from(error: crate::rollout::RolloutError) -> Self {
+        Error::Rollout(Box::new(error))
+    }
 }
 
 /// Result alias of the crate.

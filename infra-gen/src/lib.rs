@@ -5,8 +5,11 @@
 //! `commands` holds one module per subcommand; `cli` their arguments.
 
 pub mod cli;
+pub mod cluster;
 pub mod commands;
+pub mod eks;
 pub mod env;
 pub mod error;
 pub mod render;
+pub mod rollout;
 pub mod tree;

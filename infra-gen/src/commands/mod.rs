@@ -1,26 +1,52 @@
 //! One module per subcommand, each with a `run`. Shared here: loading the environments a
 //! command works on, with every diagnostic printed.
 
+pub mod apply;
+pub mod destroy;
+pub mod diff;
+pub mod eks;
+pub mod finalize;
 pub mod plan;
 pub mod render;
+pub mod rollback;
 pub mod schema;
+pub mod status;
+pub mod target;
 pub mod validate;
 
 use std::path::Path;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, EksCommand};
 use crate::env::diagnostic::{Diagnostic, Diagnostics};
 use crate::env::{self, Environment, schema::nearest};
 use crate::error::{Error, Result};
 
 /// Runs the command the arguments name.
 pub fn run(cli: Cli) -> Result<()> {
+    let root = cli.root;
     match cli.command {
-        Command::Render(args) => render::run(&cli.root, &args),
-        Command::Validate(args) => validate::run(&cli.root, &args),
-        Command::Plan(args) => plan::run(&cli.root, &args),
+        Command::Render(args) => render::run(&root, &args),
+        Command::Validate(args) => validate::run(&root, &args),
+        Command::Plan(args) => plan::run(&root, &args),
         Command::Schema => schema::run(),
+        Command::Apply(args) => block_on(apply::run(&root, &args)),
+        Command::Rollback(args) => block_on(rollback::run(&root, &args)),
+        Command::Finalize(args) => block_on(finalize::run(&root, &args)),
+        Command::Status(args) => block_on(status::run(&root, &args)),
+        Command::Diff(args) => block_on(diff::run(&root, &args)),
+        Command::Destroy(args) => block_on(destroy::run(&root, &args)),
+        Command::Eks(EksCommand::Token(args)) => block_on(eks::token(&args)),
+        Command::Eks(EksCommand::Kubeconfig(args)) => block_on(eks::kubeconfig(&args)),
     }
+}
+
+/// Cluster and AWS commands are async; the rest of the tool is not.
+fn block_on<F: std::future::Future<Output = Result<()>>>(future: F) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(future)
 }
 
 /// Loads every environment of `root/environments`, prints the warnings, and fails with all

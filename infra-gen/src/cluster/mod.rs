@@ -1,0 +1,452 @@
+//! The cluster: the only module that imports `kube`. Objects are plain JSON in and out;
+//! writes are server-side applies with field manager `infra-gen`, retried on transient
+//! failures (5xx, 429, 409 conflicts, dropped connections).
+
+pub mod connect;
+pub mod diagnose;
+pub mod lease;
+pub mod wait;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use serde_json::Value as Json;
+
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "infra-gen";
+
+/// Why a cluster call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API server answered with an error status.
+    #[error("{action}: the API server answered {code} {reason}: {message}")]
+    Api {
+        /// What was being done, e.g. "apply Deployment controltower-green".
+        action: String,
+        /// HTTP status.
+        code: u16,
+        /// Kubernetes reason (`NotFound`, `Forbidden`, …).
+        reason: String,
+        /// Kubernetes message.
+        message: String,
+    },
+    /// The API server could not be reached, or the answer could not be read.
+    #[error("{action}: {message}")]
+    Transport {
+        /// What was being done.
+        action: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A kind this tool does not manage.
+    #[error("{api_version} {kind} is not a kind infra-gen manages")]
+    UnknownKind {
+        /// apiVersion.
+        api_version: String,
+        /// kind.
+        kind: String,
+    },
+    /// The credentials or kubeconfig cannot be used.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ClusterError {
+    /// The HTTP status, for API errors.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClusterError::Api { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    fn is_transient(&self) -> bool {
+        match self {
+            ClusterError::Api { code, .. } => *code >= 500 || *code == 429 || *code == 409,
+            ClusterError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Result alias of cluster calls.
+pub type ClusterResult<T> = Result<T, ClusterError>;
+
+fn from_kube(action: &str, error: kube::Error) -> ClusterError {
+    match error {
+        kube::Error::Api(status) => ClusterError::Api {
+            action: action.to_owned(),
+            code: status.code,
+            reason: status.reason.clone(),
+            message: status.message.clone(),
+        },
+        other => ClusterError::Transport {
+            action: action.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A kind this tool reads or writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// v1 Namespace.
+    Namespace,
+    /// v1 ServiceAccount.
+    ServiceAccount,
+    /// v1 ConfigMap.
+    ConfigMap,
+    /// v1 Secret.
+    Secret,
+    /// v1 Service.
+    Service,
+    /// apps/v1 Deployment.
+    Deployment,
+    /// batch/v1 CronJob.
+    CronJob,
+    /// networking.k8s.io/v1 Ingress.
+    Ingress,
+    /// autoscaling/v2 HorizontalPodAutoscaler.
+    HorizontalPodAutoscaler,
+    /// policy/v1 PodDisruptionBudget.
+    PodDisruptionBudget,
+    /// coordination.k8s.io/v1 Lease.
+    Lease,
+    /// v1 Pod.
+    Pod,
+    /// v1 Event.
+    Event,
+}
+
+impl Kind {
+    /// Kinds whose objects `apply` creates and prunes, in the order they are applied:
+    /// what others depend on first, what exposes traffic last.
+    pub const APPLIED: [Kind; 10] = [
+        Kind::Namespace,
+        Kind::ServiceAccount,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Service,
+        Kind::Deployment,
+        Kind::CronJob,
+        Kind::Ingress,
+        Kind::HorizontalPodAutoscaler,
+        Kind::PodDisruptionBudget,
+    ];
+
+    /// (group, version, kind, plural, namespaced)
+    fn meta(self) -> (&'static str, &'static str, &'static str, &'static str, bool) {
+        match self {
+            Kind::Namespace => ("", "v1", "Namespace", "namespaces", false),
+            Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts", true),
+            Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps", true),
+            Kind::Secret => ("", "v1", "Secret", "secrets", true),
+            Kind::Service => ("", "v1", "Service", "services", true),
+            Kind::Deployment => ("apps", "v1", "Deployment", "deployments", true),
+            Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs", true),
+            Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+            Kind::HorizontalPodAutoscaler => (
+                "autoscaling",
+                "v2",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                true,
+            ),
+            Kind::PodDisruptionBudget => (
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                true,
+            ),
+            Kind::Lease => ("coordination.k8s.io", "v1", "Lease", "leases", true),
+            Kind::Pod => ("", "v1", "Pod", "pods", true),
+            Kind::Event => ("", "v1", "Event", "events", true),
+        }
+    }
+
+    /// The kind name, e.g. `Deployment`.
+    pub fn name(self) -> &'static str {
+        self.meta().2
+    }
+
+    /// `apps/v1`, `v1`, …
+    pub fn api_version(self) -> String {
+        let (group, version, ..) = self.meta();
+        if group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{group}/{version}")
+        }
+    }
+
+    /// The kind of an object, from its apiVersion and kind.
+    pub fn of(object: &Json) -> ClusterResult<Kind> {
+        let api_version = object
+            .get("apiVersion")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        let kind = object
+            .get("kind")
+            .and_then(Json::as_str)
+            .unwrap_or_default();
+        Kind::APPLIED
+            .into_iter()
+            .chain([Kind::Lease, Kind::Pod, Kind::Event])
+            .find(|k| k.name() == kind && k.api_version() == api_version)
+            .ok_or_else(|| ClusterError::UnknownKind {
+                api_version: api_version.to_owned(),
+                kind: kind.to_owned(),
+            })
+    }
+
+    fn resource(self) -> ApiResource {
+        let (group, version, kind, plural, _) = self.meta();
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
+    }
+
+    fn is_namespaced(self) -> bool {
+        self.meta().4
+    }
+}
+
+/// `metadata.name` of an object.
+pub fn name_of(object: &Json) -> &str {
+    object
+        .pointer("/metadata/name")
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+}
+
+/// `Kind/name` of an object, for messages.
+pub fn describe(object: &Json) -> String {
+    format!(
+        "{}/{}",
+        object.get("kind").and_then(Json::as_str).unwrap_or("?"),
+        name_of(object)
+    )
+}
+
+/// A connection to one namespace of a cluster. Counts its writes.
+#[derive(Clone)]
+pub struct Cluster {
+    client: kube::Client,
+    namespace: String,
+    writes: std::sync::Arc<AtomicUsize>,
+}
+
+const ATTEMPTS: u32 = 6;
+
+async fn retry<T, F, Fut>(mut call: F) -> ClusterResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ClusterResult<T>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "transient cluster error; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Cluster {
+    /// A connection to `namespace` through `client`.
+    pub fn new(client: kube::Client, namespace: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_owned(),
+            writes: Default::default(),
+        }
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Writes made so far (applies, creates, replaces, deletes).
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    fn api(&self, kind: Kind) -> Api<DynamicObject> {
+        if kind.is_namespaced() {
+            Api::namespaced_with(self.client.clone(), &self.namespace, &kind.resource())
+        } else {
+            Api::all_with(self.client.clone(), &kind.resource())
+        }
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub async fn get(&self, kind: Kind, name: &str) -> ClusterResult<Option<Json>> {
+        let action = format!("read {}/{name}", kind.name());
+        let api = self.api(kind);
+        retry(|| async {
+            match api.get_opt(name).await {
+                Ok(found) => found
+                    .map(to_json)
+                    .transpose()
+                    .map_err(|m| ClusterError::Transport {
+                        action: action.clone(),
+                        message: m,
+                    }),
+                Err(e) => Err(from_kube(&action, e)),
+            }
+        })
+        .await
+    }
+
+    /// Lists objects matching a label selector (and optionally a field selector).
+    pub async fn list(
+        &self,
+        kind: Kind,
+        labels: &str,
+        fields: Option<&str>,
+    ) -> ClusterResult<Vec<Json>> {
+        let action = format!("list {} with {labels}", kind.name());
+        let api = self.api(kind);
+        let mut params = ListParams::default();
+        if !labels.is_empty() {
+            params = params.labels(labels);
+        }
+        if let Some(fields) = fields {
+            params = params.fields(fields);
+        }
+        retry(|| async {
+            let list = api.list(&params).await.map_err(|e| from_kube(&action, e))?;
+            list.items
+                .into_iter()
+                .map(|item| {
+                    // List items usually come without apiVersion and kind.
+                    let mut json = to_json(item)?;
+                    if let Some(map) = json.as_object_mut() {
+                        map.insert("apiVersion".into(), kind.api_version().into());
+                        map.insert("kind".into(), kind.name().into());
+                    }
+                    Ok(json)
+                })
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(|m| ClusterError::Transport {
+                    action: action.clone(),
+                    message: m,
+                })
+        })
+        .await
+    }
+
+    /// Server-side apply (force: infra-gen owns the fields it sets). With `dry_run`, the API
+    /// server computes the result without storing it.
+    pub async fn apply(&self, object: &Json, dry_run: bool) -> ClusterResult<Json> {
+        let kind = Kind::of(object)?;
+        let name = name_of(object).to_owned();
+        let action = format!("apply {}/{name}", kind.name());
+        let api = self.api(kind);
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run {
+            params = params.dry_run();
+        }
+        let result = retry(|| async {
+            let applied = api
+                .patch(&name, &params, &Patch::Apply(object))
+                .await
+                .map_err(|e| from_kube(&action, e))?;
+            to_json(applied).map_err(|m| ClusterError::Transport {
+                action: action.clone(),
+                message: m,
+            })
+        })
+        .await?;
+        if !dry_run {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(result)
+    }
+
+    /// Creates an object; a 409 (already exists) is returned, not retried.
+    pub async fn create(&self, object: &Json) -> ClusterResult<Json> {
+        let kind = Kind::of(object)?;
+        let action = format!("create {}", describe(object));
+        let data: DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| ClusterError::Transport {
+                action: action.clone(),
+                message: e.to_string(),
+            })?;
+        let created = self
+            .api(kind)
+            .create(&PostParams::default(), &data)
+            .await
+            .map_err(|e| from_kube(&action, e))?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        to_json(created).map_err(|m| ClusterError::Transport { action, message: m })
+    }
+
+    /// Replaces an object; with `metadata.resourceVersion` set, a concurrent change gives 409.
+    pub async fn replace(&self, object: &Json) -> ClusterResult<Json> {
+        let kind = Kind::of(object)?;
+        let action = format!("replace {}", describe(object));
+        let data: DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| ClusterError::Transport {
+                action: action.clone(),
+                message: e.to_string(),
+            })?;
+        let replaced = self
+            .api(kind)
+            .replace(name_of(object), &PostParams::default(), &data)
+            .await
+            .map_err(|e| from_kube(&action, e))?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        to_json(replaced).map_err(|m| ClusterError::Transport { action, message: m })
+    }
+
+    /// Deletes an object; deleting one that is gone is fine.
+    pub async fn delete(&self, kind: Kind, name: &str) -> ClusterResult<()> {
+        let action = format!("delete {}/{name}", kind.name());
+        let api = self.api(kind);
+        retry(|| async {
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(e) => Err(from_kube(&action, e)),
+            }
+        })
+        .await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Sets `spec.replicas` of a Deployment (a merge patch: the rest of the object, and who
+    /// owns it, stay as they are).
+    pub async fn scale(&self, name: &str, replicas: i32) -> ClusterResult<()> {
+        let action = format!("scale Deployment/{name} to {replicas}");
+        let api = self.api(Kind::Deployment);
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        retry(|| async {
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| from_kube(&action, e))
+        })
+        .await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The typed Deployment API (for the watcher).
+    pub fn deployments(&self) -> Api<k8s_openapi::api::apps::v1::Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+}
+
+fn to_json(object: DynamicObject) -> Result<Json, String> {
+    serde_json::to_value(object).map_err(|e| e.to_string())
+}

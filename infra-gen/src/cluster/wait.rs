@@ -1,0 +1,164 @@
+//! Waiting for a Deployment to have every replica available: a watch on the Deployment
+//! (re-established by kube's watcher when the API server drops it), a look at its pods every
+//! two seconds for problems that waiting cannot fix, and a deadline.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::diagnose::{self, PodProblem};
+use super::{Cluster, ClusterError};
+
+/// Why a Deployment did not become ready.
+#[derive(Debug, thiserror::Error)]
+pub enum WaitError {
+    /// The deadline passed.
+    #[error("{name}: {ready}/{desired} replicas available after {waited:?}{}", problems_text(.problems))]
+    Timeout {
+        /// Deployment.
+        name: String,
+        /// Available replicas.
+        ready: i32,
+        /// Wanted replicas.
+        desired: i32,
+        /// How long we waited.
+        waited: Duration,
+        /// What the pods are stuck on.
+        problems: Vec<PodProblem>,
+    },
+    /// A pod is in a state waiting cannot fix (crash loop, bad image, no Fargate profile).
+    #[error("{name} cannot become ready{}", problems_text(.problems))]
+    Failed {
+        /// Deployment.
+        name: String,
+        /// The problems.
+        problems: Vec<PodProblem>,
+    },
+    /// The cluster could not be asked.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+fn problems_text(problems: &[PodProblem]) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let lines: Vec<String> = problems
+        .iter()
+        .take(5)
+        .map(|p| format!("\n  - {p}"))
+        .collect();
+    format!(":{}", lines.concat())
+}
+
+/// Replica counts of a Deployment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replicas {
+    /// spec.replicas.
+    pub desired: i32,
+    /// Pods of the current template.
+    pub updated: i32,
+    /// Available pods.
+    pub available: i32,
+    /// All pods (old templates included).
+    pub total: i32,
+    /// Whether the controller has seen the latest spec.
+    pub observed: bool,
+}
+
+impl Replicas {
+    /// Counts of a Deployment.
+    pub fn of(deployment: &Deployment) -> Self {
+        let status = deployment.status.clone().unwrap_or_default();
+        let generation = deployment.metadata.generation.unwrap_or(0);
+        Self {
+            desired: deployment
+                .spec
+                .as_ref()
+                .and_then(|s| s.replicas)
+                .unwrap_or(1),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+            total: status.replicas.unwrap_or(0),
+            observed: status.observed_generation.unwrap_or(0) >= generation,
+        }
+    }
+
+    /// Every wanted replica runs the current template and is available, and no old pod is left.
+    pub fn is_complete(&self) -> bool {
+        self.observed
+            && self.updated == self.desired
+            && self.available == self.desired
+            && self.total == self.desired
+    }
+}
+
+/// Waits until the Deployment `name` is complete. `report` receives a line whenever the
+/// state a person would want to see changes ("2/3 available — pod x: ContainerCreating").
+pub async fn deployment_ready(
+    cluster: &Cluster,
+    name: &str,
+    selector: &str,
+    timeout: Duration,
+    report: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), WaitError> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(cluster.deployments(), config)
+        .default_backoff()
+        .boxed();
+    let mut pod_check = tokio::time::interval(Duration::from_secs(2));
+    let mut replicas = Replicas::default();
+    let mut problems: Vec<PodProblem> = Vec::new();
+    let mut fatal_seen: Vec<String> = Vec::new();
+    let mut last_line = String::new();
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => replicas = Replicas::of(&d),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => tracing::debug!(%error, "deployment watch interrupted; kube re-establishes it"),
+                None => {}
+            },
+            _ = pod_check.tick() => {
+                problems = diagnose::problems(cluster, selector).await?;
+                let fatal: Vec<String> = problems.iter().filter(|p| p.fatal).map(|p| format!("{}:{}", p.pod, p.reason)).collect();
+                // A fatal state must be seen twice in a row: an image pull can fail once.
+                if !fatal.is_empty() && fatal.iter().any(|f| fatal_seen.contains(f)) {
+                    return Err(WaitError::Failed { name: name.to_owned(), problems: problems.into_iter().filter(|p| p.fatal).collect() });
+                }
+                fatal_seen = fatal;
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(WaitError::Timeout {
+                    name: name.to_owned(),
+                    ready: replicas.available,
+                    desired: replicas.desired,
+                    waited: started.elapsed(),
+                    problems,
+                });
+            }
+        }
+        if replicas.is_complete() {
+            report(&format!(
+                "{name}: {}/{} available",
+                replicas.available, replicas.desired
+            ));
+            return Ok(());
+        }
+        let mut line = format!(
+            "{name}: {}/{} available",
+            replicas.available, replicas.desired
+        );
+        if let Some(p) = problems.first() {
+            line.push_str(&format!(" — {p}"));
+        }
+        if line != last_line {
+            report(&line);
+            last_line = line;
+        }
+    }
+}

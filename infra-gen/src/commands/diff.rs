@@ -1,0 +1,115 @@
+//! `infra-gen diff`: what `apply` would change, object by object, as a unified diff of the
+//! live object and the server-side dry run of the desired one (managed fields, status and
+//! server-set metadata stripped; Secret values never shown).
+
+use std::path::Path;
+
+use serde_json::Value as Json;
+use similar::TextDiff;
+
+use crate::cli::TargetArgs;
+use crate::cluster::{Kind, describe, name_of};
+use crate::error::Result;
+use crate::rollout::apply::prune_candidates;
+use crate::rollout::bluegreen::BlueGreen;
+use crate::rollout::stamped;
+
+use super::target::{self, Variables};
+
+fn normalize(object: &Json) -> Json {
+    let mut o = object.clone();
+    if let Some(map) = o.as_object_mut() {
+        map.remove("status");
+    }
+    if let Some(meta) = o.get_mut("metadata").and_then(Json::as_object_mut) {
+        for key in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
+            meta.remove(key);
+        }
+        if let Some(annotations) = meta.get_mut("annotations").and_then(Json::as_object_mut) {
+            annotations.remove(crate::rollout::APPLIED);
+            annotations.remove("deployment.kubernetes.io/revision");
+        }
+    }
+    if o.get("kind").and_then(Json::as_str) == Some("Secret")
+        && let Some(data) = o.get_mut("data").and_then(Json::as_object_mut)
+    {
+        for value in data.values_mut() {
+            let length = value.as_str().map_or(0, str::len);
+            *value = Json::String(format!("<redacted: {length} base64 characters>"));
+        }
+    }
+    o
+}
+
+fn yaml(object: Option<&Json>) -> String {
+    object
+        .map(|o| serde_saphyr::to_string(&normalize(o)).unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Runs the command.
+pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
+    let session = target::session(root, args, false, Variables::Required).await?;
+    let cluster = &session.cluster;
+    let mut desired: Vec<Json> = session.desired.objects.iter().map(stamped).collect();
+    for spec in &session.desired.blue_green {
+        let bg = BlueGreen {
+            cluster,
+            spec,
+            progress: &session.progress,
+            timeout: Default::default(),
+            by: "",
+            revision: &session.desired.revision,
+        };
+        desired.extend(bg.planned_objects().await?);
+    }
+    let mut changed = 0;
+    for object in &desired {
+        let kind = Kind::of(object)?;
+        let live = cluster.get(kind, name_of(object)).await?;
+        let after = match cluster.apply(object, true).await {
+            Ok(after) => after,
+            // Before the first deploy the namespace does not exist: the object is new as is.
+            Err(e) if e.code() == Some(404) && live.is_none() => object.clone(),
+            Err(e) => return Err(e.into()),
+        };
+        let (old, new) = (yaml(live.as_ref()), yaml(Some(&after)));
+        if old == new {
+            continue;
+        }
+        changed += 1;
+        let title = describe(object);
+        let label = if live.is_none() { "new" } else { "changed" };
+        println!(
+            "{}",
+            TextDiff::from_lines(&old, &new)
+                .unified_diff()
+                .context_radius(3)
+                .header(&format!("{title} (live)"), &format!("{title} ({label})"))
+        );
+    }
+    for (kind, name) in prune_candidates(cluster, &session.desired).await? {
+        changed += 1;
+        println!(
+            "--- {}/{name} (live)\n+++ deleted: no longer in the tree\n",
+            kind.name()
+        );
+    }
+    session.progress.finish();
+    if changed == 0 {
+        println!(
+            "no differences: namespace {} matches the tree",
+            session.desired.namespace
+        );
+    } else {
+        println!("{changed} object(s) would change");
+    }
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! What every cluster command starts with: the environment, its tree (refusing drift), the
+//! desired state, and a connection to its namespace.
+
+use std::path::Path;
+
+use crate::cli::TargetArgs;
+use crate::cluster::connect::{self, Target};
+use crate::cluster::{Cluster, ClusterError};
+use crate::env::Environment;
+use crate::error::{Error, Result};
+use crate::rollout::desired::{self, Desired};
+use crate::rollout::progress::Progress;
+use crate::tree;
+
+/// How `${VARIABLE}`s and secrets are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variables {
+    /// Every variable must be set (apply).
+    Required,
+    /// Unset ones stay as written (commands that never write images or secrets).
+    Optional,
+}
+
+/// The environment, its desired state and the cluster.
+pub struct Session {
+    /// The environment.
+    pub env: Environment,
+    /// What the cluster should hold.
+    pub desired: Desired,
+    /// The namespace connection.
+    pub cluster: Cluster,
+    /// Output.
+    pub progress: Progress,
+}
+
+/// Loads the environment and the tree. `allow_drift` applies the committed tree even when it
+/// differs from what the environment files render.
+pub fn load(
+    root: &Path,
+    target: &TargetArgs,
+    allow_drift: bool,
+    variables: Variables,
+) -> Result<(Environment, Desired)> {
+    let mut environments = super::load_environments(
+        root,
+        std::slice::from_ref(&target.env),
+        target.instance.as_deref(),
+    )?;
+    let env = environments
+        .pop()
+        .ok_or_else(|| Error::Usage(format!("no environment {}", target.env)))?;
+    if env.spec.review && env.instance.is_none() {
+        return Err(Error::Usage(format!(
+            "{} is a review environment: give --instance (e.g. mr-42)",
+            env.name
+        )));
+    }
+    let rendered = super::render::render_files(root, &env)?;
+    let objects = if env.spec.review {
+        // Review instances are rendered on the fly, never committed.
+        let renderer = crate::render::Renderer::new(Some(&root.join("templates")))?;
+        renderer.render(&env)?.into_iter().map(|m| m.body).collect()
+    } else {
+        let manifests = root.join("manifests");
+        let drift = tree::check(
+            &manifests,
+            &std::collections::BTreeMap::from([(env.name.clone(), rendered)]),
+            false,
+        )?;
+        if !drift.is_clean() {
+            let mut files: Vec<String> = drift
+                .differing
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            files.extend(
+                drift
+                    .missing
+                    .iter()
+                    .map(|p| format!("{} (missing)", p.display())),
+            );
+            files.extend(
+                drift
+                    .stale
+                    .iter()
+                    .map(|p| format!("{} (stale)", p.display())),
+            );
+            if !allow_drift {
+                return Err(Error::Usage(format!(
+                    "manifests/{} differs from what environments/{}.yaml renders: {}; run `infra-gen render` and commit, or pass --allow-drift to apply the committed tree anyway",
+                    env.name,
+                    env.name,
+                    files.join(", ")
+                )));
+            }
+            eprintln!(
+                "warning: applying the committed tree although it drifted: {}",
+                files.join(", ")
+            );
+        }
+        desired::read_tree(&manifests.join(&env.name))?
+    };
+    let lookup = |name: &str| match variables {
+        Variables::Required => std::env::var(name).ok(),
+        Variables::Optional => std::env::var(name)
+            .ok()
+            .or_else(|| Some(format!("${{{name}}}"))),
+    };
+    let desired = desired::build(&env, objects, &lookup, &desired::revision(root))?;
+    Ok((env, desired))
+}
+
+/// Connects to the environment's namespace.
+pub async fn connect(
+    env: &Environment,
+    desired: &Desired,
+    kubeconfig: Option<&Path>,
+) -> Result<Cluster> {
+    let target = Target::choose(kubeconfig, &env.spec.cluster.name, &env.spec.cluster.region);
+    let client = connect::client(&target).await.map_err(Error::Cluster)?;
+    Ok(Cluster::new(client, &desired.namespace))
+}
+
+/// Loads and connects.
+pub async fn session(
+    root: &Path,
+    target: &TargetArgs,
+    allow_drift: bool,
+    variables: Variables,
+) -> Result<Session> {
+    let (env, desired) = load(root, target, allow_drift, variables)?;
+    let cluster = connect(&env, &desired, target.kubeconfig.as_deref()).await?;
+    Ok(Session {
+        env,
+        desired,
+        cluster,
+        progress: Progress::new(),
+    })
+}
+
+impl From<ClusterError> for Error {
+    fn from(error: ClusterError) -> Self {
+        Error::Cluster(error)
+    }
+}

@@ -1,0 +1,267 @@
+//! `apply`: preflight, lock, objects in dependency order, the rollout of each workload, prune.
+//! It first works out, reading only, whether anything differs; an apply of what already runs
+//! makes no write at all (not even the lock).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+
+use super::bluegreen::BlueGreen;
+use super::desired::Desired;
+use super::progress::Progress;
+use super::{RolloutError, RolloutResult, is_up_to_date, stamped};
+use crate::cluster::lease::{self, Lease};
+use crate::cluster::wait::{self, Replicas, WaitError};
+use crate::cluster::{Cluster, Kind, describe, name_of};
+use crate::render::context::labels;
+
+/// Options of an apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// How long a new version may take to become ready.
+    pub timeout: Duration,
+    /// Delete objects of this environment that are no longer in the tree.
+    pub prune: bool,
+}
+
+/// What an apply did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Objects written (applied, scaled, deleted).
+    pub writes: usize,
+    /// Objects pruned.
+    pub pruned: Vec<String>,
+    /// Whether nothing had to change.
+    pub nothing_to_do: bool,
+}
+
+/// What differs between the tree and the cluster (read-only).
+#[derive(Debug, Default)]
+struct Plan {
+    objects: Vec<Json>,
+    rolling: Vec<String>,
+    blue_green: Vec<usize>,
+    prune: Vec<(Kind, String)>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+            && self.rolling.is_empty()
+            && self.blue_green.is_empty()
+            && self.prune.is_empty()
+    }
+}
+
+fn environment_selector(desired: &Desired) -> String {
+    format!(
+        "{}=infra-gen,{}={}",
+        labels::MANAGED_BY,
+        labels::ENVIRONMENT,
+        desired.environment
+    )
+}
+
+/// Objects of this environment in the cluster that the tree no longer has.
+pub async fn prune_candidates(
+    cluster: &Cluster,
+    desired: &Desired,
+) -> RolloutResult<Vec<(Kind, String)>> {
+    let mut wanted: BTreeSet<(Kind, String)> = BTreeSet::new();
+    for object in &desired.objects {
+        wanted.insert((Kind::of(object)?, name_of(object).to_owned()));
+    }
+    for bg in &desired.blue_green {
+        for name in [format!("{}-blue", bg.name), format!("{}-green", bg.name)] {
+            wanted.insert((Kind::Deployment, name));
+        }
+        wanted.insert((Kind::Service, bg.name.clone()));
+        wanted.insert((Kind::Service, format!("{}-preview", bg.name)));
+        wanted.insert((Kind::Ingress, bg.name.clone()));
+        wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
+    }
+    let selector = environment_selector(desired);
+    let mut out = Vec::new();
+    for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
+        for object in cluster.list(kind, &selector, None).await? {
+            let name = name_of(&object).to_owned();
+            if !wanted.contains(&(kind, name.clone())) {
+                out.push((kind, name));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn is_complete(cluster: &Cluster, name: &str) -> RolloutResult<bool> {
+    let live = cluster.get(Kind::Deployment, name).await?;
+    Ok(live
+        .and_then(|d| serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(d).ok())
+        .is_some_and(|d| Replicas::of(&d).is_complete()))
+}
+
+async fn plan(
+    cluster: &Cluster,
+    desired: &Desired,
+    progress: &Progress,
+    by: &str,
+    options: &ApplyOptions,
+) -> RolloutResult<Plan> {
+    let mut plan = Plan::default();
+    for object in &desired.objects {
+        let live = cluster.get(Kind::of(object)?, name_of(object)).await?;
+        let wanted = stamped(object);
+        if !is_up_to_date(&wanted, live.as_ref()) {
+            plan.objects.push(wanted);
+        }
+    }
+    for name in &desired.rolling {
+        let changed = plan.objects.iter().any(|o| {
+            o.get("kind").and_then(Json::as_str) == Some("Deployment") && name_of(o) == name
+        });
+        if changed || !is_complete(cluster, name).await? {
+            plan.rolling.push(name.clone());
+        }
+    }
+    for (i, spec) in desired.blue_green.iter().enumerate() {
+        let bg = BlueGreen {
+            cluster,
+            spec,
+            progress,
+            timeout: options.timeout,
+            by,
+            revision: &desired.revision,
+        };
+        if !bg.is_converged().await? {
+            plan.blue_green.push(i);
+        }
+    }
+    if options.prune {
+        plan.prune = prune_candidates(cluster, desired).await?;
+    }
+    Ok(plan)
+}
+
+/// Runs the deploy.
+pub async fn apply(
+    cluster: &Cluster,
+    desired: &Desired,
+    options: &ApplyOptions,
+    progress: &Progress,
+) -> RolloutResult<Summary> {
+    let by = lease::identity();
+    let first = plan(cluster, desired, progress, &by, options).await?;
+    if first.is_empty() {
+        progress.step(&format!(
+            "nothing to do: namespace {} already runs this revision",
+            desired.namespace
+        ));
+        return Ok(Summary {
+            nothing_to_do: true,
+            ..Summary::default()
+        });
+    }
+    // The lock lives in the namespace, so the namespace comes first.
+    if let Some(namespace) = desired.namespace_object() {
+        let wanted = stamped(namespace);
+        let live = cluster.get(Kind::Namespace, name_of(namespace)).await?;
+        if !is_up_to_date(&wanted, live.as_ref()) {
+            cluster.apply(&wanted, false).await?;
+            progress.step(&format!("applied Namespace/{}", desired.namespace));
+        }
+    }
+    let lock = Lease::acquire(cluster, &by).await?;
+    progress.step(&format!(
+        "took the deploy lock of {} as {by}",
+        desired.namespace
+    ));
+    let result = locked(cluster, desired, options, progress, &by).await;
+    let released = lock.release().await;
+    let summary = result?;
+    released?;
+    Ok(Summary {
+        writes: cluster.writes(),
+        ..summary
+    })
+}
+
+async fn locked(
+    cluster: &Cluster,
+    desired: &Desired,
+    options: &ApplyOptions,
+    progress: &Progress,
+    by: &str,
+) -> RolloutResult<Summary> {
+    // Plan again under the lock: another run may have changed things meanwhile.
+    let plan = plan(cluster, desired, progress, by, options).await?;
+    for object in &plan.objects {
+        cluster.apply(object, false).await?;
+        progress.step(&format!("applied {}", describe(object)));
+    }
+    for name in &plan.rolling {
+        let selector = desired
+            .objects
+            .iter()
+            .find(|o| {
+                o.get("kind").and_then(Json::as_str) == Some("Deployment") && name_of(o) == name
+            })
+            .and_then(|d| d.pointer("/spec/selector/matchLabels"))
+            .and_then(Json::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
+        let mut report = |line: &str| progress.status(line);
+        match wait::deployment_ready(cluster, name, &selector, options.timeout, &mut report).await {
+            Ok(()) => progress.step(&format!("{name}: rolled out")),
+            Err(WaitError::Cluster(e)) => return Err(e.into()),
+            Err(cause) => {
+                return Err(RolloutError::Rolling {
+                    workload: name.clone(),
+                    cause: Box::new(cause),
+                    hint: format!(
+                        "Kubernetes keeps the old pods serving (maxUnavailable 0); fix and deploy again, or `kubectl -n {} rollout undo deployment/{name}`",
+                        desired.namespace
+                    ),
+                });
+            }
+        }
+    }
+    for index in &plan.blue_green {
+        let spec = &desired.blue_green[*index];
+        let bg = BlueGreen {
+            cluster,
+            spec,
+            progress,
+            timeout: options.timeout,
+            by,
+            revision: &desired.revision,
+        };
+        bg.deploy().await?;
+    }
+    let mut pruned = Vec::new();
+    if !plan.prune.is_empty() {
+        let listed: Vec<String> = plan
+            .prune
+            .iter()
+            .map(|(k, n)| format!("{}/{n}", k.name()))
+            .collect();
+        progress.step(&format!(
+            "pruning (no longer in the tree): {}",
+            listed.join(", ")
+        ));
+        for (kind, name) in &plan.prune {
+            cluster.delete(*kind, name).await?;
+        }
+        pruned = listed;
+    }
+    Ok(Summary {
+        writes: cluster.writes(),
+        pruned,
+        nothing_to_do: false,
+    })
+}

@@ -1,0 +1,382 @@
+//! What the cluster should hold: the tree's objects with `${VARIABLE}`s in images replaced,
+//! the Secrets made from CI variables, and each blue-green workload's objects set aside for
+//! the cutover (their live parts — slot, selectors, weights — are filled in from the cluster).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value as Json, json};
+
+use super::{RolloutError, RolloutResult};
+use crate::cluster::{Kind, name_of};
+use crate::env::Environment;
+use crate::env::model::WorkloadKind;
+use crate::env::rules::placeholders;
+use crate::render::context::{annotations, labels};
+
+/// A blue-green workload's objects from the tree, and its cutover settings.
+#[derive(Debug, Clone)]
+pub struct BlueGreenSpec {
+    /// Workload name.
+    pub name: String,
+    /// `tcp` (NLB: selector overlap) rather than `web`.
+    pub tcp: bool,
+    /// The Deployment the slots are made from.
+    pub deployment: Json,
+    /// The stable Service.
+    pub stable: Json,
+    /// The preview Service.
+    pub preview: Json,
+    /// The Ingress with the weighted action (web with http).
+    pub ingress: Option<Json>,
+    /// The HPA (re-pointed to the live slot).
+    pub hpa: Option<Json>,
+    /// Traffic percentages to the new slot.
+    pub steps: Vec<u8>,
+    /// Pause between steps.
+    pub step_pause: Duration,
+    /// How long the old slot keeps running.
+    pub scale_down_delay: Duration,
+    /// tcp: how long both slots stay selected.
+    pub overlap: Duration,
+}
+
+impl BlueGreenSpec {
+    /// The image of the first container.
+    pub fn image(&self) -> String {
+        self.deployment
+            .pointer("/spec/template/spec/containers/0/image")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+/// Everything one apply wants.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Value of the environment label (environment, plus instance).
+    pub environment: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Git commit being deployed.
+    pub revision: String,
+    /// Objects applied as they are, in dependency order.
+    pub objects: Vec<Json>,
+    /// Blue-green workloads.
+    pub blue_green: Vec<BlueGreenSpec>,
+    /// Names of rolling Deployments (waited for after applying).
+    pub rolling: Vec<String>,
+}
+
+impl Desired {
+    /// The Namespace object.
+    pub fn namespace_object(&self) -> Option<&Json> {
+        self.objects
+            .iter()
+            .find(|o| o.get("kind").and_then(Json::as_str) == Some("Namespace"))
+    }
+
+    /// Pod labels of every workload (to check Fargate profile selectors).
+    pub fn pod_labels(&self) -> Vec<(String, BTreeMap<String, String>)> {
+        let templates = self
+            .objects
+            .iter()
+            .chain(self.blue_green.iter().map(|b| &b.deployment))
+            .filter_map(|o| {
+                let path = match o.get("kind").and_then(Json::as_str)? {
+                    "Deployment" => "/spec/template/metadata/labels",
+                    "CronJob" => "/spec/jobTemplate/spec/template/metadata/labels",
+                    _ => return None,
+                };
+                let labels = o.pointer(path)?.as_object()?;
+                Some((
+                    name_of(o).to_owned(),
+                    labels
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect(),
+                ))
+            });
+        templates.collect()
+    }
+}
+
+/// Reads the objects of a tree directory (every file but `kustomization.yaml`).
+pub fn read_tree(dir: &Path) -> RolloutResult<Vec<Json>> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| {
+            RolloutError::Input(format!(
+                "cannot read {}: {e}; run `infra-gen render` first",
+                dir.display()
+            ))
+        })?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "yaml")
+                && p.file_name()
+                    .is_some_and(|n| n != crate::tree::KUSTOMIZATION)
+        })
+        .collect();
+    files.sort();
+    let mut objects = Vec::with_capacity(files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| RolloutError::Input(format!("cannot read {}: {e}", file.display())))?;
+        let arc: std::sync::Arc<Path> = std::sync::Arc::from(file.as_path());
+        let node = crate::env::yaml::parse(&arc, &text)
+            .map_err(|d| RolloutError::Input(d.to_string()))?
+            .ok_or_else(|| RolloutError::Input(format!("{} is empty", file.display())))?;
+        objects.push(node.to_json());
+    }
+    Ok(objects)
+}
+
+fn annotation<'a>(object: &'a Json, key: &str) -> Option<&'a str> {
+    object.pointer("/metadata/annotations")?.get(key)?.as_str()
+}
+
+fn seconds(object: &Json, key: &str, default: u64) -> Duration {
+    Duration::from_secs(
+        annotation(object, key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
+
+/// Replaces `${VAR}` in every container image; collects the names of unset variables.
+fn substitute_images(
+    object: &mut Json,
+    vars: &dyn Fn(&str) -> Option<String>,
+    missing: &mut Vec<String>,
+) {
+    let what = super::super::cluster::describe(object);
+    let containers = [
+        "/spec/template/spec/containers",
+        "/spec/jobTemplate/spec/template/spec/containers",
+    ];
+    for path in containers {
+        let Some(list) = object.pointer_mut(path).and_then(Json::as_array_mut) else {
+            continue;
+        };
+        for container in list {
+            let Some(image) = container
+                .get("image")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            let mut resolved = image.clone();
+            for var in placeholders(&image) {
+                match vars(&var).filter(|v| !v.is_empty()) {
+                    Some(value) => resolved = resolved.replace(&format!("${{{var}}}"), &value),
+                    None => missing.push(format!("{var} (image of {what})")),
+                }
+            }
+            container["image"] = Json::String(resolved);
+        }
+    }
+}
+
+/// The Secrets of the environment, from CI variables. Values never leave this function but
+/// inside the returned objects, which are sent to the API server only.
+fn secrets(
+    env: &Environment,
+    namespace: &str,
+    env_labels: &Json,
+    vars: &dyn Fn(&str) -> Option<String>,
+    missing: &mut Vec<String>,
+) -> Vec<Json> {
+    let mut out = Vec::new();
+    let mut get = |var: &str, purpose: String| match vars(var).filter(|v| !v.is_empty()) {
+        Some(value) => Some(value),
+        None => {
+            missing.push(format!("{var} ({purpose})"));
+            None
+        }
+    };
+    if let Some(registry) = &env.spec.registry {
+        let user_var = registry
+            .username
+            .as_ref()
+            .map_or("CI_REGISTRY_USER", |f| f.from_env.as_str())
+            .to_owned();
+        let password_var = registry
+            .password
+            .as_ref()
+            .map_or("CI_REGISTRY_PASSWORD", |f| f.from_env.as_str())
+            .to_owned();
+        let user = get(
+            &user_var,
+            format!("registry user of pull secret {}", registry.pull_secret),
+        );
+        let password = get(
+            &password_var,
+            format!("registry password of pull secret {}", registry.pull_secret),
+        );
+        if let (Some(user), Some(password)) = (user, password) {
+            let server = vars("CI_REGISTRY")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| registry.server.clone());
+            let auth = STANDARD.encode(format!("{user}:{password}"));
+            let config =
+                json!({"auths": {server: {"username": user, "password": password, "auth": auth}}});
+            out.push(json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": registry.pull_secret, "namespace": namespace, "labels": env_labels},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {".dockerconfigjson": STANDARD.encode(config.to_string())},
+            }));
+        }
+    }
+    for (name, keys) in &env.spec.secrets {
+        let mut data = serde_json::Map::new();
+        for (key, source) in keys {
+            if let Some(value) = get(&source.from_env, format!("secret {name} key {key}")) {
+                data.insert(key.clone(), Json::String(STANDARD.encode(value)));
+            }
+        }
+        out.push(json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace, "labels": env_labels},
+            "type": "Opaque",
+            "data": data,
+        }));
+    }
+    out
+}
+
+/// Builds what the cluster should hold from the tree's objects.
+pub fn build(
+    env: &Environment,
+    tree: Vec<Json>,
+    vars: &dyn Fn(&str) -> Option<String>,
+    revision: &str,
+) -> RolloutResult<Desired> {
+    let namespace = env.namespace();
+    let environment = match &env.instance {
+        Some(instance) => format!("{}-{instance}", env.name),
+        None => env.name.clone(),
+    };
+    let env_labels = json!({(labels::MANAGED_BY): "infra-gen", (labels::ENVIRONMENT): environment});
+    let mut missing = Vec::new();
+    let mut tree = tree;
+    for object in &mut tree {
+        substitute_images(object, vars, &mut missing);
+    }
+    let secret_objects = secrets(env, &namespace, &env_labels, vars, &mut missing);
+    if !missing.is_empty() {
+        return Err(RolloutError::Input(format!(
+            "these CI variables are not set: {}; define them in GitLab (Settings → CI/CD → Variables; mask secrets) or export them",
+            missing.join(", ")
+        )));
+    }
+
+    let find = |kind: &str, name: &str| {
+        tree.iter()
+            .find(|o| o.get("kind").and_then(Json::as_str) == Some(kind) && name_of(o) == name)
+            .cloned()
+    };
+    let mut blue_green = Vec::new();
+    let mut set_aside: Vec<(String, String)> = Vec::new();
+    let mut rolling = Vec::new();
+    for deployment in tree
+        .iter()
+        .filter(|o| o.get("kind").and_then(Json::as_str) == Some("Deployment"))
+    {
+        let name = name_of(deployment).to_owned();
+        if annotation(deployment, annotations::ROLLOUT) != Some("blue-green") {
+            rolling.push(name);
+            continue;
+        }
+        let missing_object = |what: &str| {
+            RolloutError::Input(format!(
+                "the tree has blue-green Deployment {name} but no {what}; run `infra-gen render`"
+            ))
+        };
+        let stable =
+            find("Service", &name).ok_or_else(|| missing_object(&format!("Service {name}")))?;
+        let preview = find("Service", &format!("{name}-preview"))
+            .ok_or_else(|| missing_object(&format!("Service {name}-preview")))?;
+        let tcp = env
+            .spec
+            .workloads
+            .get(&name)
+            .is_some_and(|w| w.kind == WorkloadKind::Tcp);
+        let steps: Vec<u8> = annotation(deployment, annotations::STEPS)
+            .map(|s| s.split(',').filter_map(|p| p.trim().parse().ok()).collect())
+            .filter(|s: &Vec<u8>| s.last() == Some(&100))
+            .unwrap_or_else(|| vec![100]);
+        for (kind, object_name) in [
+            ("Deployment", name.clone()),
+            ("Service", name.clone()),
+            ("Service", format!("{name}-preview")),
+            ("Ingress", name.clone()),
+            ("HorizontalPodAutoscaler", name.clone()),
+        ] {
+            set_aside.push((kind.to_owned(), object_name));
+        }
+        blue_green.push(BlueGreenSpec {
+            tcp,
+            deployment: deployment.clone(),
+            stable,
+            preview,
+            ingress: find("Ingress", &name),
+            hpa: find("HorizontalPodAutoscaler", &name),
+            steps,
+            step_pause: seconds(deployment, annotations::STEP_PAUSE, 30),
+            scale_down_delay: seconds(deployment, annotations::SCALE_DOWN_DELAY, 600),
+            overlap: seconds(deployment, annotations::OVERLAP, 60),
+            name,
+        });
+    }
+    let mut objects: Vec<Json> = tree
+        .into_iter()
+        .filter(|o| {
+            let kind = o.get("kind").and_then(Json::as_str).unwrap_or_default();
+            !set_aside.iter().any(|(k, n)| k == kind && n == name_of(o))
+        })
+        .chain(secret_objects)
+        .collect();
+    let order = |o: &Json| {
+        Kind::of(o)
+            .ok()
+            .and_then(|k| Kind::APPLIED.iter().position(|a| *a == k))
+            .unwrap_or(usize::MAX)
+    };
+    objects.sort_by_key(|o| order(o));
+    Ok(Desired {
+        environment,
+        namespace,
+        revision: revision.to_owned(),
+        objects,
+        blue_green,
+        rolling,
+    })
+}
+
+/// The revision being deployed: `CI_COMMIT_SHA`, else git HEAD of `root`, else `unknown`.
+pub fn revision(root: &Path) -> String {
+    if let Ok(sha) = std::env::var("CI_COMMIT_SHA")
+        && !sha.is_empty()
+    {
+        return sha;
+    }
+    git2::Repository::discover(root)
+        .ok()
+        .and_then(|r| {
+            r.head()
+                .ok()?
+                .peel_to_commit()
+                .ok()
+                .map(|c| c.id().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}

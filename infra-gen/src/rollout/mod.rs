@@ -1,0 +1,168 @@
+//! Rollout: from the manifests tree to the cluster. [`desired`] turns the tree (plus CI
+//! variables for images and secrets) into what the cluster should hold; [`apply`] runs the
+//! deploy (preflight, lock, objects in order, per-workload rollout, prune); [`bluegreen`] is
+//! the cutover, a flat list of idempotent steps that each look at live state first.
+
+pub mod apply;
+pub mod bluegreen;
+pub mod desired;
+pub mod history;
+pub mod progress;
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::cluster::ClusterError;
+use crate::cluster::lease::LeaseError;
+use crate::cluster::wait::WaitError;
+
+/// Annotation holding the hash of what infra-gen last applied to an object.
+pub const APPLIED: &str = "infra-gen.dev/applied";
+/// Annotation holding the pod-template hash of a slot Deployment.
+pub const TEMPLATE: &str = "infra-gen.dev/template";
+/// Annotation holding the revision (git commit) of a slot Deployment.
+pub const REVISION: &str = "infra-gen.dev/revision";
+/// Stable Service annotation: the live slot.
+pub const ACTIVE_SLOT: &str = "infra-gen.dev/active-slot";
+/// Stable Service annotation: when `finalize` may scale the previous slot down.
+pub const SCALE_DOWN_AFTER: &str = "infra-gen.dev/scale-down-after";
+
+/// Why a deploy step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    /// The cluster failed.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The lock is held.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
+    /// A CI variable is missing, or the tree is unusable.
+    #[error("{0}")]
+    Input(String),
+    /// The new version did not become ready; traffic was not moved.
+    #[error(
+        "{workload}: the new version did not become ready, so traffic stays on {kept}. {cause}\n  {hint}"
+    )]
+    Aborted {
+        /// Workload.
+        workload: String,
+        /// What still serves.
+        kept: String,
+        /// Why (boxed: it carries the pods' diagnoses).
+        cause: Box<WaitError>,
+        /// What to do.
+        hint: String,
+    },
+    /// A rolling update did not complete.
+    #[error("{workload}: the rolling update did not complete: {cause}\n  {hint}")]
+    Rolling {
+        /// Workload.
+        workload: String,
+        /// Why.
+        cause: Box<WaitError>,
+        /// What to do.
+        hint: String,
+    },
+    /// A precondition in the cluster or in AWS does not hold.
+    #[error("{0}")]
+    Preflight(String),
+}
+
+/// Result alias.
+pub type RolloutResult<T> = Result<T, RolloutError>;
+
+/// First 16 hex characters of the SHA-256 of a JSON value (serialised as is).
+pub fn hash(value: &Json) -> String {
+    let digest = Sha256::digest(serde_json::to_string(value).unwrap_or_default().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether everything in `desired` is in `live` with the same value (live may hold more:
+/// defaults, status, fields of other managers).
+pub fn is_subset(desired: &Json, live: &Json) -> bool {
+    match (desired, live) {
+        (Json::Object(d), Json::Object(l)) => d.iter().all(|(k, v)| match l.get(k) {
+            Some(lv) => is_subset(v, lv),
+            None => {
+                v.is_null()
+                    || v.as_object().is_some_and(|o| o.is_empty())
+                    || v.as_array().is_some_and(|a| a.is_empty())
+            }
+        }),
+        (Json::Array(d), Json::Array(l)) => {
+            d.len() == l.len() && d.iter().zip(l).all(|(a, b)| is_subset(a, b))
+        }
+        (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
+        (a, b) => a == b,
+    }
+}
+
+/// `desired` with the [`APPLIED`] annotation: the hash of `desired` itself. For a Secret the
+/// hash covers its keys, not its values (a hash of a weak password would give it away); its
+/// values are compared directly.
+pub fn stamped(desired: &Json) -> Json {
+    let mut out = desired.clone();
+    let digest = if desired.get("kind").and_then(Json::as_str) == Some("Secret") {
+        let mut redacted = desired.clone();
+        if let Some(data) = redacted.get_mut("data").and_then(Json::as_object_mut) {
+            for value in data.values_mut() {
+                *value = Json::Null;
+            }
+        }
+        hash(&redacted)
+    } else {
+        hash(desired)
+    };
+    if let Some(meta) = out.get_mut("metadata").and_then(Json::as_object_mut) {
+        let annotations = meta
+            .entry("annotations")
+            .or_insert_with(|| Json::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(APPLIED.into(), Json::String(digest));
+        }
+    }
+    out
+}
+
+/// Whether `live` already is what applying `stamped_desired` would make it: same applied
+/// hash (so no field was dropped from the tree) and every desired field in place (so nobody
+/// changed it by hand).
+pub fn is_up_to_date(stamped_desired: &Json, live: Option<&Json>) -> bool {
+    let Some(live) = live else { return false };
+    let wanted = stamped_desired.pointer("/metadata/annotations/infra-gen.dev~1applied");
+    let found = live.pointer("/metadata/annotations/infra-gen.dev~1applied");
+    wanted.is_some() && wanted == found && is_subset(stamped_desired, live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subset_ignores_what_the_server_adds_and_compares_numbers_by_value() {
+        let desired = json!({"spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        let live = json!({"spec": {"replicas": 2.0, "ports": [{"port": 80, "protocol": "TCP"}], "extra": 1}, "status": {}});
+        assert!(is_subset(&desired, &live));
+        assert!(!is_subset(&json!({"spec": {"replicas": 3}}), &live));
+        assert!(
+            !is_subset(&json!({"spec": {"ports": []}}), &live),
+            "list lengths must match"
+        );
+    }
+
+    #[test]
+    fn up_to_date_needs_the_same_stamp_and_the_same_fields() {
+        let desired = stamped(&json!({"metadata": {"name": "x"}, "data": {"a": "1"}}));
+        let mut live = desired.clone();
+        assert!(is_up_to_date(&desired, Some(&live)));
+        live["data"]["a"] = "2".into();
+        assert!(!is_up_to_date(&desired, Some(&live)), "changed by hand");
+        let fewer = stamped(&json!({"metadata": {"name": "x"}, "data": {}}));
+        assert!(
+            !is_up_to_date(&fewer, Some(&desired)),
+            "a field dropped from the tree changes the stamp"
+        );
+        assert!(!is_up_to_date(&desired, None));
+    }
+}
