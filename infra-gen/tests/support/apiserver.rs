@@ -614,6 +614,22 @@ impl ApiServer {
             .all(|f| f.remaining == 0)
     }
 
+    /// Every change stored so far, oldest first: (resourceVersion, kind, name, object).
+    pub fn changes(&self) -> Vec<(u64, String, String, Json)> {
+        let data = self.shared.data.lock().unwrap();
+        data.log
+            .iter()
+            .map(|e| {
+                (
+                    e.rv,
+                    e.key.resource.kind.to_owned(),
+                    e.key.name.clone(),
+                    e.object.clone(),
+                )
+            })
+            .collect()
+    }
+
     /// Changes the settings.
     pub fn set_options(&self, options: Options) {
         *self.shared.options.lock().unwrap() = options;

@@ -119,8 +119,16 @@ impl Harness {
     }
 
     pub async fn start_with(options: Options) -> Self {
+        Self::create(options, std::env::var_os("INFRA_GEN_E2E_KUBECONFIG")).await
+    }
+
+    /// Always the double, for tests of behaviour only it can produce (faults, expiring tokens).
+    pub async fn double_only(options: Options) -> Self {
+        Self::create(options, None).await
+    }
+
+    async fn create(options: Options, real: Option<std::ffi::OsString>) -> Self {
         let project = tempfile::tempdir().expect("temp project");
-        let real = std::env::var_os("INFRA_GEN_E2E_KUBECONFIG");
         let (double, kubeconfig) = match real {
             Some(path) => (None, PathBuf::from(path)),
             None => {
