@@ -77,6 +77,11 @@ pub struct Settings {
     #[arg(long, env = "BATCH_MAX_ITEMS", default_value_t = 10_000)]
     pub batch_max_items: usize,
 
+    /// How long check-ins of registered devices are collected before they are written in one
+    /// batch (e.g. 100ms).
+    #[arg(long, env = "CHECKIN_BATCH_LINGER", default_value = "100ms", value_parser = parse_duration)]
+    pub checkin_batch_linger: Duration,
+
     /// Days check-in records are kept (TTL index).
     #[arg(long, env = "CHECKIN_RETENTION_DAYS", default_value_t = 30)]
     pub checkin_retention_days: u32,
@@ -88,6 +93,20 @@ pub struct Settings {
     /// Log filter, e.g. `info` or `controltower=debug,info`.
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+
+    /// Access log: `all` (one line per request) or `errors` (only requests answered 4xx/5xx).
+    /// Per-request lines cost about a fifth of the check-in throughput (BENCHMARKS.md).
+    #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::All)]
+    pub access_log: AccessLog,
+}
+
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    /// Every request.
+    All,
+    /// Requests answered with a 4xx or 5xx status.
+    Errors,
 }
 
 /// Log output format.

@@ -6,7 +6,8 @@
 //! - [`routes`] extract and parse requests, call a [`service`], and answer;
 //! - [`service`] holds the use cases (check-in, upload completion, registrations);
 //! - [`domain`] holds the types that can only exist when valid (`DeviceId`, `Registration`);
-//! - [`registry`] is the in-memory snapshot of active registrations that answers the hot path;
+//! - [`registry`] is the in-memory snapshot of active registrations that answers every check-in;
+//! - [`recorder`] writes the check-ins of registered devices in batches;
 //! - [`store`] is the only place that talks to MongoDB (or the embedded in-memory store).
 
 pub mod auth;
@@ -15,6 +16,7 @@ pub mod domain;
 pub mod error;
 pub mod lifecycle;
 pub mod openapi;
+pub mod recorder;
 pub mod registry;
 pub mod routes;
 pub mod service;

@@ -10,7 +10,7 @@ use controltower::telemetry;
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::parse();
-    telemetry::init_tracing(settings.log_format, &settings.log_level);
+    let _log_writer = telemetry::init_tracing(settings.log_format, &settings.log_level);
     match run(settings).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

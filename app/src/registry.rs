@@ -1,30 +1,109 @@
-//! The hot-path snapshot: the ids of the active registrations, in memory.
+//! The hot-path snapshot: every active registration, in memory, with what its check-ins
+//! need (expiry, narrowing, reason, `log_since`).
 //!
-//! Almost every check-in comes from a device nobody registered. Answering those from this
-//! set, without a database round-trip, is what lets a replica absorb the start-up spike after
-//! maintenance and keep answering while MongoDB is down. The set is reloaded when the
-//! store's generation changes (see [`Registry::refresh`]) and patched at once on the replica
-//! that served an admin write.
+//! Every check-in is answered from this snapshot, without a database read: an unregistered
+//! device (almost all of them) costs nothing but a hash lookup, and a registered one is
+//! decided here too, its check-in record being written in batches by the
+//! [`crate::recorder::Recorder`]. That is what lets a replica absorb the start-up spike after
+//! maintenance and keep answering while MongoDB is down.
+//!
+//! The snapshot is reloaded when the store's generation changes (see [`Registry::refresh`])
+//! and patched at once on the replica that served an admin write. Reasons are interned: a
+//! batch of ten thousand registrations usually shares one reason, stored once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
-use crate::domain::DeviceId;
-use crate::store::{Store, StoreResult};
+use crate::domain::{CheckinContext, Decision, DeviceId, VersionRange, narrowing_excludes};
+use crate::store::{ActiveRegistration, Store, StoreResult};
 use crate::telemetry;
+
+/// Platforms and version range of a registration that narrows (most do not).
+#[derive(Debug, PartialEq)]
+struct Narrowing {
+    platforms: Vec<String>,
+    app_version: Option<VersionRange>,
+}
+
+/// One active registration, as the hot path needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// When it stops asking for uploads.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Why the logs are wanted.
+    pub reason: Arc<str>,
+    /// Logs since then are wanted.
+    pub log_since: Option<OffsetDateTime>,
+    narrowing: Option<Arc<Narrowing>>,
+}
+
+impl Entry {
+    /// Decides what to tell a checking-in client (the registration is active by construction).
+    pub fn decide(&self, client: &CheckinContext, now: OffsetDateTime) -> Decision {
+        if self.expires_at.is_some_and(|at| at <= now) {
+            return Decision::Expired;
+        }
+        let excluded = self
+            .narrowing
+            .as_deref()
+            .and_then(|n| narrowing_excludes(&n.platforms, n.app_version.as_ref(), client));
+        match excluded {
+            Some(why) => Decision::NotTargeted(why),
+            None => Decision::Upload,
+        }
+    }
+}
+
+/// Builds entries, storing each distinct reason once.
+#[derive(Default)]
+struct Interner {
+    reasons: HashSet<Arc<str>>,
+}
+
+impl Interner {
+    fn entry(&mut self, registration: ActiveRegistration) -> (Box<str>, Entry) {
+        let reason = match self.reasons.get(registration.reason.as_str()) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = registration.reason.into();
+                self.reasons.insert(shared.clone());
+                shared
+            }
+        };
+        let narrows = !registration.platforms.is_empty() || registration.app_version.is_some();
+        let entry = Entry {
+            expires_at: registration.expires_at,
+            reason,
+            log_since: registration.log_since,
+            narrowing: narrows.then(|| {
+                Arc::new(Narrowing {
+                    platforms: registration.platforms,
+                    app_version: registration.app_version,
+                })
+            }),
+        };
+        (registration.device_id.into_boxed_str(), entry)
+    }
+}
 
 #[derive(Default)]
 struct Snapshot {
-    ids: HashSet<Box<str>>,
-    next_expiry: Option<OffsetDateTime>,
+    entries: HashMap<Box<str>, Entry>,
     generation: Option<u64>,
     verified_at: Option<Instant>,
     /// While a reload runs, local changes are journalled here and replayed over the freshly
     /// loaded set, so a reload that started before an admin write cannot undo it.
-    journal: Option<Vec<(Box<str>, bool)>>,
+    journal: Option<Vec<(Box<str>, Option<Entry>)>>,
+}
+
+impl Snapshot {
+    fn next_expiry(&self) -> Option<OffsetDateTime> {
+        self.entries.values().filter_map(|e| e.expires_at).min()
+    }
 }
 
 /// What one [`Registry::refresh`] did.
@@ -40,9 +119,20 @@ pub enum Refresh {
 }
 
 /// The in-memory set of active registrations.
-#[derive(Default)]
 pub struct Registry {
     snapshot: RwLock<Snapshot>,
+    next_expiry: RwLock<Option<OffsetDateTime>>,
+    store_reachable: AtomicBool,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self {
+            snapshot: RwLock::default(),
+            next_expiry: RwLock::default(),
+            store_reachable: AtomicBool::new(true),
+        }
+    }
 }
 
 impl Registry {
@@ -61,9 +151,14 @@ impl Registry {
         self.snapshot.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether the device has an active registration (as far as this replica knows).
+    /// The device's active registration, if any (as far as this replica knows).
+    pub fn lookup(&self, id: &DeviceId) -> Option<Entry> {
+        self.read().entries.get(id.as_str()).cloned()
+    }
+
+    /// Whether the device has an active registration.
     pub fn contains(&self, id: &DeviceId) -> bool {
-        self.read().ids.contains(id.as_str())
+        self.read().entries.contains_key(id.as_str())
     }
 
     /// Whether the first load has happened.
@@ -73,7 +168,7 @@ impl Registry {
 
     /// Number of active registrations in the snapshot.
     pub fn len(&self) -> usize {
-        self.read().ids.len()
+        self.read().entries.len()
     }
 
     /// Whether the snapshot holds no registration.
@@ -86,25 +181,60 @@ impl Registry {
         self.read().verified_at.map(|at| at.elapsed())
     }
 
-    /// Records, on this replica, that a registration became active (`true`) or ended.
-    pub fn set_active(&self, id: &DeviceId, active: bool) {
+    /// Whether the last look at the store succeeded. Registered devices get 503 while it
+    /// does not: their check-ins could not be recorded.
+    pub fn is_store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Relaxed)
+    }
+
+    fn change(&self, key: Box<str>, entry: Option<Entry>) {
+        let expires = entry.as_ref().and_then(|e| e.expires_at);
         let mut snap = self.write();
-        let key: Box<str> = id.as_str().into();
         if let Some(journal) = &mut snap.journal {
-            journal.push((key.clone(), active));
+            journal.push((key.clone(), entry.clone()));
         }
-        if active {
-            snap.ids.insert(key);
-        } else {
-            snap.ids.remove(&key);
+        match entry {
+            Some(entry) => {
+                snap.entries.insert(key, entry);
+            }
+            None => {
+                snap.entries.remove(&key);
+            }
+        }
+        drop(snap);
+        // Only ever moved earlier here (no scan of a million entries per admin write); a
+        // deadline left by a removed entry just makes one sweep find nothing.
+        if let Some(at) = expires {
+            let mut next = self.next_expiry.write().unwrap_or_else(|p| p.into_inner());
+            *next = Some(next.map_or(at, |n| n.min(at)));
         }
     }
 
+    /// Records, on this replica, that a registration is now active with these settings.
+    pub fn upsert(&self, registration: &crate::domain::Registration) {
+        let (key, entry) = Interner::default().entry(ActiveRegistration::of(registration));
+        self.change(key, Some(entry));
+    }
+
+    /// Records, on this replica, that a device's registration ended.
+    pub fn remove(&self, id: &DeviceId) {
+        self.change(id.as_str().into(), None);
+    }
+
     /// Brings the snapshot up to date: sweeps expired registrations when one is due, then
-    /// reloads if the store's generation changed (or `force`).
+    /// reloads if the store's generation changed (or `force`). Remembers whether the store
+    /// answered.
     pub async fn refresh(&self, store: &Store, force: bool) -> StoreResult<Refresh> {
+        let result = self.refresh_inner(store, force).await;
+        self.store_reachable
+            .store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    async fn refresh_inner(&self, store: &Store, force: bool) -> StoreResult<Refresh> {
         let now = crate::domain::now();
-        let sweep_due = self.read().next_expiry.is_some_and(|at| at <= now);
+        let next_expiry = *self.next_expiry.read().unwrap_or_else(|p| p.into_inner());
+        let sweep_due = next_expiry.is_some_and(|at| at <= now);
         if sweep_due && store.expire_due(now).await? > 0 {
             store.bump_generation().await?;
         }
@@ -115,24 +245,34 @@ impl Registry {
         }
         let started = Instant::now();
         self.write().journal = Some(Vec::new());
-        let loaded = store.load_active(now).await;
+        let mut interner = Interner::default();
+        let mut entries = HashMap::new();
+        let loaded = store
+            .load_active(now, &mut |registration| {
+                let (key, entry) = interner.entry(registration);
+                entries.insert(key, entry);
+            })
+            .await;
         let mut snap = self.write();
         let journal = snap.journal.take().unwrap_or_default();
-        let set = loaded?;
-        let mut ids: HashSet<Box<str>> = set.ids.into_iter().map(String::into_boxed_str).collect();
-        for (id, active) in journal {
-            if active {
-                ids.insert(id);
-            } else {
-                ids.remove(&id);
+        loaded?;
+        for (key, entry) in journal {
+            match entry {
+                Some(entry) => {
+                    entries.insert(key, entry);
+                }
+                None => {
+                    entries.remove(&key);
+                }
             }
         }
-        let active = ids.len();
-        snap.ids = ids;
-        snap.next_expiry = set.next_expiry;
+        let active = entries.len();
+        snap.entries = entries;
         snap.generation = Some(generation);
         snap.verified_at = Some(Instant::now());
+        let next = snap.next_expiry();
         drop(snap);
+        *self.next_expiry.write().unwrap_or_else(|p| p.into_inner()) = next;
         telemetry::snapshot_reloaded(active, started.elapsed());
         Ok(Refresh::Reloaded { active })
     }
@@ -168,7 +308,7 @@ pub async fn run_refresher(
                 if !failing {
                     tracing::warn!(
                         error = %error,
-                        "snapshot refresh failed; unregistered devices are still answered from the last snapshot"
+                        "snapshot refresh failed; check-ins are still answered from the last snapshot, registered devices get 503"
                     );
                     failing = true;
                 }
@@ -187,18 +327,25 @@ mod tests {
         DeviceId::parse(s).unwrap()
     }
 
-    async fn register(store: &Store, device: &str, expires_at: Option<&str>) {
+    fn registration(device: &str, input: RegistrationInput) -> Registration {
         let now = crate::domain::now();
-        let input = RegistrationInput {
-            reason: "test".into(),
-            expires_at: expires_at.map(Into::into),
-            ..Default::default()
-        };
         let spec = RegistrationSpec::parse(input, now).unwrap();
-        store
-            .save(&Registration::new(id(device), spec, "t", now))
-            .await
-            .unwrap();
+        Registration::new(id(device), spec, "t", now)
+    }
+
+    fn reason(text: &str) -> RegistrationInput {
+        RegistrationInput {
+            reason: text.into(),
+            ..Default::default()
+        }
+    }
+
+    async fn register(store: &Store, device: &str, expires_at: Option<&str>) {
+        let input = RegistrationInput {
+            expires_at: expires_at.map(Into::into),
+            ..reason("test")
+        };
+        store.save(&registration(device, input)).await.unwrap();
         store.bump_generation().await.unwrap();
     }
 
@@ -220,18 +367,61 @@ mod tests {
             registry.refresh(&store, false).await.unwrap(),
             Refresh::Reloaded { active: 1 }
         );
-        assert!(registry.contains(&id("dev-1")));
+        assert_eq!(
+            registry.lookup(&id("dev-1")).unwrap().reason.as_ref(),
+            "test"
+        );
     }
 
     #[tokio::test]
-    async fn local_updates_apply_at_once_and_survive_a_reload() {
+    async fn local_updates_apply_at_once() {
         let store = Store::Memory(MemoryStore::new(Duration::from_secs(3600)));
         let registry = Registry::new();
         registry.refresh(&store, false).await.unwrap();
-        registry.set_active(&id("dev-2"), true);
+        registry.upsert(&registration("dev-2", reason("local")));
         assert!(registry.contains(&id("dev-2")));
-        registry.set_active(&id("dev-2"), false);
+        registry.remove(&id("dev-2"));
         assert!(!registry.contains(&id("dev-2")));
+    }
+
+    #[tokio::test]
+    async fn entries_decide_like_the_stored_registration() {
+        let registry = Registry::new();
+        let narrowed = RegistrationInput {
+            platforms: Some(vec!["ios".into()]),
+            ..reason("narrow")
+        };
+        let stored = registration("dev-n", narrowed);
+        registry.upsert(&stored);
+        let entry = registry.lookup(&id("dev-n")).unwrap();
+        let now = crate::domain::now();
+        for platform in [Some("iOS"), Some("android"), None] {
+            let client = CheckinContext {
+                platform: platform.map(Into::into),
+                app_version: None,
+            };
+            assert_eq!(
+                entry.decide(&client, now),
+                stored.decide(&client, now),
+                "{platform:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn one_reason_is_stored_once_for_many_registrations() {
+        let store = Store::Memory(MemoryStore::new(Duration::from_secs(3600)));
+        for i in 0..100 {
+            store
+                .save(&registration(&format!("dev-{i}"), reason("same reason")))
+                .await
+                .unwrap();
+        }
+        let registry = Registry::new();
+        registry.refresh(&store, true).await.unwrap();
+        let a = registry.lookup(&id("dev-1")).unwrap().reason;
+        let b = registry.lookup(&id("dev-99")).unwrap().reason;
+        assert!(Arc::ptr_eq(&a, &b));
     }
 
     #[tokio::test]

@@ -1,23 +1,40 @@
 //! Logs and metrics, in one place: the tracing subscriber, the request middleware (request
 //! id, one log line and the HTTP metrics per request), and every metric the service emits.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{AccessLog, LogFormat};
 use crate::registry::Registry;
 
-/// Installs the global tracing subscriber. Calling it twice is harmless (tests do).
-pub fn init_tracing(format: LogFormat, filter: &str) {
+/// Keeps the log writer thread alive; dropping it flushes what is still queued.
+pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
+
+/// Installs the global tracing subscriber. Log lines are written by a background thread in
+/// batches (one write per batch, not per request line), so a spike of check-ins does not turn
+/// into a spike of syscalls on the request path. Nothing is dropped: when the queue is full,
+/// logging waits. Calling it twice is harmless (tests do).
+pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ));
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     let _already_set = match format {
         LogFormat::Json => builder
             .json()
@@ -27,6 +44,7 @@ pub fn init_tracing(format: LogFormat, filter: &str) {
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    guard
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -58,15 +76,29 @@ pub fn render(registry: &Registry) -> String {
     prometheus().render()
 }
 
-/// Counts a check-in by what it was told (`upload`, `no_upload`) or how it failed.
-pub fn checkin(outcome: &'static str, from_snapshot: bool) {
-    let source = if from_snapshot {
-        "snapshot"
-    } else {
-        "database"
-    };
-    metrics::counter!("controltower_checkins_total", "outcome" => outcome, "source" => source)
-        .increment(1);
+/// Counts a check-in by what it was told (`upload`, `no_upload`) or how it failed, and whether
+/// the device is registered. The handles are registered once: this runs for every check-in
+/// of the spike.
+pub fn checkin(outcome: &'static str, registered: bool) {
+    static COUNTERS: OnceLock<HashMap<(&'static str, bool), Counter>> = OnceLock::new();
+    let counters = COUNTERS.get_or_init(|| {
+        let mut map = HashMap::new();
+        for outcome in ["upload", "no_upload", "error"] {
+            for registered in [true, false] {
+                let label = if registered { "true" } else { "false" };
+                let counter = metrics::counter!(
+                    "controltower_checkins_total",
+                    "outcome" => outcome,
+                    "registered" => label
+                );
+                map.insert((outcome, registered), counter);
+            }
+        }
+        map
+    });
+    if let Some(counter) = counters.get(&(outcome, registered)) {
+        counter.increment(1);
+    }
 }
 
 /// Counts a completed upload.
@@ -82,6 +114,70 @@ pub fn snapshot_reloaded(active: usize, took: Duration) {
     metrics::gauge!("controltower_snapshot_registrations").set(active as f64);
 }
 
+/// The HTTP metric handles of one route and method, by status code.
+struct Endpoint {
+    method: Method,
+    latency: Histogram,
+    statuses: Vec<(u16, Counter)>,
+}
+
+/// Metric handles by route, created on first use and then only read: looking a handle up by
+/// its labels on every request (allocating the label strings) cost more than the check-in.
+fn record_http(route: &str, method: &Method, status: u16, took: Duration) {
+    static ROUTES: OnceLock<RwLock<HashMap<String, Vec<Endpoint>>>> = OnceLock::new();
+    let routes = ROUTES.get_or_init(Default::default);
+    let record = |endpoints: &[Endpoint]| {
+        let endpoint = endpoints.iter().find(|e| e.method == *method)?;
+        let (_, counter) = endpoint.statuses.iter().find(|(s, _)| *s == status)?;
+        counter.increment(1);
+        endpoint.latency.record(took.as_secs_f64());
+        Some(())
+    };
+    let found = routes
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(route)
+        .and_then(|endpoints| record(endpoints));
+    if found.is_some() {
+        return;
+    }
+    let mut map = routes.write().unwrap_or_else(|p| p.into_inner());
+    let endpoints = map.entry(route.to_owned()).or_default();
+    if !endpoints.iter().any(|e| e.method == *method) {
+        endpoints.push(Endpoint {
+            method: method.clone(),
+            latency: metrics::histogram!(
+                "controltower_http_request_duration_seconds",
+                "method" => method.to_string(),
+                "route" => route.to_owned()
+            ),
+            statuses: Vec::new(),
+        });
+    }
+    if let Some(endpoint) = endpoints.iter_mut().find(|e| e.method == *method)
+        && !endpoint.statuses.iter().any(|(s, _)| *s == status)
+    {
+        let counter = metrics::counter!(
+            "controltower_http_requests_total",
+            "method" => method.to_string(),
+            "route" => route.to_owned(),
+            "status" => status.to_string()
+        );
+        endpoint.statuses.push((status, counter));
+    }
+    record(endpoints);
+}
+
+static ONLY_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Chooses which requests get an access-log line (process-wide, like the subscriber).
+pub fn set_access_log(mode: AccessLog) {
+    ONLY_ERRORS.store(
+        mode == AccessLog::Errors,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 /// Per request: a span carrying the request id, one log line, and the HTTP metrics.
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -89,34 +185,29 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
+        .map(|p| p.as_str().to_owned());
     let request_id = request
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+        .unwrap_or("-");
     let span = tracing::info_span!("request", request_id = %request_id);
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let took = started.elapsed();
-    span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            route = %route,
-            status,
-            latency_ms = took.as_secs_f64() * 1000.0,
-            "request"
-        );
-    });
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.to_string()),
-    ];
-    metrics::counter!("controltower_http_requests_total", &labels).increment(1);
-    metrics::histogram!("controltower_http_request_duration_seconds", &labels[..2])
-        .record(took.as_secs_f64());
+    let route = route.as_deref().unwrap_or("unmatched");
+    let quiet = status < 400 && ONLY_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
+    if !quiet {
+        span.in_scope(|| {
+            tracing::info!(
+                method = %method,
+                route = %route,
+                status,
+                latency_ms = took.as_secs_f64() * 1000.0,
+                "request"
+            );
+        });
+    }
+    record_http(route, &method, status, took);
     response
 }

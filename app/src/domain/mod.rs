@@ -9,7 +9,7 @@ mod version;
 pub use device_id::DeviceId;
 pub use registration::{
     CheckinContext, Decision, MaxUploadsInput, Registration, RegistrationInput, RegistrationSpec,
-    Status, UploadLimit,
+    Status, UploadLimit, narrowing_excludes,
 };
 pub use ticket::Ticket;
 pub use version::{AppVersion, VersionRange};

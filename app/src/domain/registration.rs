@@ -433,18 +433,29 @@ impl Registration {
             Status::Expired if self.status == Status::Active => return Decision::Expired,
             other => return Decision::Inactive(other),
         }
-        if !self.spec.platforms.is_empty() {
-            let platform = client.platform.as_deref().map(str::to_ascii_lowercase);
-            if !platform.is_some_and(|p| self.spec.platforms.contains(&p)) {
-                return Decision::NotTargeted("platform");
-            }
+        match narrowing_excludes(&self.spec.platforms, self.spec.app_version.as_ref(), client) {
+            Some(why) => Decision::NotTargeted(why),
+            None => Decision::Upload,
         }
-        if let Some(range) = &self.spec.app_version
-            && !range.contains(client.app_version.as_deref())
-        {
-            return Decision::NotTargeted("app_version");
+    }
+}
+
+/// Whether a registration's narrowing leaves this client out, and by what (`platform`,
+/// `app_version`). Shared by the stored registration and the hot-path snapshot.
+pub fn narrowing_excludes(
+    platforms: &[String],
+    app_version: Option<&VersionRange>,
+    client: &CheckinContext,
+) -> Option<&'static str> {
+    if !platforms.is_empty() {
+        let platform = client.platform.as_deref().map(str::to_ascii_lowercase);
+        if !platform.is_some_and(|p| platforms.contains(&p)) {
+            return Some("platform");
         }
-        Decision::Upload
+    }
+    match app_version {
+        Some(range) if !range.contains(client.app_version.as_deref()) => Some("app_version"),
+        _ => None,
     }
 }
 

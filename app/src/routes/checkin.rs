@@ -89,7 +89,7 @@ pub async fn check_in(
         app_version: bounded("app_version", request.app_version)?,
         platform: bounded("platform", request.platform)?,
     };
-    let answer = state.checkins.check_in(device, client).await?;
+    let answer = state.checkins.check_in(device, client)?;
     Ok(Json(match answer {
         Answer::NoUpload => CheckinResponse {
             upload: false,

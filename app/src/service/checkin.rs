@@ -6,8 +6,9 @@ use time::OffsetDateTime;
 
 use crate::domain::{CheckinContext, Decision, DeviceId, Status, Ticket};
 use crate::error::ApiError;
-use crate::registry::Registry;
-use crate::store::{CheckinRecord, Store, TicketCompletion, UploadReport};
+use crate::recorder::Recorder;
+use crate::registry::{Entry, Registry};
+use crate::store::{CheckinRecord, Store, StoreError, TicketCompletion, UploadReport};
 use crate::telemetry;
 
 /// What a client is told at check-in.
@@ -33,99 +34,107 @@ pub enum Answer {
 pub struct CheckinService {
     store: Store,
     registry: Arc<Registry>,
+    recorder: Recorder,
     upload_url_template: Arc<str>,
 }
 
+fn unavailable(why: &str) -> ApiError {
+    ApiError::Unavailable(StoreError::Unavailable {
+        action: "record the check-in of a registered device".into(),
+        source: why.to_owned().into(),
+    })
+}
+
 impl CheckinService {
-    /// A service answering from `registry` and recording in `store`.
-    pub fn new(store: Store, registry: Arc<Registry>, upload_url_template: &str) -> Self {
+    /// A service answering from `registry`, recording through `recorder`, completing uploads in
+    /// `store`.
+    pub fn new(
+        store: Store,
+        registry: Arc<Registry>,
+        recorder: Recorder,
+        upload_url_template: &str,
+    ) -> Self {
         Self {
             store,
             registry,
+            recorder,
             upload_url_template: upload_url_template.into(),
         }
     }
 
-    /// Answers a check-in. An unregistered device is answered from memory; only a registered
-    /// one costs database work (and gets 503 while the database is down).
-    pub async fn check_in(
-        &self,
-        device: DeviceId,
-        client: CheckinContext,
-    ) -> Result<Answer, ApiError> {
-        if !self.registry.contains(&device) {
-            telemetry::checkin("no_upload", true);
-            return Ok(Answer::NoUpload);
-        }
-        match self.check_in_registered(device, client).await {
-            Ok(answer) => {
-                let outcome = if matches!(answer, Answer::NoUpload) {
-                    "no_upload"
-                } else {
-                    "upload"
-                };
-                telemetry::checkin(outcome, false);
-                Ok(answer)
-            }
-            Err(error) => {
-                telemetry::checkin("error", false);
-                Err(error)
-            }
-        }
+    /// The background writer of check-in records (flushed at shutdown).
+    pub fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 
-    async fn check_in_registered(
-        &self,
-        device: DeviceId,
-        client: CheckinContext,
-    ) -> Result<Answer, ApiError> {
-        let Some(registration) = self.store.get(&device).await? else {
-            // The snapshot knew a registration the store no longer has (deleted by hand).
-            self.registry.set_active(&device, false);
+    /// Answers a check-in from the snapshot, without a database round-trip. A registered
+    /// device's check-in is queued for the recorder; while the store cannot be reached (or the
+    /// recorder cannot write) registered devices get 503, so no ticket is handed out that could
+    /// not be recorded.
+    pub fn check_in(&self, device: DeviceId, client: CheckinContext) -> Result<Answer, ApiError> {
+        let Some(entry) = self.registry.lookup(&device) else {
+            telemetry::checkin("no_upload", false);
             return Ok(Answer::NoUpload);
         };
-        let now = crate::domain::now();
-        let record = |ticket: Option<Ticket>, outcome: &str| CheckinRecord {
-            device_id: device.clone(),
-            at: now,
-            app_version: client.app_version.clone(),
-            platform: client.platform.clone(),
-            ticket,
-            outcome: outcome.to_owned(),
-            completed_at: None,
+        let answer = self.check_in_registered(device, &client, &entry);
+        let outcome = match &answer {
+            Ok(Answer::NoUpload) => "no_upload",
+            Ok(Answer::Upload { .. }) => "upload",
+            Err(_) => "error",
         };
-        match registration.decide(&client, now) {
+        telemetry::checkin(outcome, true);
+        answer
+    }
+
+    fn check_in_registered(
+        &self,
+        device: DeviceId,
+        client: &CheckinContext,
+        entry: &Entry,
+    ) -> Result<Answer, ApiError> {
+        if !self.registry.is_store_reachable() {
+            return Err(unavailable(
+                "the database did not answer the last snapshot poll",
+            ));
+        }
+        if !self.recorder.is_healthy() {
+            return Err(unavailable(
+                "the last check-in records could not be written",
+            ));
+        }
+        let now = crate::domain::now();
+        let record = |ticket: Option<Ticket>, outcome: &str| {
+            self.recorder
+                .record(CheckinRecord {
+                    device_id: device.clone(),
+                    at: now,
+                    app_version: client.app_version.clone(),
+                    platform: client.platform.clone(),
+                    ticket,
+                    outcome: outcome.to_owned(),
+                    completed_at: None,
+                })
+                .map_err(|full| unavailable(&full.to_string()))
+        };
+        match entry.decide(client, now) {
             Decision::Upload => {
                 let ticket = Ticket::generate();
-                // Recorded before answering: the ticket must exist when the client completes.
-                self.store
-                    .record_checkin(&record(Some(ticket.clone()), "upload"))
-                    .await?;
+                record(Some(ticket.clone()), "upload")?;
                 Ok(Answer::Upload {
                     upload_url: self.upload_url(&ticket, &device),
                     ticket,
-                    reason: registration.spec.reason,
-                    log_since: registration.spec.log_since,
+                    reason: entry.reason.to_string(),
+                    log_since: entry.log_since,
                 })
             }
             Decision::NotTargeted(why) => {
-                self.store.record_checkin(&record(None, why)).await?;
+                record(None, why)?;
                 Ok(Answer::NoUpload)
             }
-            Decision::Expired => {
-                if self
-                    .store
-                    .transition(&device, Status::Active, Status::Expired, now)
-                    .await?
-                {
-                    self.store.bump_generation().await?;
-                }
-                self.registry.set_active(&device, false);
-                self.store.record_checkin(&record(None, "expired")).await?;
-                Ok(Answer::NoUpload)
-            }
-            Decision::Inactive(_) => {
-                self.registry.set_active(&device, false);
+            Decision::Expired | Decision::Inactive(_) => {
+                // The refresher's sweep marks it expired in the store; stop asking here now.
+                self.registry.remove(&device);
+                record(None, "expired")?;
                 Ok(Answer::NoUpload)
             }
         }
@@ -147,7 +156,13 @@ impl CheckinService {
         report: UploadReport,
     ) -> Result<(), ApiError> {
         let now = crate::domain::now();
-        let device = match self.store.complete_ticket(ticket, &report, now).await? {
+        let mut completion = self.store.complete_ticket(ticket, &report, now).await?;
+        if completion == TicketCompletion::Unknown {
+            // The check-in that issued it may still be in this replica's queue.
+            self.recorder.flush().await;
+            completion = self.store.complete_ticket(ticket, &report, now).await?;
+        }
+        let device = match completion {
             TicketCompletion::Unknown => {
                 return Err(ApiError::NotFound {
                     code: "ticket_not_found",
@@ -175,7 +190,7 @@ impl CheckinService {
                 .transition(&device, Status::Active, Status::Fulfilled, now)
                 .await?
         {
-            self.registry.set_active(&device, false);
+            self.registry.remove(&device);
             self.store.bump_generation().await?;
             tracing::info!(device_id = %device, uploads = registration.uploads, "registration fulfilled");
         }

@@ -2,13 +2,14 @@
 //! the audit log, applied to this replica's snapshot at once, and announced to the other
 //! replicas by increasing the generation.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::domain::{
     DeviceId, InvalidInput, Registration, RegistrationInput, RegistrationSpec, Status,
 };
 use crate::error::ApiError;
+use crate::recorder::Recorder;
 use crate::registry::Registry;
 use crate::store::{AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store};
 
@@ -53,12 +54,18 @@ pub enum ItemOutcome {
 pub struct RegistrationService {
     store: Store,
     registry: Arc<Registry>,
+    recorder: Recorder,
 }
 
 impl RegistrationService {
-    /// A service writing to `store` and patching `registry`.
-    pub fn new(store: Store, registry: Arc<Registry>) -> Self {
-        Self { store, registry }
+    /// A service writing to `store`, patching `registry`; `recorder` is flushed before a
+    /// device's check-ins are shown, so an operator sees the check-in they just triggered.
+    pub fn new(store: Store, registry: Arc<Registry>, recorder: Recorder) -> Self {
+        Self {
+            store,
+            registry,
+            recorder,
+        }
     }
 
     fn not_found(device: &DeviceId) -> ApiError {
@@ -104,7 +111,7 @@ impl RegistrationService {
                 now,
             )])
             .await?;
-        self.registry.set_active(&device, true);
+        self.registry.upsert(&after);
         self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, created, "registration saved");
         Ok((after, created))
@@ -112,6 +119,7 @@ impl RegistrationService {
 
     /// A registration and its recent check-ins.
     pub async fn get(&self, device: &DeviceId) -> Result<RegistrationDetail, ApiError> {
+        self.recorder.flush().await;
         let mut registration = self
             .store
             .get(device)
@@ -181,7 +189,7 @@ impl RegistrationService {
                 now,
             )])
             .await?;
-        self.registry.set_active(device, false);
+        self.registry.remove(device);
         self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, "registration revoked");
         Ok(())
@@ -244,12 +252,12 @@ impl RegistrationService {
         let results = self.store.save_many(&afters).await;
 
         let mut audit = Vec::new();
-        let mut activated = HashSet::new();
+        let mut activated: Vec<Registration> = Vec::new();
         for ((slot, before, after), result) in planned.into_iter().zip(results) {
             outcomes[slot] = Some(match result {
                 Ok(()) => {
                     let created = before.is_none();
-                    activated.insert(after.device_id.clone());
+                    activated.push(after.clone());
                     let action = if created {
                         AuditAction::Register
                     } else {
@@ -277,8 +285,8 @@ impl RegistrationService {
         }
         if !audit.is_empty() {
             self.store.append_audit(&audit).await?;
-            for device in &activated {
-                self.registry.set_active(device, true);
+            for registration in &activated {
+                self.registry.upsert(registration);
             }
             self.store.bump_generation().await?;
         }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use time::{Duration, OffsetDateTime};
 
 use super::{
-    ActiveSet, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, StoreResult, TicketCompletion,
-    UploadReport,
+    ActiveRegistration, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, StoreResult,
+    TicketCompletion, UploadReport,
 };
 use crate::domain::{DeviceId, Registration, Status, Ticket};
 
@@ -59,18 +59,18 @@ impl MemoryStore {
         Ok(data.generation)
     }
 
-    pub(super) async fn load_active(&self, now: OffsetDateTime) -> StoreResult<ActiveSet> {
+    pub(super) async fn load_active(
+        &self,
+        now: OffsetDateTime,
+        sink: &mut (dyn FnMut(ActiveRegistration) + Send),
+    ) -> StoreResult<()> {
         let data = self.data();
-        let mut set = ActiveSet::default();
         for reg in data.devices.values() {
             if reg.effective_status(now) == Status::Active {
-                set.ids.push(reg.device_id.to_string());
-                if let Some(at) = reg.spec.expires_at {
-                    set.next_expiry = Some(set.next_expiry.map_or(at, |n| n.min(at)));
-                }
+                sink(ActiveRegistration::of(reg));
             }
         }
-        Ok(set)
+        Ok(())
     }
 
     pub(super) async fn get(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
@@ -155,26 +155,28 @@ impl MemoryStore {
         Ok(count)
     }
 
-    pub(super) async fn record_checkin(&self, checkin: &CheckinRecord) -> StoreResult<()> {
+    pub(super) async fn record_checkins(&self, checkins: &[CheckinRecord]) -> StoreResult<()> {
         let mut data = self.data();
-        let cutoff = checkin.at - self.retention;
-        if data.checkins.first().is_some_and(|c| c.at < cutoff) {
-            data.checkins.retain(|c| c.at >= cutoff);
-            let tickets = data
-                .checkins
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| c.ticket.clone().map(|t| (t, i)))
-                .collect();
-            data.tickets = tickets;
-        }
-        if let Some(ticket) = &checkin.ticket {
-            let index = data.checkins.len();
-            data.tickets.insert(ticket.clone(), index);
-        }
-        data.checkins.push(checkin.clone());
-        if let Some(reg) = data.devices.get_mut(checkin.device_id.as_str()) {
-            reg.last_checkin_at = Some(checkin.at);
+        for checkin in checkins {
+            let cutoff = checkin.at - self.retention;
+            if data.checkins.first().is_some_and(|c| c.at < cutoff) {
+                data.checkins.retain(|c| c.at >= cutoff);
+                let tickets = data
+                    .checkins
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| c.ticket.clone().map(|t| (t, i)))
+                    .collect();
+                data.tickets = tickets;
+            }
+            if let Some(ticket) = &checkin.ticket {
+                let index = data.checkins.len();
+                data.tickets.insert(ticket.clone(), index);
+            }
+            data.checkins.push(checkin.clone());
+            if let Some(reg) = data.devices.get_mut(checkin.device_id.as_str()) {
+                reg.last_checkin_at = reg.last_checkin_at.max(Some(checkin.at));
+            }
         }
         Ok(())
     }

@@ -40,13 +40,36 @@ pub enum StoreError {
 /// Result alias for store operations.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Ids of the active registrations: what the hot-path snapshot holds.
-#[derive(Debug, Default, Clone)]
-pub struct ActiveSet {
-    /// Device ids with an active registration.
-    pub ids: Vec<String>,
-    /// Earliest `expires_at` among them, so the refresher knows when to sweep.
-    pub next_expiry: Option<OffsetDateTime>,
+/// What the hot-path snapshot needs of one active registration: enough to answer its
+/// check-ins without the database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveRegistration {
+    /// The device.
+    pub device_id: String,
+    /// When it stops asking.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Why the logs are wanted (told to the client).
+    pub reason: String,
+    /// Logs since then are wanted.
+    pub log_since: Option<OffsetDateTime>,
+    /// Platforms that upload; empty = any.
+    pub platforms: Vec<String>,
+    /// Client versions that upload.
+    pub app_version: Option<crate::domain::VersionRange>,
+}
+
+impl ActiveRegistration {
+    /// The snapshot's view of a registration.
+    pub fn of(registration: &Registration) -> Self {
+        Self {
+            device_id: registration.device_id.to_string(),
+            expires_at: registration.spec.expires_at,
+            reason: registration.spec.reason.clone(),
+            log_since: registration.spec.log_since,
+            platforms: registration.spec.platforms.clone(),
+            app_version: registration.spec.app_version.clone(),
+        }
+    }
 }
 
 /// One check-in of a registered device.
@@ -234,9 +257,14 @@ impl Store {
         dispatch!(self, s => s.bump_generation().await)
     }
 
-    /// Ids of the active, unexpired registrations.
-    pub async fn load_active(&self, now: OffsetDateTime) -> StoreResult<ActiveSet> {
-        dispatch!(self, s => s.load_active(now).await)
+    /// Streams the active, unexpired registrations into `sink` (a million of them must not
+    /// be held twice in memory while the snapshot is built).
+    pub async fn load_active(
+        &self,
+        now: OffsetDateTime,
+        sink: &mut (dyn FnMut(ActiveRegistration) + Send),
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.load_active(now, sink).await)
     }
 
     /// One registration.
@@ -284,9 +312,10 @@ impl Store {
         dispatch!(self, s => s.expire_due(now).await)
     }
 
-    /// Records a check-in of a registered device and its `last_checkin_at`.
-    pub async fn record_checkin(&self, checkin: &CheckinRecord) -> StoreResult<()> {
-        dispatch!(self, s => s.record_checkin(checkin).await)
+    /// Records check-ins of registered devices (written in batches by the recorder) and sets
+    /// their devices' `last_checkin_at`.
+    pub async fn record_checkins(&self, checkins: &[CheckinRecord]) -> StoreResult<()> {
+        dispatch!(self, s => s.record_checkins(checkins).await)
     }
 
     /// The device's latest check-ins, newest first.

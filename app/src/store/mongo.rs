@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    ActiveSet, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, StoreError,
-    StoreResult, TicketCompletion, UploadReport,
+    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery,
+    StoreError, StoreResult, TicketCompletion, UploadReport,
 };
 use crate::domain::{
     AppVersion, DeviceId, Registration, RegistrationSpec, Status, Ticket, UploadLimit, VersionRange,
@@ -167,29 +167,40 @@ impl MongoStore {
         Ok(meta.map_or(0, |m| read_u64(&m, "generation")))
     }
 
-    pub(super) async fn load_active(&self, now: OffsetDateTime) -> StoreResult<ActiveSet> {
-        let ids = self.db.collection::<Document>("devices");
-        let mut cursor = ids
+    pub(super) async fn load_active(
+        &self,
+        now: OffsetDateTime,
+        sink: &mut (dyn FnMut(ActiveRegistration) + Send),
+    ) -> StoreResult<()> {
+        let fields = doc! {
+            "_id": 1, "expires_at": 1, "reason": 1, "log_since": 1, "platforms": 1,
+            "app_version_min": 1, "app_version_max": 1,
+        };
+        let mut cursor = self
+            .db
+            .collection::<ActiveDoc>("devices")
             .find(active_filter(now))
-            .projection(doc! {"_id": 1, "expires_at": 1})
+            .projection(fields)
             .batch_size(10_000)
             .await
             .map_err(unavailable("load active registrations"))?;
-        let mut set = ActiveSet::default();
         while let Some(d) = cursor
             .try_next()
             .await
             .map_err(unavailable("load active registrations"))?
         {
-            if let Ok(id) = d.get_str("_id") {
-                set.ids.push(id.to_owned());
-            }
-            if let Ok(at) = d.get_datetime("expires_at") {
-                let at = from_bson_time(*at);
-                set.next_expiry = Some(set.next_expiry.map_or(at, |n| n.min(at)));
-            }
+            let version = |v: Option<String>| v.and_then(|v| AppVersion::parse(&v).ok());
+            let (min, max) = (version(d.app_version_min), version(d.app_version_max));
+            sink(ActiveRegistration {
+                device_id: d.id,
+                expires_at: d.expires_at.map(from_bson_time),
+                reason: d.reason,
+                log_since: d.log_since.map(from_bson_time),
+                platforms: d.platforms,
+                app_version: (min.is_some() || max.is_some()).then_some(VersionRange { min, max }),
+            });
         }
-        Ok(set)
+        Ok(())
     }
 
     pub(super) async fn get(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
@@ -347,24 +358,25 @@ impl MongoStore {
         Ok(result.modified_count)
     }
 
-    pub(super) async fn record_checkin(&self, checkin: &CheckinRecord) -> StoreResult<()> {
+    /// One insert for the batch and one update of the devices' `last_checkin_at`, whatever
+    /// the batch size: registered check-ins of a spike cost the database a few writes a second.
+    pub(super) async fn record_checkins(&self, checkins: &[CheckinRecord]) -> StoreResult<()> {
+        let Some(latest) = checkins.iter().map(|c| c.at).max() else {
+            return Ok(());
+        };
         self.checkins
-            .insert_one(CheckinDoc::from(checkin))
+            .insert_many(checkins.iter().map(CheckinDoc::from))
+            .ordered(false)
             .await
-            .map_err(unavailable(format!(
-                "record check-in of {}",
-                checkin.device_id
-            )))?;
+            .map_err(unavailable(format!("record {} check-ins", checkins.len())))?;
+        let devices: Vec<&str> = checkins.iter().map(|c| c.device_id.as_str()).collect();
         self.devices
-            .update_one(
-                doc! {"_id": checkin.device_id.as_str()},
-                doc! {"$set": {"last_checkin_at": to_bson_time(checkin.at)}},
+            .update_many(
+                doc! {"_id": {"$in": devices}},
+                doc! {"$max": {"last_checkin_at": to_bson_time(latest)}},
             )
             .await
-            .map_err(unavailable(format!(
-                "record check-in of {}",
-                checkin.device_id
-            )))?;
+            .map_err(unavailable("record the check-in times"))?;
         Ok(())
     }
 
@@ -376,7 +388,7 @@ impl MongoStore {
         let docs: Vec<CheckinDoc> = self
             .checkins
             .find(doc! {"device_id": id.as_str()})
-            .sort(doc! {"at": -1})
+            .sort(doc! {"at": -1, "_id": -1})
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(unavailable(format!("read check-ins of {id}")))?
@@ -599,6 +611,20 @@ impl TryFrom<DeviceDoc> for Registration {
             last_checkin_at: d.last_checkin_at.map(from_bson_time),
         })
     }
+}
+
+/// The fields of a device document the snapshot needs.
+#[derive(Debug, Deserialize)]
+struct ActiveDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    expires_at: Option<DateTime>,
+    reason: String,
+    log_since: Option<DateTime>,
+    #[serde(default)]
+    platforms: Vec<String>,
+    app_version_min: Option<String>,
+    app_version_max: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

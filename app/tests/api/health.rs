@@ -48,7 +48,7 @@ async fn metrics_count_checkins_and_expose_the_snapshot() {
         text.lines()
             .any(|l| l.starts_with("controltower_checkins_total{")
                 && l.contains("outcome=\"no_upload\"")
-                && l.contains("source=\"snapshot\"")),
+                && l.contains("registered=\"false\"")),
         "{text}"
     );
     assert!(text.contains("controltower_snapshot_age_seconds"), "{text}");

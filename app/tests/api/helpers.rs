@@ -62,7 +62,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_with(options: Spawn) -> TestApp {
     if let Ok(filter) = std::env::var("TEST_LOG") {
-        controltower::telemetry::init_tracing(controltower::config::LogFormat::Text, &filter);
+        // The log writer lives as long as the test process.
+        std::mem::forget(controltower::telemetry::init_tracing(
+            controltower::config::LogFormat::Text,
+            &filter,
+        ));
     }
     let mut args: Vec<String> = [
         "controltower",

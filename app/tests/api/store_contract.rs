@@ -10,8 +10,8 @@ use controltower::domain::{
 use controltower::store::memory::MemoryStore;
 use controltower::store::mongo::{MongoConfig, MongoStore};
 use controltower::store::{
-    AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store, TicketCompletion,
-    UploadReport,
+    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store,
+    TicketCompletion, UploadReport,
 };
 use time::OffsetDateTime;
 
@@ -79,14 +79,21 @@ async fn contract(store: Store) {
         .unwrap();
     assert_eq!(many.len(), 2);
 
-    // Active set and expiry.
-    let active = store.load_active(now).await.unwrap();
-    let mut ids = active.ids.clone();
-    ids.sort();
+    // The active registrations, with what the snapshot needs of them.
+    let mut active = Vec::new();
+    store
+        .load_active(now, &mut |r| active.push(r))
+        .await
+        .unwrap();
+    active.sort_by(|x, y| x.device_id.cmp(&y.device_id));
+    let ids: Vec<&str> = active.iter().map(|r| r.device_id.as_str()).collect();
     assert_eq!(ids, ["dev-a", "dev-b", "dev-c"]);
-    assert_eq!(active.next_expiry, c.spec.expires_at);
+    assert_eq!(active[0], ActiveRegistration::of(&a2), "read back whole");
+    assert_eq!(active[2].expires_at, c.spec.expires_at);
     let later = now + time::Duration::seconds(1);
-    assert_eq!(store.load_active(later).await.unwrap().ids.len(), 2);
+    let mut still = 0;
+    store.load_active(later, &mut |_| still += 1).await.unwrap();
+    assert_eq!(still, 2);
     assert_eq!(store.expire_due(later).await.unwrap(), 1);
     assert_eq!(
         store.get(&id("dev-c")).await.unwrap().unwrap().status,
@@ -157,17 +164,20 @@ async fn contract(store: Store) {
         completed_at: None,
     };
     store
-        .record_checkin(&checkin(None, now, "platform"))
+        .record_checkins(&[
+            checkin(None, now, "platform"),
+            checkin(
+                Some(ticket.clone()),
+                now + time::Duration::milliseconds(5),
+                "upload",
+            ),
+        ])
         .await
         .unwrap();
     store
-        .record_checkin(&checkin(
-            Some(ticket.clone()),
-            now + time::Duration::milliseconds(5),
-            "upload",
-        ))
+        .record_checkins(&[])
         .await
-        .unwrap();
+        .expect("an empty batch is no error");
     let recent = store.recent_checkins(&id("dev-a"), 10).await.unwrap();
     assert_eq!(recent.len(), 2);
     assert_eq!(recent[0].outcome, "upload", "newest first");
