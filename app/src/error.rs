@@ -128,7 +128,9 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
+        // Not being ready yet (or any more) is expected while starting and draining: probes
+        // ask every few seconds, and an error line for each would hide real ones.
+        if status.is_server_error() && !matches!(self, ApiError::NotReady(_)) {
             tracing::error!(error = %ErrorChain(&self), code, "request failed");
         }
         let mut response = (

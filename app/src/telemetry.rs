@@ -109,9 +109,10 @@ pub fn upload_completed(first_time: bool) {
 
 /// Records a snapshot reload.
 pub fn snapshot_reloaded(active: usize, took: Duration) {
-    metrics::counter!("controltower_snapshot_reloads_total").increment(1);
+    // Duration first: a scrape that sees the new count also sees its duration.
     metrics::histogram!("controltower_snapshot_reload_duration_seconds").record(took.as_secs_f64());
     metrics::gauge!("controltower_snapshot_registrations").set(active as f64);
+    metrics::counter!("controltower_snapshot_reloads_total").increment(1);
 }
 
 /// The HTTP metric handles of one route and method, by status code.

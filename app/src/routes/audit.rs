@@ -18,8 +18,10 @@ use crate::store::{AuditEntry, AuditQuery};
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Only entries about this device.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub device_id: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

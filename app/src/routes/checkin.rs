@@ -76,6 +76,7 @@ fn bounded(field: &str, value: Option<String>) -> Result<Option<String>, ApiErro
         (status = 200, description = "What to do", body = CheckinResponse),
         (status = 400, description = "Invalid device id or body", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Registered device while the database is down: retry at next start", body = ErrorBody),
     )
 )]
@@ -135,12 +136,14 @@ pub struct CompleteRequest {
     post,
     path = "/v1/uploads/{ticket}/complete",
     tag = "clients",
-    params(("ticket" = String, Path, description = "Ticket from the check-in answer")),
+    params(("ticket" = String, Path, description = "Ticket from the check-in answer", pattern = "^[0-9a-fA-F]{32}$")),
     request_body = CompleteRequest,
     responses(
         (status = 204, description = "Recorded"),
         (status = 400, description = "Malformed ticket or body", body = ErrorBody),
         (status = 404, description = "Unknown ticket", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Database unavailable: retry", body = ErrorBody),
     )
 )]

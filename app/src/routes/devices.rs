@@ -41,7 +41,7 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     put,
     path = "/v1/devices/{device_id}",
     tag = "registrations",
-    params(("device_id" = String, Path, description = "Device id")),
+    params(("device_id" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
     request_body = RegistrationInput,
     security(("admin_token" = [])),
     responses(
@@ -50,6 +50,8 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
         (status = 400, description = "Invalid input", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
+        (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Database unavailable: nothing was changed", body = ErrorBody),
     )
 )]
@@ -85,7 +87,7 @@ pub struct RegistrationDetailBody {
     get,
     path = "/v1/devices/{device_id}",
     tag = "registrations",
-    params(("device_id" = String, Path, description = "Device id")),
+    params(("device_id" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The registration", body = RegistrationDetailBody),
@@ -115,7 +117,7 @@ pub async fn get_device(
     delete,
     path = "/v1/devices/{device_id}",
     tag = "registrations",
-    params(("device_id" = String, Path, description = "Device id")),
+    params(("device_id" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
     security(("admin_token" = [])),
     responses(
         (status = 204, description = "Revoked"),
@@ -144,8 +146,10 @@ pub async fn delete_device(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only this status: active, fulfilled, expired, revoked.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
     /// Page size, 1–1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
