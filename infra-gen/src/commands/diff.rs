@@ -11,7 +11,6 @@ use crate::cli::TargetArgs;
 use crate::cluster::{Kind, describe, name_of};
 use crate::error::Result;
 use crate::rollout::apply::prune_candidates;
-use crate::rollout::bluegreen::BlueGreen;
 use crate::rollout::stamped;
 
 use super::target::{self, Variables};
@@ -60,14 +59,7 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
     let cluster = &session.cluster;
     let mut desired: Vec<Json> = session.desired.objects.iter().map(stamped).collect();
     for spec in &session.desired.blue_green {
-        let bg = BlueGreen {
-            cluster,
-            spec,
-            progress: &session.progress,
-            timeout: Default::default(),
-            by: "",
-            revision: &session.desired.revision,
-        };
+        let bg = session.blue_green(spec, Default::default(), "");
         desired.extend(bg.planned_objects().await?);
     }
     let mut changed = 0;

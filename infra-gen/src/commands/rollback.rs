@@ -4,11 +4,9 @@
 use std::path::Path;
 
 use crate::cli::RollbackArgs;
-use crate::cluster::lease::{self, Lease};
 use crate::error::Result;
-use crate::rollout::bluegreen::BlueGreen;
 
-use super::target::{self, Variables};
+use super::target::{self, SlotOp, Variables};
 
 /// Runs the command.
 pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
@@ -20,28 +18,9 @@ pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let by = lease::identity();
-    let lock = Lease::acquire(&session.cluster, &by)
-        .await
-        .map_err(crate::rollout::RolloutError::from)?;
-    let mut result = Ok(());
-    for spec in &session.desired.blue_green {
-        let bg = BlueGreen {
-            cluster: &session.cluster,
-            spec,
-            progress: &session.progress,
-            timeout: args.timeout,
-            by: &by,
-            revision: &session.desired.revision,
-        };
-        if let Err(e) = bg.rollback().await {
-            result = Err(e);
-            break;
-        }
-    }
-    session.progress.finish();
-    lock.release().await?;
-    result?;
+    session
+        .each_blue_green(SlotOp::Rollback, args.timeout)
+        .await?;
     println!("{}: rolled back", session.env.name);
     Ok(())
 }

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::cli::{PlanFormat, StatusArgs};
 use crate::cluster::{Cluster, Kind};
 use crate::error::Result;
-use crate::rollout::bluegreen::{BlueGreen, Slot};
+use crate::rollout::bluegreen::Slot;
 use crate::rollout::history::{self, Release};
 use crate::rollout::{REVISION, SCALE_DOWN_AFTER};
 
@@ -113,14 +113,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
     let releases = history::read(cluster).await?;
     let mut out = Vec::new();
     for spec in &session.desired.blue_green {
-        let bg = BlueGreen {
-            cluster,
-            spec,
-            progress: &session.progress,
-            timeout: Default::default(),
-            by: "",
-            revision: "",
-        };
+        let bg = session.blue_green(spec, Default::default(), "");
         let live = bg.read().await?;
         let ingress = cluster.get(Kind::Ingress, &spec.name).await?;
         out.push(WorkloadStatus {

@@ -2,13 +2,17 @@
 //! desired state, and a connection to its namespace.
 
 use std::path::Path;
+use std::time::Duration;
 
 use crate::cli::TargetArgs;
 use crate::cluster::connect::{self, Target};
+use crate::cluster::lease::{self, Lease};
 use crate::cluster::{Cluster, ClusterError};
 use crate::env::Environment;
 use crate::error::{Error, Result};
-use crate::rollout::desired::{self, Desired};
+use crate::rollout::RolloutError;
+use crate::rollout::bluegreen::BlueGreen;
+use crate::rollout::desired::{self, BlueGreenSpec, Desired};
 use crate::rollout::progress::Progress;
 use crate::tree;
 
@@ -136,6 +140,60 @@ pub async fn session(
         cluster,
         progress: Progress::new(),
     })
+}
+
+impl Session {
+    /// The blue-green operations of one workload of this session.
+    pub fn blue_green<'a>(
+        &'a self,
+        spec: &'a BlueGreenSpec,
+        timeout: Duration,
+        by: &'a str,
+    ) -> BlueGreen<'a> {
+        BlueGreen {
+            cluster: &self.cluster,
+            spec,
+            progress: &self.progress,
+            timeout,
+            by,
+            revision: &self.desired.revision,
+        }
+    }
+
+    /// Runs `op` on every blue-green workload under the deploy lock (stopping at the first
+    /// failure, and giving the lock back either way).
+    pub async fn each_blue_green(&self, op: SlotOp, timeout: Duration) -> Result<()> {
+        let by = lease::identity();
+        let lock = Lease::acquire(&self.cluster, &by)
+            .await
+            .map_err(RolloutError::from)?;
+        let mut result = Ok(());
+        for spec in &self.desired.blue_green {
+            let bg = self.blue_green(spec, timeout, &by);
+            result = match op {
+                SlotOp::Rollback => bg.rollback().await,
+                SlotOp::Finalize { now } => bg.finalize(now).await,
+            };
+            if result.is_err() {
+                break;
+            }
+        }
+        self.progress.finish();
+        lock.release().await?;
+        Ok(result?)
+    }
+}
+
+/// What to do with the previous slot of every blue-green workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotOp {
+    /// Switch back to it.
+    Rollback,
+    /// Scale it down once its delay has passed (or `now`).
+    Finalize {
+        /// Do not wait for the delay.
+        now: bool,
+    },
 }
 
 impl From<ClusterError> for Error {
