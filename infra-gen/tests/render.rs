@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use infra_gen::commands::render::render_files;
+use infra_gen::commands::render::renderer;
 use infra_gen::env;
 use infra_gen::tree;
 
@@ -79,11 +79,12 @@ fn committed_trees_are_what_the_environment_files_render() {
     for root in [repo(), repo().join("examples/mini-hunter")] {
         let loaded = env::load(&root.join("environments"), None);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let renderer = renderer(&root).unwrap();
         let mut rendered = BTreeMap::new();
         for environment in loaded.environments.iter().filter(|e| !e.spec.review) {
             rendered.insert(
                 environment.name.clone(),
-                render_files(&root, environment).unwrap(),
+                tree::files(environment, &renderer.render(environment).unwrap()).unwrap(),
             );
         }
         let drift = tree::check(&root.join("manifests"), &rendered, true).unwrap();

@@ -5,16 +5,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::cli::RenderArgs;
-use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::render::Renderer;
 use crate::tree::{self, EnvFiles};
 
-/// Renders the files of one environment (in memory).
-pub fn render_files(root: &Path, env: &Environment) -> Result<EnvFiles> {
-    let renderer = Renderer::new(Some(&root.join("templates")))?;
-    let manifests = renderer.render(env)?;
-    Ok(tree::files(env, &manifests)?)
+/// The renderer of a project: embedded templates, or those of `<root>/templates/`.
+pub fn renderer(root: &Path) -> Result<Renderer> {
+    Ok(Renderer::new(Some(&root.join("templates")))?)
 }
 
 /// Runs the command.
@@ -26,7 +23,7 @@ pub fn run(root: &Path, args: &RenderArgs) -> Result<()> {
         ));
     }
     let environments = super::load_environments(root, &args.envs, args.instance.as_deref())?;
-    let renderer = Renderer::new(Some(&root.join("templates")))?;
+    let renderer = renderer(root)?;
     if !renderer.overridden.is_empty() {
         eprintln!(
             "using project templates: {}",

@@ -59,12 +59,12 @@ pub fn load(
             env.name
         )));
     }
-    let rendered = super::render::render_files(root, &env)?;
+    let manifests = super::render::renderer(root)?.render(&env)?;
     let objects = if env.spec.review {
         // Review instances are rendered on the fly, never committed.
-        let renderer = crate::render::Renderer::new(Some(&root.join("templates")))?;
-        renderer.render(&env)?.into_iter().map(|m| m.body).collect()
+        manifests.into_iter().map(|m| m.body).collect()
     } else {
+        let rendered = tree::files(&env, &manifests)?;
         let manifests = root.join("manifests");
         let drift = tree::check(
             &manifests,
