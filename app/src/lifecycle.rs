@@ -28,11 +28,6 @@ impl Lifecycle {
         self.ready.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the load balancer should send traffic here.
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.is_draining()
-    }
-
     /// Whether start-up finished (regardless of draining).
     pub fn is_started(&self) -> bool {
         self.ready.load(Ordering::SeqCst)

@@ -156,11 +156,6 @@ impl Registry {
         self.read().entries.get(id.as_str()).cloned()
     }
 
-    /// Whether the device has an active registration.
-    pub fn contains(&self, id: &DeviceId) -> bool {
-        self.read().entries.contains_key(id.as_str())
-    }
-
     /// Whether the first load has happened.
     pub fn is_loaded(&self) -> bool {
         self.read().generation.is_some()
@@ -379,33 +374,40 @@ mod tests {
         let registry = Registry::new();
         registry.refresh(&store, false).await.unwrap();
         registry.upsert(&registration("dev-2", reason("local")));
-        assert!(registry.contains(&id("dev-2")));
+        assert!(registry.lookup(&id("dev-2")).is_some());
         registry.remove(&id("dev-2"));
-        assert!(!registry.contains(&id("dev-2")));
+        assert!(registry.lookup(&id("dev-2")).is_none());
     }
 
     #[tokio::test]
-    async fn entries_decide_like_the_stored_registration() {
+    async fn entries_decide_expiry_and_narrowing() {
         let registry = Registry::new();
+        let now = crate::domain::now();
+        let expires = (now + time::Duration::hours(1))
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
         let narrowed = RegistrationInput {
             platforms: Some(vec!["ios".into()]),
+            expires_at: Some(expires),
             ..reason("narrow")
         };
-        let stored = registration("dev-n", narrowed);
-        registry.upsert(&stored);
+        registry.upsert(&registration("dev-n", narrowed));
         let entry = registry.lookup(&id("dev-n")).unwrap();
-        let now = crate::domain::now();
-        for platform in [Some("iOS"), Some("android"), None] {
-            let client = CheckinContext {
-                platform: platform.map(Into::into),
-                app_version: None,
-            };
-            assert_eq!(
-                entry.decide(&client, now),
-                stored.decide(&client, now),
-                "{platform:?}"
-            );
-        }
+        let client = |platform: Option<&str>| CheckinContext {
+            platform: platform.map(Into::into),
+            app_version: None,
+        };
+        assert_eq!(entry.decide(&client(Some("iOS")), now), Decision::Upload);
+        assert_eq!(
+            entry.decide(&client(Some("android")), now),
+            Decision::NotTargeted("platform")
+        );
+        assert_eq!(
+            entry.decide(&client(None), now),
+            Decision::NotTargeted("platform")
+        );
+        let later = now + time::Duration::hours(1);
+        assert_eq!(entry.decide(&client(Some("ios")), later), Decision::Expired);
     }
 
     #[tokio::test]
@@ -433,10 +435,10 @@ mod tests {
             .unwrap();
         register(&store, "dev-3", Some(&soon)).await;
         registry.refresh(&store, false).await.unwrap();
-        assert!(registry.contains(&id("dev-3")));
+        assert!(registry.lookup(&id("dev-3")).is_some());
         tokio::time::sleep(Duration::from_millis(400)).await;
         registry.refresh(&store, false).await.unwrap();
-        assert!(!registry.contains(&id("dev-3")));
+        assert!(registry.lookup(&id("dev-3")).is_none());
         let stored = store.get(&id("dev-3")).await.unwrap().unwrap();
         assert_eq!(stored.status, crate::domain::Status::Expired);
     }

@@ -379,8 +379,6 @@ pub enum Decision {
     NotTargeted(&'static str),
     /// `expires_at` passed: the registration must be marked expired.
     Expired,
-    /// Not active (fulfilled, expired, revoked).
-    Inactive(Status),
 }
 
 impl Registration {
@@ -425,23 +423,10 @@ impl Registration {
             (status, _) => status,
         }
     }
-
-    /// Decides what to tell a checking-in client.
-    pub fn decide(&self, client: &CheckinContext, now: OffsetDateTime) -> Decision {
-        match self.effective_status(now) {
-            Status::Active => {}
-            Status::Expired if self.status == Status::Active => return Decision::Expired,
-            other => return Decision::Inactive(other),
-        }
-        match narrowing_excludes(&self.spec.platforms, self.spec.app_version.as_ref(), client) {
-            Some(why) => Decision::NotTargeted(why),
-            None => Decision::Upload,
-        }
-    }
 }
 
 /// Whether a registration's narrowing leaves this client out, and by what (`platform`,
-/// `app_version`). Shared by the stored registration and the hot-path snapshot.
+/// `app_version`). The hot-path snapshot decides with it (`registry::Entry::decide`).
 pub fn narrowing_excludes(
     platforms: &[String],
     app_version: Option<&VersionRange>,
@@ -529,23 +514,17 @@ mod tests {
             max: None,
         });
         let reg = registration(narrowed);
+        let excludes = |client: &CheckinContext| {
+            narrowing_excludes(&reg.spec.platforms, reg.spec.app_version.as_ref(), client)
+        };
         let client = |platform: &str, version: &str| CheckinContext {
             platform: Some(platform.into()),
             app_version: Some(version.into()),
         };
-        assert_eq!(reg.decide(&client("IOS", "1.4.1"), NOW), Decision::Upload);
-        assert_eq!(
-            reg.decide(&client("android", "1.4.1"), NOW),
-            Decision::NotTargeted("platform")
-        );
-        assert_eq!(
-            reg.decide(&client("ios", "1.3"), NOW),
-            Decision::NotTargeted("app_version")
-        );
-        assert_eq!(
-            reg.decide(&CheckinContext::default(), NOW),
-            Decision::NotTargeted("platform")
-        );
+        assert_eq!(excludes(&client("IOS", "1.4.1")), None);
+        assert_eq!(excludes(&client("android", "1.4.1")), Some("platform"));
+        assert_eq!(excludes(&client("ios", "1.3")), Some("app_version"));
+        assert_eq!(excludes(&CheckinContext::default()), Some("platform"));
     }
 
     #[test]
@@ -554,22 +533,12 @@ mod tests {
         expiring.expires_at = Some("2026-11-22T11:00:00Z".into());
         let reg = registration(expiring);
         let later = datetime!(2026-11-22 11:00 UTC);
-        assert_eq!(
-            reg.decide(&CheckinContext::default(), NOW),
-            Decision::Upload
-        );
-        assert_eq!(
-            reg.decide(&CheckinContext::default(), later),
-            Decision::Expired
-        );
+        assert_eq!(reg.effective_status(NOW), Status::Active);
         assert_eq!(reg.effective_status(later), Status::Expired);
 
         let mut revoked = registration(input("x"));
         revoked.status = Status::Revoked;
-        assert_eq!(
-            revoked.decide(&CheckinContext::default(), NOW),
-            Decision::Inactive(Status::Revoked)
-        );
+        assert_eq!(revoked.effective_status(NOW), Status::Revoked);
     }
 
     #[test]

@@ -131,7 +131,7 @@ impl CheckinService {
                 record(None, why)?;
                 Ok(Answer::NoUpload)
             }
-            Decision::Expired | Decision::Inactive(_) => {
+            Decision::Expired => {
                 // The refresher's sweep marks it expired in the store; stop asking here now.
                 self.registry.remove(&device);
                 record(None, "expired")?;

@@ -96,11 +96,6 @@ impl MongoStore {
         })
     }
 
-    /// The database handle (tests use it to drop their database).
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     pub(super) async fn prepare(&self) -> StoreResult<()> {
         let devices = [
             IndexModel::builder()

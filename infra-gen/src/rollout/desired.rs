@@ -44,17 +44,6 @@ pub struct BlueGreenSpec {
     pub overlap: Duration,
 }
 
-impl BlueGreenSpec {
-    /// The image of the first container.
-    pub fn image(&self) -> String {
-        self.deployment
-            .pointer("/spec/template/spec/containers/0/image")
-            .and_then(Json::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    }
-}
-
 /// Everything one apply wants.
 #[derive(Debug, Clone)]
 pub struct Desired {
