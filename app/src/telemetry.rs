@@ -183,10 +183,8 @@ pub fn set_access_log(mode: AccessLog) {
 pub async fn observe(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    // MatchedPath is an Arc: cloning it does not copy the route text for every request.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let request_id = request
         .headers()
         .get("x-request-id")
@@ -196,7 +194,7 @@ pub async fn observe(request: Request, next: Next) -> Response {
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let took = started.elapsed();
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     let quiet = status < 400 && ONLY_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
     if !quiet {
         span.in_scope(|| {
