@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
-use super::model::{Compute, EnvValue, Strategy, Workload, WorkloadKind};
+use super::model::{Compute, EnvValue, Quantity, Strategy, Workload, WorkloadKind};
 
 /// Longest DNS-1123 label.
 pub const MAX_LABEL: usize = 63;
@@ -76,34 +76,35 @@ pub fn fargate_size(workload: &Workload) -> Result<FargateSize, String> {
         .as_ref()
         .ok_or_else(|| "no resources: Fargate sizes the pod from its requests".to_owned())?;
     let limits = resources.limits.as_ref();
-    let cpu_request = fargate::parse_cpu(&resources.cpu.text()).ok_or_else(|| {
-        format!(
-            "cpu {:?} is not a quantity like 500m or 1",
-            resources.cpu.text()
-        )
-    })?;
-    let cpu_limit = limits
-        .and_then(|l| l.cpu.as_ref())
-        .map(|c| {
-            fargate::parse_cpu(&c.text())
-                .ok_or_else(|| format!("limits.cpu {:?} is not a quantity", c.text()))
-        })
-        .transpose()?
-        .unwrap_or(0.0);
-    let memory_request = fargate::parse_memory(&resources.memory.text()).ok_or_else(|| {
-        format!(
-            "memory {:?} is not a quantity like 512Mi or 1Gi",
-            resources.memory.text()
-        )
-    })?;
-    let memory_limit = limits
-        .and_then(|l| l.memory.as_ref())
-        .map(|m| {
-            fargate::parse_memory(&m.text())
-                .ok_or_else(|| format!("limits.memory {:?} is not a quantity", m.text()))
-        })
-        .transpose()?
-        .unwrap_or(0.0);
+    let parse =
+        |what: &str, quantity: &Quantity, parser: fn(&str) -> Option<f64>, example: &str| {
+            parser(&quantity.text()).ok_or_else(|| {
+                format!(
+                    "{what} {:?} is not a quantity like {example}",
+                    quantity.text()
+                )
+            })
+        };
+    let cpu_request = parse("cpu", &resources.cpu, fargate::parse_cpu, "500m or 1")?;
+    let memory_request = parse(
+        "memory",
+        &resources.memory,
+        fargate::parse_memory,
+        "512Mi or 1Gi",
+    )?;
+    let cpu_limit = match limits.and_then(|l| l.cpu.as_ref()) {
+        Some(cpu) => parse("limits.cpu", cpu, fargate::parse_cpu, "500m or 1")?,
+        None => 0.0,
+    };
+    let memory_limit = match limits.and_then(|l| l.memory.as_ref()) {
+        Some(memory) => parse(
+            "limits.memory",
+            memory,
+            fargate::parse_memory,
+            "512Mi or 1Gi",
+        )?,
+        None => 0.0,
+    };
     fargate::size_for(cpu_request.max(cpu_limit), memory_request.max(memory_limit)).ok_or_else(|| {
         format!(
             "the pod needs {} vCPU and {:.0} MiB (+{} MiB Fargate overhead), more than the largest Fargate size (16 vCPU / 120 GB)",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 use super::bluegreen::BlueGreen;
-use super::desired::Desired;
+use super::desired::{BlueGreenSpec, Desired};
 use super::progress::Progress;
 use super::{RolloutError, RolloutResult, is_up_to_date, stamped};
 use crate::cluster::lease::{self, Lease};
@@ -34,6 +34,25 @@ pub struct Summary {
     pub pruned: Vec<String>,
     /// Whether nothing had to change.
     pub nothing_to_do: bool,
+}
+
+/// The blue-green operations of one workload of this apply.
+fn workload<'a>(
+    cluster: &'a Cluster,
+    desired: &'a Desired,
+    spec: &'a BlueGreenSpec,
+    options: &ApplyOptions,
+    progress: &'a Progress,
+    by: &'a str,
+) -> BlueGreen<'a> {
+    BlueGreen {
+        cluster,
+        spec,
+        progress,
+        timeout: options.timeout,
+        by,
+        revision: &desired.revision,
+    }
 }
 
 /// What differs between the tree and the cluster (read-only).
@@ -125,14 +144,7 @@ async fn plan(
         }
     }
     for (i, spec) in desired.blue_green.iter().enumerate() {
-        let bg = BlueGreen {
-            cluster,
-            spec,
-            progress,
-            timeout: options.timeout,
-            by,
-            revision: &desired.revision,
-        };
+        let bg = workload(cluster, desired, spec, options, progress, by);
         if !bg.is_converged().await? {
             plan.blue_green.push(i);
         }
@@ -233,14 +245,7 @@ async fn locked(
     }
     for index in &plan.blue_green {
         let spec = &desired.blue_green[*index];
-        let bg = BlueGreen {
-            cluster,
-            spec,
-            progress,
-            timeout: options.timeout,
-            by,
-            revision: &desired.revision,
-        };
+        let bg = workload(cluster, desired, spec, options, progress, by);
         bg.deploy().await?;
     }
     let mut pruned = Vec::new();
