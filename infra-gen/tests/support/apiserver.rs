@@ -629,11 +629,6 @@ impl ApiServer {
             })
             .collect()
     }
-
-    /// Changes the settings.
-    pub fn set_options(&self, options: Options) {
-        *self.shared.options.lock().unwrap() = options;
-    }
 }
 
 fn unix_now() -> u64 {
