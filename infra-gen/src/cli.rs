@@ -31,7 +31,7 @@ pub enum Command {
     Schema,
     /// Apply an environment's tree to its cluster, with the blue-green cutover.
     Apply(ApplyArgs),
-    /// Switch blue-green workloads back to their previous slot.
+    /// Switch blue-green workloads back to the release that was live before.
     Rollback(RollbackArgs),
     /// Scale down the previous slot of blue-green workloads once their delay has passed.
     Finalize(FinalizeArgs),
@@ -89,6 +89,11 @@ pub struct RollbackArgs {
     /// How long the previous version may take to become ready again.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Undo this revision (git commit; the CI job passes `$CI_COMMIT_SHA`): workloads where it
+    /// is not live are left alone, so a retried rollback never goes back further. Default:
+    /// the newest deploy that is live.
+    #[arg(long, value_name = "COMMIT")]
+    pub revision: Option<String>,
 }
 
 /// `infra-gen finalize`.

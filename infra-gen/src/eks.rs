@@ -308,11 +308,12 @@ fn percent_encode(value: &str) -> String {
 
 /// The `ExecCredential` a kubeconfig exec plugin prints.
 pub fn exec_credential(token: &str, expires: SystemTime) -> serde_json::Value {
-    let expires = time::OffsetDateTime::from(expires)
-        .replace_nanosecond(0)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    // `expirationTimestamp` is a `Time`: RFC 3339 in seconds, as the library writes it.
+    let expires = k8s_openapi::jiff::Timestamp::try_from(expires)
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+        .ok()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .unwrap_or(serde_json::Value::Null);
     serde_json::json!({
         "kind": "ExecCredential",
         "apiVersion": "client.authentication.k8s.io/v1beta1",

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use support::apiserver::Options;
 use support::harness::Harness;
 
@@ -88,35 +87,57 @@ async fn a_wait_longer_than_a_token_lives_refreshes_the_token() {
     assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
 }
 
-/// (blue, green) weights in an Ingress object.
-fn weights(ingress: &Json) -> (u64, u64) {
-    let action = ingress
-        .pointer("/metadata/annotations/alb.ingress.kubernetes.io~1actions.web")
-        .and_then(Json::as_str)
-        .and_then(|a| serde_json::from_str::<Json>(a).ok())
-        .unwrap_or_default();
-    let groups = action
-        .pointer("/forwardConfig/targetGroups")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let weight = |slot: &str| {
-        groups
-            .iter()
-            .find(|g| g["serviceName"] == format!("web-{slot}"))
-            .and_then(|g| g["weight"].as_u64())
-            .unwrap_or(0)
-    };
-    (weight("blue"), weight("green"))
-}
-
-fn is_complete(deployment: &Json) -> bool {
-    let int = |p: &str| deployment.pointer(p).and_then(Json::as_i64).unwrap_or(0);
-    int("/spec/replicas") > 0 && int("/status/availableReplicas") == int("/spec/replicas")
-}
-
 #[tokio::test]
-async fn killed_at_any_step_the_next_apply_converges_and_traffic_only_reaches_ready_slots() {
+async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
+    let h = Harness::double_only(Options::default()).await;
+    h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &h.web(&h.images.never_ready, BLUE_GREEN))
+        .await;
+    h.double()
+        .fail("PUT", "/leases/infra-gen-deploy", 500, 10_000);
+    let started = std::time::Instant::now();
+    let child = h.spawn_apply(
+        "prod",
+        &["--timeout", "60s"],
+        &[("INFRA_GEN_LOCK_SECONDS", "3")],
+    );
+    let run = Harness::finish(child).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "stopped once the lock expired, not at the 60 s timeout"
+    );
+    assert!(
+        run.stderr
+            .contains("could not be renewed for 3 s, so another run may hold it now"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        h.weights("web").await,
+        Some((100, 0)),
+        "traffic never moved"
+    );
+}
+
+/// What runs after a deploy was killed.
+#[derive(Debug, Clone, Copy)]
+enum After {
+    /// The same CI job again.
+    SameApply,
+    /// A pipeline of a newer commit.
+    NewApply,
+    /// The delayed finalize job, forced.
+    FinalizeNow,
+    /// The manual rollback job of the killed deploy's pipeline.
+    Rollback,
+}
+
+/// Kills a deploy after each of its first writes (as a cancelled CI job or a lost runner
+/// would), runs `after`, and checks the result: the run converges, and over the whole change
+/// log no slot ever got traffic while not ready, nor lost pods or its template under it.
+async fn kill_at_every_write_then(after: After) {
     let h = Harness::double_only(Options {
         ready_after: Duration::from_millis(400),
         ..Options::default()
@@ -131,81 +152,103 @@ async fn killed_at_any_step_the_next_apply_converges_and_traffic_only_reaches_re
     h.write_env("prod", &h.web(&images[0], steps)).await;
     assert!(h.apply("prod", &[]).await.ok);
     let double = h.double().clone();
-    for kill_after in 1..=9usize {
-        let image = &images[kill_after % 3];
-        h.write_env("prod", &h.web(image, steps)).await;
+    let mut live_image = images[0].clone();
+    for kill_after in 1..=10usize {
+        let image = images[kill_after % 3].clone();
+        let image = if image == live_image {
+            images[(kill_after + 1) % 3].clone()
+        } else {
+            image
+        };
+        h.write_env("prod", &h.web(&image, steps)).await;
+        let candidate = h.revision();
         let before = double.requests().iter().filter(|r| r.is_write()).count();
-        let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"))
-            .args([
-                "--root",
-                h.root().to_str().unwrap(),
-                "apply",
-                "--env",
-                "prod",
-                "--kubeconfig",
-                &kubeconfig,
-            ])
-            .env("CI_REGISTRY_USER", "u")
-            .env("CI_REGISTRY_PASSWORD", "p")
-            .env("E2E_DB_URI", "mongodb://db")
-            .env("CI_JOB_URL", "https://gitlab.test/e2e/-/jobs/1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = h.spawn_apply("prod", &[], &[]);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
             if writes >= kill_after {
-                child.start_kill().unwrap();
+                Harness::kill(&mut child).await;
                 break;
             }
             if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let _ = child.wait().await;
-        // The same CI job runs again and finishes the deploy.
-        let run = h.apply("prod", &[]).await;
-        assert!(
-            run.ok,
-            "rerun after a kill at write {kill_after} failed: {}",
-            run.all()
-        );
+        let context = format!("after a kill at write {kill_after} then {after:?}");
+        let expected = match after {
+            After::SameApply => {
+                let run = h.apply("prod", &[]).await;
+                assert!(run.ok, "{context}: {}", run.all());
+                image.clone()
+            }
+            After::NewApply => {
+                let newer = images
+                    .iter()
+                    .find(|i| **i != image && **i != live_image)
+                    .cloned()
+                    .unwrap();
+                h.write_env("prod", &h.web(&newer, steps)).await;
+                let run = h.apply("prod", &[]).await;
+                assert!(run.ok, "{context}: {}", run.all());
+                newer
+            }
+            After::FinalizeNow => {
+                let run = h.command("finalize", "prod", &["--now"]).await;
+                assert!(run.ok, "{context}: {}", run.all());
+                let live = h.live_slot("web").await.unwrap();
+                let other = if live == "blue" { "green" } else { "blue" };
+                assert_eq!(
+                    h.replicas(&format!("web-{other}")).await.unwrap_or(0),
+                    0,
+                    "{context}"
+                );
+                h.image(&format!("web-{live}")).await.unwrap()
+            }
+            After::Rollback => {
+                let run = h
+                    .command("rollback", "prod", &["--revision", &candidate])
+                    .await;
+                assert!(run.ok, "{context}: {}", run.all());
+                live_image.clone()
+            }
+        };
         let live = h.live_slot("web").await.unwrap();
         assert_eq!(
             h.image(&format!("web-{live}")).await.as_deref(),
-            Some(image.as_str()),
-            "after a kill at write {kill_after}"
+            Some(expected.as_str()),
+            "{context}"
         );
         let (blue, green) = h.weights("web").await.unwrap();
-        assert_eq!(if live == "blue" { blue } else { green }, 100);
+        assert_eq!(if live == "blue" { blue } else { green }, 100, "{context}");
+        // Whatever the command left, a deploy of the file converges from there.
+        let settled = h.apply("prod", &[]).await;
+        assert!(settled.ok, "{context}: {}", settled.all());
+        let live = h.live_slot("web").await.unwrap();
+        live_image = h.image(&format!("web-{live}")).await.unwrap();
     }
-    // Over the whole history: whenever a slot had ALB weight, its Deployment was complete.
-    let mut deployments: std::collections::HashMap<String, Json> = Default::default();
-    for (rv, kind, name, object) in double.changes() {
-        match kind.as_str() {
-            "Deployment" => {
-                deployments.insert(name, object);
-            }
-            "Ingress" => {
-                let (blue, green) = weights(&object);
-                for (slot, weight) in [("blue", blue), ("green", green)] {
-                    if weight > 0 {
-                        let deployment = deployments
-                            .get(&format!("web-{slot}"))
-                            .cloned()
-                            .unwrap_or_default();
-                        assert!(
-                            is_complete(&deployment),
-                            "at resourceVersion {rv} {slot} had {weight}% of the traffic but was not ready: {deployment}"
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let violations = h.traffic_violations("web");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn killed_at_any_write_the_same_apply_converges() {
+    kill_at_every_write_then(After::SameApply).await;
+}
+
+#[tokio::test]
+async fn killed_at_any_write_a_newer_revision_converges() {
+    kill_at_every_write_then(After::NewApply).await;
+}
+
+#[tokio::test]
+async fn killed_at_any_write_finalize_never_scales_a_slot_with_traffic() {
+    kill_at_every_write_then(After::FinalizeNow).await;
+}
+
+#[tokio::test]
+async fn killed_at_any_write_rollback_returns_to_what_was_live() {
+    kill_at_every_write_then(After::Rollback).await;
 }

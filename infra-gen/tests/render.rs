@@ -437,3 +437,59 @@ fn fargate_restrictions_hold_even_for_custom_templates() {
     assert!(!ok);
     assert!(stderr.contains("target-type must be ip"), "{stderr}");
 }
+
+#[test]
+fn a_finalize_job_that_starts_before_the_scale_down_delay_is_refused_with_its_position() {
+    let dir = copy_project(&repo());
+    let pipeline = std::fs::read_to_string(repo().join(".gitlab-ci.yml"))
+        .unwrap()
+        .replace("start_in: 11 minutes", "start_in: 5 minutes");
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), &pipeline).unwrap();
+    let line = pipeline
+        .lines()
+        .position(|l| l.contains("start_in: 5 minutes"))
+        .unwrap()
+        + 1;
+    let (ok, _, stderr) = infra_gen(dir.path(), &["render", "--check"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(".gitlab-ci.yml:{line}:")),
+        "position: {stderr}"
+    );
+    assert!(
+        stderr.contains("finalize-production starts \"5 minutes\" (300 s) after the deploy, before the 600 s scale-down delay of workload controltower"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("start_in: 10 minutes"), "the fix: {stderr}");
+    // The committed pipeline agrees with the environments.
+    let (ok, _, stderr) = infra_gen(&repo(), &["render", "--check"]);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn plan_shows_a_strategy_switch_as_a_one_time_change_with_its_load_balancer_effect() {
+    let dir = copy_project(&repo());
+    let staging = dir.path().join("environments/staging.yaml");
+    let text = std::fs::read_to_string(&staging).unwrap();
+    let rolling = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("rollout:"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&staging, rolling).unwrap();
+    let (ok, stdout, stderr) = infra_gen(dir.path(), &["plan", "--env", "staging"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("one-time change: controltower switches from blue-green to rolling")
+            && stdout.contains("as many replicas as the live slot runs now")
+            && stdout.contains("creates a new target group"),
+        "{stdout}"
+    );
+    let (_, json, _) = infra_gen(dir.path(), &["plan", "--env", "staging", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc[0]["oneTimeChanges"].as_array().map(Vec::len), Some(1));
+    // Once rendered and committed, it is no longer a change.
+    assert!(infra_gen(dir.path(), &["render"]).0);
+    let (_, stdout, _) = infra_gen(dir.path(), &["plan", "--env", "staging"]);
+    assert!(!stdout.contains("one-time change"), "{stdout}");
+}

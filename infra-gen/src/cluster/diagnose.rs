@@ -5,6 +5,29 @@ use serde_json::Value as Json;
 
 use super::{Cluster, ClusterResult, Kind};
 
+/// How soon a pod problem should stop a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// Starting up, or a state the kubelet works through by itself.
+    Wait,
+    /// Fatal once it lasts beyond the kubelet's retries ([`PERSISTENT_FOR`]): one failed image
+    /// pull or a config error seen during start-up can clear on the next try.
+    Persistent,
+    /// Waiting cannot help (an invalid image name, a crash loop past [`CRASH_RESTARTS`]
+    /// restarts, no Fargate profile): the rollout aborts at once.
+    Fatal,
+}
+
+/// How long a [`Urgency::Persistent`] problem must last before it aborts a rollout: the
+/// kubelet retries an image pull after 10 s, then 20 s; a pull still failing after that is
+/// not a hiccup.
+pub const PERSISTENT_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Restarts after which a crash-looping container is fatal: one crash during start-up (a
+/// dependency not up yet) is not; crashing again after the kubelet's first back-off (10 s)
+/// is.
+pub const CRASH_RESTARTS: i64 = 2;
+
 /// What one pod is stuck on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodProblem {
@@ -14,9 +37,15 @@ pub struct PodProblem {
     pub reason: String,
     /// Details, e.g. the last exit code or the scheduler's message.
     pub detail: String,
-    /// Whether waiting longer cannot help (bad image, crashing, missing secret, no Fargate
-    /// profile): the rollout aborts at once.
-    pub fatal: bool,
+    /// How soon it stops a rollout.
+    pub urgency: Urgency,
+}
+
+impl PodProblem {
+    /// Whether waiting longer cannot help.
+    pub fn is_fatal(&self) -> bool {
+        self.urgency == Urgency::Fatal
+    }
 }
 
 impl std::fmt::Display for PodProblem {
@@ -29,14 +58,29 @@ impl std::fmt::Display for PodProblem {
     }
 }
 
-const FATAL_WAITING: [&str; 6] = [
-    "CrashLoopBackOff",
+const FATAL_WAITING: [&str; 2] = ["InvalidImageName", "ErrImageNeverPull"];
+const PERSISTENT_WAITING: [&str; 4] = [
     "ImagePullBackOff",
     "ErrImagePull",
-    "InvalidImageName",
     "CreateContainerConfigError",
     "CreateContainerError",
 ];
+
+fn urgency_of(reason: &str, restarts: i64) -> Urgency {
+    if FATAL_WAITING.contains(&reason) {
+        Urgency::Fatal
+    } else if reason == "CrashLoopBackOff" {
+        if restarts >= CRASH_RESTARTS {
+            Urgency::Fatal
+        } else {
+            Urgency::Persistent
+        }
+    } else if PERSISTENT_WAITING.contains(&reason) {
+        Urgency::Persistent
+    } else {
+        Urgency::Wait
+    }
+}
 
 fn text(value: Option<&Json>) -> String {
     value.and_then(Json::as_str).unwrap_or_default().to_owned()
@@ -57,23 +101,21 @@ pub fn pod_problem(pod: &Json) -> Option<PodProblem> {
                 continue;
             }
             let mut detail = text(waiting.get("message"));
+            let restarts = status
+                .get("restartCount")
+                .and_then(Json::as_i64)
+                .unwrap_or(0);
             if let Some(exit) = status
                 .pointer("/lastState/terminated/exitCode")
                 .and_then(Json::as_i64)
             {
                 let last = text(status.pointer("/lastState/terminated/reason"));
-                detail = format!(
-                    "last exit code {exit} {last}; restarts {}",
-                    status
-                        .get("restartCount")
-                        .and_then(Json::as_i64)
-                        .unwrap_or(0)
-                )
-                .trim()
-                .to_owned();
+                detail = format!("last exit code {exit} {last}; restarts {restarts}")
+                    .trim()
+                    .to_owned();
             }
             return Some(PodProblem {
-                fatal: FATAL_WAITING.contains(&reason.as_str()),
+                urgency: urgency_of(&reason, restarts),
                 pod: name,
                 reason,
                 detail,
@@ -104,7 +146,11 @@ pub fn pod_problem(pod: &Json) -> Option<PodProblem> {
                 } else {
                     reason
                 },
-                fatal: unschedulable && fargate,
+                urgency: if unschedulable && fargate {
+                    Urgency::Fatal
+                } else {
+                    Urgency::Wait
+                },
                 detail,
             });
         }
@@ -152,22 +198,48 @@ pub async fn newest_event(cluster: &Cluster, object: &str) -> ClusterResult<Opti
 mod tests {
     use super::*;
 
-    #[test]
-    fn crash_loops_and_bad_images_are_fatal_with_their_details() {
-        let pod = serde_json::json!({"metadata": {"name": "web-green-1"}, "status": {"containerStatuses": [{
-            "restartCount": 4,
+    fn crashing(restarts: i64) -> Json {
+        serde_json::json!({"metadata": {"name": "web-green-1"}, "status": {"containerStatuses": [{
+            "restartCount": restarts,
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}
-        }]}});
-        let problem = pod_problem(&pod).unwrap();
-        assert!(problem.fatal);
+        }]}})
+    }
+
+    #[test]
+    fn a_crash_loop_is_fatal_only_after_several_restarts() {
+        let problem = pod_problem(&crashing(4)).unwrap();
+        assert!(problem.is_fatal());
         assert_eq!(
             problem.to_string(),
             "pod web-green-1: CrashLoopBackOff (last exit code 1 Error; restarts 4)"
         );
+        let once = pod_problem(&crashing(1)).unwrap();
+        assert_eq!(
+            once.urgency,
+            Urgency::Persistent,
+            "one crash is not an abort"
+        );
+    }
 
-        let pull = serde_json::json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image \"x:9\""}}}]}});
-        assert!(pod_problem(&pull).unwrap().fatal);
+    #[test]
+    fn pull_errors_must_persist_and_invalid_names_are_fatal_at_once() {
+        let waiting = |reason: &str| serde_json::json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"waiting": {"reason": reason, "message": "x"}}}]}});
+        assert_eq!(
+            pod_problem(&waiting("ImagePullBackOff")).unwrap().urgency,
+            Urgency::Persistent
+        );
+        assert_eq!(
+            pod_problem(&waiting("CreateContainerConfigError"))
+                .unwrap()
+                .urgency,
+            Urgency::Persistent
+        );
+        assert!(
+            pod_problem(&waiting("InvalidImageName"))
+                .unwrap()
+                .is_fatal()
+        );
     }
 
     #[test]
@@ -176,14 +248,14 @@ mod tests {
         assert!(
             !pod_problem(&pod("0/3 nodes are available: insufficient cpu"))
                 .unwrap()
-                .fatal
+                .is_fatal()
         );
         assert!(
             pod_problem(&pod(
                 "Pod not supported on Fargate: no Fargate profile matches"
             ))
             .unwrap()
-            .fatal
+            .is_fatal()
         );
     }
 

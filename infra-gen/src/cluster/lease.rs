@@ -2,21 +2,37 @@
 //! interleave. The holder is named (the CI job URL in GitLab) so a refused run can say who
 //! holds it. A holder renews it while it runs; a lease left by a killed process stops being
 //! renewed, expires and is taken over.
+//!
+//! A holder that loses the lease — another run took it over, or renewals kept failing until it
+//! expired — must not write again: the renewer marks the connection's [`LockWatch`] lost, and
+//! every later write of the [`Cluster`] fails before it is sent.
+//!
+//! The Lease is built from the typed k8s-openapi struct: `acquireTime`/`renewTime` are
+//! `MicroTime`, which the API server only accepts with exactly six fractional digits.
 
 use std::time::Duration;
 
-use serde_json::{Value as Json, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use k8s_openapi::api::coordination::v1::{Lease as LeaseObject, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::{Cluster, ClusterError, ClusterResult, Kind, name_of};
+use super::{Cluster, ClusterError, ClusterResult, Kind, LockWatch, typed_to_json};
 
 /// The Lease name.
 pub const LEASE_NAME: &str = "infra-gen-deploy";
-/// How long a lease stays valid without renewal.
-pub const LEASE_SECONDS: i64 = 60;
-/// How often the holder renews it.
-pub const RENEW_EVERY: Duration = Duration::from_secs(15);
+/// How long a lease stays valid without renewal, unless `INFRA_GEN_LOCK_SECONDS` says
+/// otherwise.
+pub const LEASE_SECONDS: i32 = 60;
+
+/// Seconds a lease stays valid without renewal: `INFRA_GEN_LOCK_SECONDS` (2–3600), else 60.
+/// The holder renews it every quarter of that.
+pub fn lease_seconds() -> i32 {
+    std::env::var("INFRA_GEN_LOCK_SECONDS")
+        .ok()
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|s| (2..=3600).contains(s))
+        .unwrap_or(LEASE_SECONDS)
+}
 
 /// Why the lease could not be taken.
 #[derive(Debug, thiserror::Error)]
@@ -54,129 +70,151 @@ pub fn identity() -> String {
     format!("{user}@{host} (pid {})", std::process::id())
 }
 
-fn micro_time(at: OffsetDateTime) -> String {
-    let at = at
-        .replace_nanosecond(at.nanosecond() / 1000 * 1000)
-        .unwrap_or(at);
-    at.format(&Rfc3339).unwrap_or_default()
+fn holder_of(lease: &LeaseObject) -> &str {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .unwrap_or_default()
 }
 
-fn parse_time(value: Option<&Json>) -> Option<OffsetDateTime> {
-    value
-        .and_then(Json::as_str)
-        .and_then(|t| OffsetDateTime::parse(t, &Rfc3339).ok())
+fn renewed_at(lease: &LeaseObject) -> Option<Timestamp> {
+    let spec = lease.spec.as_ref()?;
+    spec.renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0)
+}
+
+fn expires_at(lease: &LeaseObject) -> Option<Timestamp> {
+    let seconds = lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.lease_duration_seconds)
+        .unwrap_or(LEASE_SECONDS);
+    renewed_at(lease)?
+        .checked_add(SignedDuration::from_secs(i64::from(seconds)))
+        .ok()
 }
 
 /// Whether a lease is still valid at `now`.
-pub fn is_live(lease: &Json, now: OffsetDateTime) -> bool {
-    let renewed = parse_time(lease.pointer("/spec/renewTime"))
-        .or_else(|| parse_time(lease.pointer("/spec/acquireTime")));
-    let seconds = lease
-        .pointer("/spec/leaseDurationSeconds")
-        .and_then(Json::as_i64)
-        .unwrap_or(LEASE_SECONDS);
-    let holder = lease
-        .pointer("/spec/holderIdentity")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    !holder.is_empty() && renewed.is_some_and(|r| r + time::Duration::seconds(seconds) > now)
+pub fn is_live(lease: &LeaseObject, now: Timestamp) -> bool {
+    !holder_of(lease).is_empty() && expires_at(lease).is_some_and(|e| e > now)
 }
 
 fn lease_object(
     namespace: &str,
     holder: &str,
-    now: OffsetDateTime,
-    resource_version: Option<&str>,
-) -> Json {
-    let mut lease = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": LEASE_NAME, "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "infra-gen"}},
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": LEASE_SECONDS,
-            "acquireTime": micro_time(now),
-            "renewTime": micro_time(now),
+    seconds: i32,
+    now: Timestamp,
+    resource_version: Option<String>,
+) -> LeaseObject {
+    LeaseObject {
+        metadata: ObjectMeta {
+            name: Some(LEASE_NAME.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "infra-gen".to_owned(),
+                )]
+                .into(),
+            ),
+            resource_version,
+            ..ObjectMeta::default()
         },
-    });
-    if let Some(rv) = resource_version {
-        lease["metadata"]["resourceVersion"] = rv.into();
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.to_owned()),
+            lease_duration_seconds: Some(seconds),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            ..LeaseSpec::default()
+        }),
     }
-    lease
+}
+
+async fn read(cluster: &Cluster) -> ClusterResult<Option<LeaseObject>> {
+    match cluster.get(Kind::Lease, LEASE_NAME).await? {
+        None => Ok(None),
+        Some(json) => serde_json::from_value(json)
+            .map(Some)
+            .map_err(|e| ClusterError::Transport {
+                action: format!("read Lease/{LEASE_NAME}"),
+                message: format!("the Lease cannot be read as one: {e}"),
+            }),
+    }
 }
 
 /// A held lease; renewed in the background until [`Lease::release`].
 pub struct Lease {
     cluster: Cluster,
     holder: String,
+    watch: std::sync::Arc<LockWatch>,
     renewer: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
     /// Takes the lease, or fails at once naming the holder. An expired lease is taken over;
     /// a race with another run is settled by the API server (resourceVersion precondition).
+    /// From then on the writes of `cluster` (and of its clones) stop once the lease is lost.
     pub async fn acquire(cluster: &Cluster, holder: &str) -> Result<Lease, LeaseError> {
         let namespace = cluster.namespace().to_owned();
-        let now = OffsetDateTime::now_utc();
-        match cluster.get(Kind::Lease, LEASE_NAME).await? {
+        let seconds = lease_seconds();
+        let now = Timestamp::now();
+        let own = cluster.unguarded();
+        match read(cluster).await? {
             None => {
-                cluster
-                    .create(&lease_object(&namespace, holder, now, None))
+                let lease = lease_object(&namespace, holder, seconds, now, None);
+                own.create(&typed_to_json(&lease)?)
                     .await
                     .map_err(|e| held_if_conflict(e, &namespace))?;
             }
-            Some(current)
-                if is_live(&current, now)
-                    && current
-                        .pointer("/spec/holderIdentity")
-                        .and_then(Json::as_str)
-                        != Some(holder) =>
-            {
-                let text = |p: &str| {
-                    current
-                        .pointer(p)
-                        .and_then(Json::as_str)
-                        .unwrap_or("?")
-                        .to_owned()
-                };
-                let until = parse_time(current.pointer("/spec/renewTime"))
-                    .map(|r| micro_time(r + time::Duration::seconds(LEASE_SECONDS)))
-                    .unwrap_or_else(|| "?".into());
+            Some(current) if is_live(&current, now) && holder_of(&current) != holder => {
+                let since = current
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.acquire_time.as_ref())
+                    .map_or_else(|| "?".to_owned(), |t| t.0.to_string());
                 return Err(LeaseError::Held {
                     namespace,
-                    holder: text("/spec/holderIdentity"),
-                    since: text("/spec/acquireTime"),
-                    until,
+                    holder: holder_of(&current).to_owned(),
+                    since,
+                    until: expires_at(&current).map_or_else(|| "?".to_owned(), |t| t.to_string()),
                 });
             }
             Some(current) => {
-                let rv = current
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Json::as_str);
-                cluster
-                    .replace(&lease_object(&namespace, holder, now, rv))
+                let rv = current.metadata.resource_version.clone();
+                let lease = lease_object(&namespace, holder, seconds, now, rv);
+                own.replace(&typed_to_json(&lease)?)
                     .await
                     .map_err(|e| held_if_conflict(e, &namespace))?;
             }
         }
-        let renewer = tokio::spawn(renew(cluster.clone(), holder.to_owned()));
+        let watch = cluster.lock_watch();
+        let renewer = tokio::spawn(renew(
+            own.clone(),
+            holder.to_owned(),
+            watch.clone(),
+            seconds,
+        ));
         Ok(Lease {
-            cluster: cluster.clone(),
+            cluster: own,
             holder: holder.to_owned(),
+            watch,
             renewer,
         })
     }
 
-    /// Gives the lease back.
+    /// Gives the lease back (unless it was lost: then it is the new holder's).
     pub async fn release(self) -> ClusterResult<()> {
         self.renewer.abort();
-        if let Some(current) = self.cluster.get(Kind::Lease, LEASE_NAME).await?
-            && current
-                .pointer("/spec/holderIdentity")
-                .and_then(Json::as_str)
-                == Some(self.holder.as_str())
+        if self.watch.lost().is_some() {
+            return Ok(());
+        }
+        if let Some(current) = read(&self.cluster).await?
+            && holder_of(&current) == self.holder
         {
-            self.cluster.delete(Kind::Lease, name_of(&current)).await?;
+            self.cluster.delete(Kind::Lease, LEASE_NAME).await?;
         }
         Ok(())
     }
@@ -194,25 +232,91 @@ fn held_if_conflict(error: ClusterError, namespace: &str) -> LeaseError {
     }
 }
 
-async fn renew(cluster: Cluster, holder: String) {
-    let mut ticker = tokio::time::interval(RENEW_EVERY);
-    ticker.tick().await;
+/// Renews every quarter of the lease time. Stops, marking the lock lost, when another run
+/// holds the lease, when it is gone, or when no renewal succeeded for the whole lease time.
+async fn renew(cluster: Cluster, holder: String, watch: std::sync::Arc<LockWatch>, seconds: i32) {
+    let every = Duration::from_millis(u64::try_from(seconds).unwrap_or(60) * 250);
+    let namespace = cluster.namespace().to_owned();
+    let mut renewed = Timestamp::now();
+    let mut last_error = String::new();
     loop {
-        ticker.tick().await;
-        let Ok(Some(mut current)) = cluster.get(Kind::Lease, LEASE_NAME).await else {
-            continue;
-        };
-        if current
-            .pointer("/spec/holderIdentity")
-            .and_then(Json::as_str)
-            != Some(holder.as_str())
-        {
-            tracing::warn!("the deploy lock was taken over by another run");
-            return;
+        tokio::time::sleep(every).await;
+        let attempt: ClusterResult<Option<String>> = async {
+            let Some(mut current) = read(&cluster).await? else {
+                return Ok(Some(format!(
+                    "the deploy lock of namespace {namespace} was deleted while this run held it"
+                )));
+            };
+            if holder_of(&current) != holder {
+                let since = current
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.acquire_time.as_ref())
+                    .map_or_else(|| "?".to_owned(), |t| t.0.to_string());
+                return Ok(Some(format!(
+                    "the deploy lock of namespace {namespace} was taken over by {} (since {since})",
+                    holder_of(&current)
+                )));
+            }
+            if let Some(spec) = current.spec.as_mut() {
+                spec.renew_time = Some(MicroTime(Timestamp::now()));
+            }
+            // Left out, the server keeps the managed fields as they are.
+            current.metadata.managed_fields = None;
+            cluster.replace(&typed_to_json(&current)?).await?;
+            Ok(None)
         }
-        current["spec"]["renewTime"] = micro_time(OffsetDateTime::now_utc()).into();
-        if let Err(error) = cluster.replace(&current).await {
-            tracing::warn!(%error, "cannot renew the deploy lock");
+        .await;
+        match attempt {
+            Ok(None) => {
+                renewed = Timestamp::now();
+                last_error.clear();
+            }
+            Ok(Some(reason)) => {
+                tracing::warn!(%reason, "lost the deploy lock");
+                watch.lose(reason);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot renew the deploy lock");
+                last_error = error.to_string();
+                let since = Timestamp::now().duration_since(renewed);
+                if since >= SignedDuration::from_secs(i64::from(seconds)) {
+                    watch.lose(format!(
+                        "the deploy lock of namespace {namespace} could not be renewed for {seconds} s, so another run may hold it now (last error: {last_error})"
+                    ));
+                    return;
+                }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_times_are_micro_times_with_six_fractional_digits() {
+        // A time whose microseconds end in zeros: trimming them made the API server refuse it.
+        let at: Timestamp = "2026-12-01T07:49:16.023460Z".parse().unwrap();
+        let json = typed_to_json(&lease_object("ns", "me", 60, at, None)).unwrap();
+        assert_eq!(json["spec"]["renewTime"], "2026-12-01T07:49:16.023460Z");
+        assert_eq!(json["spec"]["acquireTime"], "2026-12-01T07:49:16.023460Z");
+        assert_eq!(json["apiVersion"], "coordination.k8s.io/v1");
+        assert_eq!(json["kind"], "Lease");
+    }
+
+    #[test]
+    fn a_lease_is_live_until_its_duration_after_the_last_renewal() {
+        let at: Timestamp = "2026-12-01T07:00:00Z".parse().unwrap();
+        let lease = lease_object("ns", "me", 60, at, None);
+        assert!(is_live(&lease, at + SignedDuration::from_secs(59)));
+        assert!(!is_live(&lease, at + SignedDuration::from_secs(60)));
+        let mut nobody = lease.clone();
+        if let Some(spec) = nobody.spec.as_mut() {
+            spec.holder_identity = None;
+        }
+        assert!(!is_live(&nobody, at));
     }
 }

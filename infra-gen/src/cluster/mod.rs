@@ -1,6 +1,8 @@
 //! The cluster: the only module that imports `kube`. Objects are plain JSON in and out;
 //! writes are server-side applies with field manager `infra-gen`, retried on transient
-//! failures (5xx, 429, 409 conflicts, dropped connections).
+//! failures (5xx, 429, 409 conflicts, dropped connections). Every write asks the API server
+//! for strict field validation, so a field it does not know is an error rather than silently
+//! dropped, and every write first checks that this run still holds the deploy lock.
 
 pub mod connect;
 pub mod diagnose;
@@ -8,6 +10,7 @@ pub mod lease;
 pub mod wait;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -51,6 +54,14 @@ pub enum ClusterError {
     /// The credentials or kubeconfig cannot be used.
     #[error("{0}")]
     Config(String),
+    /// This run no longer holds the deploy lock, so it stopped before the write.
+    #[error("stopped at `{action}` without writing: {reason}")]
+    LockLost {
+        /// The write that was not made.
+        action: String,
+        /// Who holds the lock now, or why it could not be renewed.
+        reason: String,
+    },
 }
 
 impl ClusterError {
@@ -60,6 +71,11 @@ impl ClusterError {
             ClusterError::Api { code, .. } => Some(*code),
             _ => None,
         }
+    }
+
+    /// Whether this is the lost-lock stop.
+    pub fn is_lock_lost(&self) -> bool {
+        matches!(self, ClusterError::LockLost { .. })
     }
 
     fn is_transient(&self) -> bool {
@@ -229,12 +245,55 @@ pub fn describe(object: &Json) -> String {
     )
 }
 
+/// A typed Kubernetes object as the JSON this module takes. The k8s-openapi serializers
+/// write the API's own formats (MicroTime with six fractional digits, base64 byte data), so
+/// objects infra-gen makes itself are built as typed structs and converted here.
+pub fn typed_to_json<K>(object: &K) -> ClusterResult<Json>
+where
+    K: k8s_openapi::Resource + serde::Serialize,
+{
+    let mut json = serde_json::to_value(object).map_err(|e| ClusterError::Transport {
+        action: format!("serialise a {}", K::KIND),
+        message: e.to_string(),
+    })?;
+    if let Some(map) = json.as_object_mut() {
+        map.insert("apiVersion".into(), K::API_VERSION.into());
+        map.insert("kind".into(), K::KIND.into());
+    }
+    Ok(json)
+}
+
+/// Whether this run still holds the deploy lock. The lease's renewer marks it lost when
+/// another run took the lease over, or when renewals kept failing until it expired; from then
+/// on every write of the [`Cluster`] is refused before it is sent.
+#[derive(Debug, Default)]
+pub struct LockWatch {
+    lost: Mutex<Option<String>>,
+}
+
+impl LockWatch {
+    /// Records why the lock is gone.
+    pub fn lose(&self, reason: String) {
+        if let Ok(mut lost) = self.lost.lock()
+            && lost.is_none()
+        {
+            *lost = Some(reason);
+        }
+    }
+
+    /// Why the lock is gone, if it is.
+    pub fn lost(&self) -> Option<String> {
+        self.lost.lock().ok().and_then(|l| l.clone())
+    }
+}
+
 /// A connection to one namespace of a cluster. Counts its writes.
 #[derive(Clone)]
 pub struct Cluster {
     client: kube::Client,
     namespace: String,
-    writes: std::sync::Arc<AtomicUsize>,
+    writes: Arc<AtomicUsize>,
+    lock: Arc<LockWatch>,
 }
 
 const ATTEMPTS: u32 = 6;
@@ -259,6 +318,24 @@ where
     }
 }
 
+/// `request` with `fieldValidation=Strict` added to its query (kube's `PostParams` has no
+/// field for it; `PatchParams` does).
+fn strict(mut request: http::Request<Vec<u8>>) -> ClusterResult<http::Request<Vec<u8>>> {
+    let uri = request.uri().to_string();
+    let joined = if uri.ends_with('?') || uri.ends_with('&') {
+        format!("{uri}fieldValidation=Strict")
+    } else if uri.contains('?') {
+        format!("{uri}&fieldValidation=Strict")
+    } else {
+        format!("{uri}?fieldValidation=Strict")
+    };
+    *request.uri_mut() = joined.parse().map_err(|e| ClusterError::Transport {
+        action: format!("build the request {uri}"),
+        message: format!("{e}"),
+    })?;
+    Ok(request)
+}
+
 impl Cluster {
     /// A connection to `namespace` through `client`.
     pub fn new(client: kube::Client, namespace: &str) -> Self {
@@ -266,6 +343,7 @@ impl Cluster {
             client,
             namespace: namespace.to_owned(),
             writes: Default::default(),
+            lock: Default::default(),
         }
     }
 
@@ -277,6 +355,44 @@ impl Cluster {
     /// Writes made so far (applies, creates, replaces, deletes).
     pub fn writes(&self) -> usize {
         self.writes.load(Ordering::SeqCst)
+    }
+
+    /// The lock state every write checks.
+    pub fn lock_watch(&self) -> Arc<LockWatch> {
+        self.lock.clone()
+    }
+
+    /// The same connection without the lock check, for the lease's own writes (a renewal
+    /// must still be possible to learn that the lock was lost).
+    fn unguarded(&self) -> Cluster {
+        Cluster {
+            lock: Default::default(),
+            ..self.clone()
+        }
+    }
+
+    /// Fails when the lock is lost, naming the write that will not be made.
+    pub fn check_lock(&self, action: &str) -> ClusterResult<()> {
+        match self.lock.lost() {
+            Some(reason) => Err(ClusterError::LockLost {
+                action: action.to_owned(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Sleeps, waking early with the lost-lock error when the lock is lost meanwhile.
+    pub async fn pause(&self, duration: Duration, during: &str) -> ClusterResult<()> {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            self.check_lock(during)?;
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            tokio::time::sleep((deadline - now).min(Duration::from_millis(200))).await;
+        }
     }
 
     fn api(&self, kind: Kind) -> Api<DynamicObject> {
@@ -347,11 +463,28 @@ impl Cluster {
     /// Server-side apply (force: infra-gen owns the fields it sets). With `dry_run`, the API
     /// server computes the result without storing it.
     pub async fn apply(&self, object: &Json, dry_run: bool) -> ClusterResult<Json> {
+        self.apply_as(object, FIELD_MANAGER, true, dry_run).await
+    }
+
+    /// Server-side apply as another field manager, forced or not (a conflict is then 409).
+    pub async fn apply_as(
+        &self,
+        object: &Json,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> ClusterResult<Json> {
         let kind = Kind::of(object)?;
         let name = name_of(object).to_owned();
         let action = format!("apply {}/{name}", kind.name());
+        if !dry_run {
+            self.check_lock(&action)?;
+        }
         let api = self.api(kind);
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(manager).validation_strict();
+        if force {
+            params = params.force();
+        }
         if dry_run {
             params = params.dry_run();
         }
@@ -372,45 +505,69 @@ impl Cluster {
         Ok(result)
     }
 
+    async fn send(&self, request: http::Request<Vec<u8>>, action: &str) -> ClusterResult<Json> {
+        let object: DynamicObject = self
+            .client
+            .request(strict(request)?)
+            .await
+            .map_err(|e| from_kube(action, e))?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        to_json(object).map_err(|m| ClusterError::Transport {
+            action: action.to_owned(),
+            message: m,
+        })
+    }
+
+    fn body(object: &Json, action: &str) -> ClusterResult<Vec<u8>> {
+        serde_json::to_vec(object).map_err(|e| ClusterError::Transport {
+            action: action.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn post_params() -> PostParams {
+        PostParams {
+            dry_run: false,
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+        }
+    }
+
     /// Creates an object; a 409 (already exists) is returned, not retried.
     pub async fn create(&self, object: &Json) -> ClusterResult<Json> {
         let kind = Kind::of(object)?;
         let action = format!("create {}", describe(object));
-        let data: DynamicObject =
-            serde_json::from_value(object.clone()).map_err(|e| ClusterError::Transport {
+        self.check_lock(&action)?;
+        let request = kube::core::Request::new(self.api(kind).resource_url())
+            .create(&Self::post_params(), Self::body(object, &action)?)
+            .map_err(|e| ClusterError::Transport {
                 action: action.clone(),
                 message: e.to_string(),
             })?;
-        let created = self
-            .api(kind)
-            .create(&PostParams::default(), &data)
-            .await
-            .map_err(|e| from_kube(&action, e))?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        to_json(created).map_err(|m| ClusterError::Transport { action, message: m })
+        self.send(request, &action).await
     }
 
     /// Replaces an object; with `metadata.resourceVersion` set, a concurrent change gives 409.
     pub async fn replace(&self, object: &Json) -> ClusterResult<Json> {
         let kind = Kind::of(object)?;
         let action = format!("replace {}", describe(object));
-        let data: DynamicObject =
-            serde_json::from_value(object.clone()).map_err(|e| ClusterError::Transport {
+        self.check_lock(&action)?;
+        let request = kube::core::Request::new(self.api(kind).resource_url())
+            .replace(
+                name_of(object),
+                &Self::post_params(),
+                Self::body(object, &action)?,
+            )
+            .map_err(|e| ClusterError::Transport {
                 action: action.clone(),
                 message: e.to_string(),
             })?;
-        let replaced = self
-            .api(kind)
-            .replace(name_of(object), &PostParams::default(), &data)
-            .await
-            .map_err(|e| from_kube(&action, e))?;
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        to_json(replaced).map_err(|m| ClusterError::Transport { action, message: m })
+        self.send(request, &action).await
     }
 
     /// Deletes an object; deleting one that is gone is fine.
     pub async fn delete(&self, kind: Kind, name: &str) -> ClusterResult<()> {
         let action = format!("delete {}/{name}", kind.name());
+        self.check_lock(&action)?;
         let api = self.api(kind);
         retry(|| async {
             match api.delete(name, &DeleteParams::background()).await {
@@ -428,10 +585,16 @@ impl Cluster {
     /// owns it, stay as they are).
     pub async fn scale(&self, name: &str, replicas: i32) -> ClusterResult<()> {
         let action = format!("scale Deployment/{name} to {replicas}");
+        self.check_lock(&action)?;
         let api = self.api(Kind::Deployment);
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        }
+        .validation_strict();
         retry(|| async {
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            api.patch(name, &params, &Patch::Merge(&patch))
                 .await
                 .map(|_| ())
                 .map_err(|e| from_kube(&action, e))

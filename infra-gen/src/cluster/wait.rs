@@ -1,14 +1,17 @@
 //! Waiting for a Deployment to have every replica available: a watch on the Deployment
 //! (re-established by kube's watcher when the API server drops it), a look at its pods every
-//! two seconds for problems that waiting cannot fix, and a deadline.
+//! two seconds for problems that waiting cannot fix, and a deadline. A problem the kubelet
+//! may still clear by itself (one failed pull, one crash) only stops the wait once it has
+//! lasted [`diagnose::PERSISTENT_FOR`]; a lost deploy lock stops it at once.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::diagnose::{self, PodProblem};
+use super::diagnose::{self, PodProblem, Urgency};
 use super::{Cluster, ClusterError};
 
 /// Why a Deployment did not become ready.
@@ -111,9 +114,11 @@ pub async fn deployment_ready(
         .default_backoff()
         .boxed();
     let mut pod_check = tokio::time::interval(Duration::from_secs(2));
+    let mut lock_check = tokio::time::interval(Duration::from_millis(250));
     let mut replicas = Replicas::default();
     let mut problems: Vec<PodProblem> = Vec::new();
-    let mut fatal_seen: Vec<String> = Vec::new();
+    // Since when each (pod, reason) has been seen without a break.
+    let mut seen_since: HashMap<(String, String), Instant> = HashMap::new();
     let mut last_line = String::new();
     loop {
         tokio::select! {
@@ -123,14 +128,30 @@ pub async fn deployment_ready(
                 Some(Err(error)) => tracing::debug!(%error, "deployment watch interrupted; kube re-establishes it"),
                 None => {}
             },
+            _ = lock_check.tick() => cluster.check_lock(&format!("wait for {name}"))?,
             _ = pod_check.tick() => {
                 problems = diagnose::problems(cluster, selector).await?;
-                let fatal: Vec<String> = problems.iter().filter(|p| p.fatal).map(|p| format!("{}:{}", p.pod, p.reason)).collect();
-                // A fatal state must be seen twice in a row: an image pull can fail once.
-                if !fatal.is_empty() && fatal.iter().any(|f| fatal_seen.contains(f)) {
-                    return Err(WaitError::Failed { name: name.to_owned(), problems: problems.into_iter().filter(|p| p.fatal).collect() });
+                let now = Instant::now();
+                seen_since.retain(|key, _| problems.iter().any(|p| p.pod == key.0 && p.reason == key.1));
+                let mut stuck = Vec::new();
+                for problem in &problems {
+                    let since = *seen_since
+                        .entry((problem.pod.clone(), problem.reason.clone()))
+                        .or_insert(now);
+                    let lasted = now.duration_since(since);
+                    match problem.urgency {
+                        Urgency::Fatal => stuck.push(problem.clone()),
+                        Urgency::Persistent if lasted >= diagnose::PERSISTENT_FOR => {
+                            let mut p = problem.clone();
+                            p.detail = format!("{}; for {} s", p.detail, lasted.as_secs()).trim_start_matches("; ").to_owned();
+                            stuck.push(p);
+                        }
+                        _ => {}
+                    }
                 }
-                fatal_seen = fatal;
+                if !stuck.is_empty() {
+                    return Err(WaitError::Failed { name: name.to_owned(), problems: stuck });
+                }
             }
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(WaitError::Timeout {

@@ -87,7 +87,11 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
                 .header(&format!("{title} (live)"), &format!("{title} ({label})"))
         );
     }
-    for (kind, name) in prune_candidates(cluster, &session.desired).await? {
+    let prune = prune_candidates(cluster, &session.desired).await?;
+    for kept in &prune.kept {
+        println!("# {kept}");
+    }
+    for (kind, name) in prune.delete {
         changed += 1;
         println!(
             "--- {}/{name} (live)\n+++ deleted: no longer in the tree\n",

@@ -6,22 +6,91 @@ use crate::cli::{PlanArgs, PlanFormat};
 use crate::env::model::{Compute, Strategy, WorkloadKind};
 use crate::env::{Environment, rules};
 use crate::error::Result;
+use crate::render::context::annotations;
 
 /// Prints the plan.
 pub fn run(root: &Path, args: &PlanArgs) -> Result<()> {
     let environments = super::load_environments(root, &args.envs, args.instance.as_deref())?;
+    let manifests = root.join("manifests");
     match args.output {
         PlanFormat::Table => {
             for env in &environments {
                 print!("{}", plan(env));
+                for change in one_time_changes(&manifests, env) {
+                    println!("  one-time change: {change}");
+                }
             }
         }
         PlanFormat::Json => {
-            let doc: Vec<serde_json::Value> = environments.iter().map(plan_json).collect();
+            let doc: Vec<serde_json::Value> = environments
+                .iter()
+                .map(|env| {
+                    let mut doc = plan_json(env);
+                    doc["oneTimeChanges"] = serde_json::json!(one_time_changes(&manifests, env));
+                    doc
+                })
+                .collect();
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
     }
     Ok(())
+}
+
+/// The rollout strategy the committed tree has for a workload (`None`: not committed yet).
+fn committed_strategy(manifests: &Path, env: &str, workload: &str) -> Option<Strategy> {
+    let file = manifests
+        .join(env)
+        .join(format!("deployment-{workload}.yaml"));
+    let text = std::fs::read_to_string(&file).ok()?;
+    let arc: std::sync::Arc<Path> = std::sync::Arc::from(file.as_path());
+    let object = crate::env::yaml::parse(&arc, &text).ok()??.to_json();
+    match object
+        .pointer("/metadata/annotations")?
+        .get(annotations::ROLLOUT)?
+        .as_str()?
+    {
+        "blue-green" => Some(Strategy::BlueGreen),
+        _ => Some(Strategy::Rolling),
+    }
+}
+
+/// Changes the next apply makes once, and what they do to the load balancer: a workload
+/// switching between rolling and blue-green (against the committed tree, before `render`).
+pub fn one_time_changes(manifests: &Path, env: &Environment) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, w) in &env.spec.workloads {
+        if w.kind == WorkloadKind::Cron {
+            continue;
+        }
+        let wanted = w.rollout.as_ref().map(|r| r.strategy).unwrap_or_default();
+        let Some(committed) = committed_strategy(manifests, &env.name, name) else {
+            continue;
+        };
+        if committed == wanted {
+            continue;
+        }
+        let lb = match (w.kind, w.http.is_some()) {
+            (WorkloadKind::Tcp, _) => format!(
+                "the NLB of Service {name} stays; its selector moves to the live slot, so its targets re-register"
+            ),
+            (_, true) if wanted == Strategy::BlueGreen => format!(
+                "the Ingress backend changes from Service {name} to the weighted action over {name}-blue and {name}-green, so the AWS Load Balancer Controller creates new target groups and deletes the old one; requests reach the new targets once they register (seconds to minutes)"
+            ),
+            (_, true) => format!(
+                "the Ingress backend changes from the weighted action to Service {name}, so the AWS Load Balancer Controller creates a new target group and deletes the slot ones; requests reach the new targets once they register (seconds to minutes)"
+            ),
+            _ => "no load balancer is involved".to_owned(),
+        };
+        out.push(match wanted {
+            Strategy::BlueGreen => format!(
+                "{name} switches from rolling to blue-green: apply starts {name}-blue with as many replicas as Deployment {name} runs now, moves the traffic to it once every replica is available, then deletes Deployment {name}. Load balancer: {lb}."
+            ),
+            Strategy::Rolling => format!(
+                "{name} switches from blue-green to rolling: apply starts Deployment {name} with as many replicas as the live slot runs now (kept while the HPA takes the count over), waits until it is ready, then deletes {name}-blue, {name}-green, their Services and the preview. Load balancer: {lb}."
+            ),
+        });
+    }
+    out
 }
 
 /// The plan of one environment, for scripts.

@@ -23,6 +23,17 @@ pub fn run(root: &Path, args: &RenderArgs) -> Result<()> {
         ));
     }
     let environments = super::load_environments(root, &args.envs, args.instance.as_deref())?;
+    let (errors, warnings): (Vec<_>, Vec<_>) = crate::render::pipeline::check(root, &environments)
+        .into_iter()
+        .partition(crate::env::diagnostic::Diagnostic::is_error);
+    for warning in &warnings {
+        eprintln!("{warning}");
+    }
+    if !errors.is_empty() {
+        return Err(Error::Environments(crate::env::diagnostic::Diagnostics(
+            errors,
+        )));
+    }
     let renderer = renderer(root)?;
     if !renderer.overridden.is_empty() {
         eprintln!(

@@ -1,5 +1,6 @@
-//! `infra-gen rollback`: every blue-green workload back to its previous slot (instant while
-//! it still runs; scaled up, waited for and switched after `finalize`).
+//! `infra-gen rollback`: every blue-green workload back to the release that was live before
+//! (from the release history; instant while its slot still runs, sized to the live load,
+//! waited for and switched after `finalize`).
 
 use std::path::Path;
 
@@ -19,7 +20,12 @@ pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
         return Ok(());
     }
     session
-        .each_blue_green(SlotOp::Rollback, args.timeout)
+        .each_blue_green(
+            SlotOp::Rollback {
+                revision: args.revision.clone(),
+            },
+            args.timeout,
+        )
         .await?;
     println!("{}: rolled back", session.env.name);
     Ok(())

@@ -10,9 +10,9 @@ use serde_json::Value as Json;
 use crate::cli::{PlanFormat, StatusArgs};
 use crate::cluster::{Cluster, Kind};
 use crate::error::Result;
-use crate::rollout::bluegreen::Slot;
+use crate::rollout::bluegreen::{Routing, Slot};
 use crate::rollout::history::{self, Release};
-use crate::rollout::{REVISION, SCALE_DOWN_AFTER};
+use crate::rollout::{REVISION, state};
 
 use super::target::{self, Variables};
 
@@ -40,12 +40,16 @@ pub struct WorkloadStatus {
     pub strategy: String,
     /// Live slot (blue-green).
     pub live: Option<String>,
+    /// Where the traffic goes, in words (blue-green).
+    pub traffic: Option<String>,
+    /// An interrupted cutover, and what the next command does about it.
+    pub interrupted: Option<String>,
     /// Its Deployments (the two slots, or the one).
     pub deployments: Vec<DeploymentStatus>,
     /// HPA: current replicas, min, max, target Deployment.
     pub hpa: Option<serde_json::Value>,
     /// ALB weights (blue, green).
-    pub weights: Option<(u64, u64)>,
+    pub weights: Option<(u8, u8)>,
     /// When finalize may scale the previous slot down.
     pub scale_down_after: Option<String>,
     /// Newest releases first.
@@ -87,26 +91,6 @@ async fn hpa_status(cluster: &Cluster, name: &str) -> Result<Option<Json>> {
         }))
 }
 
-fn weights(ingress: Option<&Json>, name: &str) -> Option<(u64, u64)> {
-    let action = ingress?
-        .pointer("/metadata/annotations")?
-        .get(format!("alb.ingress.kubernetes.io/actions.{name}"))?
-        .as_str()?;
-    let action: Json = serde_json::from_str(action).ok()?;
-    let groups = action.pointer("/forwardConfig/targetGroups")?.as_array()?;
-    let weight = |slot: &str| {
-        groups
-            .iter()
-            .find(|g| {
-                g.get("serviceName").and_then(Json::as_str) == Some(&format!("{name}-{slot}"))
-            })
-            .and_then(|g| g.get("weight"))
-            .and_then(Json::as_u64)
-            .unwrap_or(0)
-    };
-    Some((weight("blue"), weight("green")))
-}
-
 /// Collects the status of every workload.
 pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
     let cluster = &session.cluster;
@@ -114,27 +98,42 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
     let mut out = Vec::new();
     for spec in &session.desired.blue_green {
         let bg = session.blue_green(spec, Default::default(), "");
-        let live = bg.read().await?;
-        let ingress = cluster.get(Kind::Ingress, &spec.name).await?;
+        let live = bg.observe().await?;
+        let interrupted = match live.routing {
+            Routing::Split { from, to } => {
+                let ready = live.slot(to);
+                Some(format!(
+                    "a cutover from {} to {} did not finish ({}); `infra-gen apply` or `finalize` completes it if {} is still healthy ({}/{} available) and moves traffic back to {} otherwise; `infra-gen rollback` moves it back to {}",
+                    from.as_str(),
+                    to.as_str(),
+                    live.traffic(),
+                    to.as_str(),
+                    ready.available,
+                    ready.replicas,
+                    from.as_str(),
+                    from.as_str()
+                ))
+            }
+            _ => None,
+        };
         out.push(WorkloadStatus {
             name: spec.name.clone(),
             strategy: "blue-green".into(),
-            live: live.active.map(|s| s.as_str().to_owned()),
-            deployments: [Slot::Blue, Slot::Green]
+            live: live.live().map(|s| s.as_str().to_owned()),
+            traffic: Some(live.traffic()),
+            interrupted,
+            deployments: Slot::BOTH
                 .into_iter()
                 .filter_map(|s| {
-                    deployment_status(&format!("{}-{}", spec.name, s.as_str()), live.deployment(s))
+                    deployment_status(
+                        &format!("{}-{}", spec.name, s.as_str()),
+                        live.slot(s).deployment.as_ref(),
+                    )
                 })
                 .collect(),
             hpa: hpa_status(cluster, &spec.name).await?,
-            weights: weights(ingress.as_ref(), &spec.name),
-            scale_down_after: live
-                .stable
-                .as_ref()
-                .and_then(|s| s.pointer("/metadata/annotations"))
-                .and_then(|a| a.get(SCALE_DOWN_AFTER))
-                .and_then(Json::as_str)
-                .map(str::to_owned),
+            weights: state::weights(live.ingress.as_ref(), &spec.name),
+            scale_down_after: live.scale_down_after.map(history::time_text),
             releases: releases.get(&spec.name).cloned().unwrap_or_default(),
         });
     }
@@ -144,6 +143,8 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             name: name.clone(),
             strategy: "rolling".into(),
             live: None,
+            traffic: None,
+            interrupted: None,
             deployments: deployment_status(name, live.as_ref()).into_iter().collect(),
             hpa: hpa_status(cluster, name).await?,
             weights: None,
@@ -175,6 +176,9 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
             .as_deref()
             .map_or(String::new(), |l| format!(", live: {l}"));
         println!("{} ({}{live})", w.name, w.strategy);
+        if let Some(note) = &w.interrupted {
+            println!("  ! {note}");
+        }
         for d in &w.deployments {
             let marker = if w
                 .live
@@ -209,7 +213,20 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
             println!("    ALB weights: blue {blue}%, green {green}%");
         }
         if let Some(deadline) = &w.scale_down_after {
-            println!("    previous slot scaled down after {deadline} (infra-gen finalize)");
+            let due = history::parse_time(deadline)
+                .is_some_and(|d| d <= k8s_openapi::jiff::Timestamp::now());
+            let idle_running = w.deployments.iter().any(|d| {
+                w.live
+                    .as_deref()
+                    .is_some_and(|l| !d.name.ends_with(&format!("-{l}")))
+                    && d.desired > 0
+            });
+            if idle_running {
+                let when = if due { "is due since" } else { "after" };
+                println!(
+                    "    previous slot scaled down {when} {deadline} (`infra-gen finalize`, or the next apply)"
+                );
+            }
         }
         if w.releases.is_empty() {
             println!("    releases: none recorded");

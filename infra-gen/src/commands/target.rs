@@ -160,6 +160,28 @@ impl Session {
         }
     }
 
+    /// The revision a rollback without `--revision` undoes: the newest deploy that is live in
+    /// some workload. A workload whose live release is another revision is left alone, so a
+    /// rollback that failed half-way finishes on a re-run instead of going back further.
+    async fn newest_live_deploy(&self) -> Result<Option<String>> {
+        let mut newest: Option<(k8s_openapi::jiff::Timestamp, String)> = None;
+        for spec in &self.desired.blue_green {
+            let state = self.blue_green(spec, Duration::ZERO, "").observe().await?;
+            let Some((_, release)) = state.last_live().and_then(|s| state.release_in(s)) else {
+                continue;
+            };
+            if release.action != "deploy" {
+                continue;
+            }
+            let at = crate::rollout::history::parse_time(&release.at)
+                .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+            if newest.as_ref().is_none_or(|(t, _)| at > *t) {
+                newest = Some((at, release.revision.clone()));
+            }
+        }
+        Ok(newest.map(|(_, revision)| revision))
+    }
+
     /// Runs `op` on every blue-green workload under the deploy lock (stopping at the first
     /// failure, and giving the lock back either way).
     pub async fn each_blue_green(&self, op: SlotOp, timeout: Duration) -> Result<()> {
@@ -167,28 +189,46 @@ impl Session {
         let lock = Lease::acquire(&self.cluster, &by)
             .await
             .map_err(RolloutError::from)?;
-        let mut result = Ok(());
-        for spec in &self.desired.blue_green {
-            let bg = self.blue_green(spec, timeout, &by);
-            result = match op {
-                SlotOp::Rollback => bg.rollback().await,
-                SlotOp::Finalize { now } => bg.finalize(now).await,
-            };
-            if result.is_err() {
-                break;
-            }
-        }
+        let result = self.each_locked(&op, timeout, &by).await;
         self.progress.finish();
         lock.release().await?;
-        Ok(result?)
+        result
+    }
+
+    async fn each_locked(&self, op: &SlotOp, timeout: Duration, by: &str) -> Result<()> {
+        let revision = match op {
+            SlotOp::Rollback { revision: Some(r) } => Some(r.clone()),
+            SlotOp::Rollback { revision: None } => {
+                let newest = self.newest_live_deploy().await?;
+                if let Some(r) = &newest {
+                    self.progress.step(&format!(
+                        "rolling back revision {} (the newest deploy that is live)",
+                        crate::rollout::bluegreen::short(r)
+                    ));
+                }
+                newest
+            }
+            SlotOp::Finalize { .. } => None,
+        };
+        for spec in &self.desired.blue_green {
+            let bg = self.blue_green(spec, timeout, by);
+            match op {
+                SlotOp::Rollback { .. } => bg.rollback(revision.as_deref()).await?,
+                SlotOp::Finalize { now } => bg.finalize(*now).await?,
+            }
+        }
+        Ok(())
     }
 }
 
 /// What to do with the previous slot of every blue-green workload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotOp {
-    /// Switch back to it.
-    Rollback,
+    /// Switch back to the release that was live before.
+    Rollback {
+        /// Only undo this revision (a rollback of it that already happened is not repeated).
+        revision: Option<String>,
+    },
     /// Scale it down once its delay has passed (or `now`).
     Finalize {
         /// Do not wait for the delay.

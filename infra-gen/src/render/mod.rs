@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod context;
+pub mod pipeline;
 
 use std::path::Path;
 

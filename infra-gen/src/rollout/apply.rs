@@ -61,7 +61,7 @@ struct Plan {
     objects: Vec<Json>,
     rolling: Vec<String>,
     blue_green: Vec<usize>,
-    prune: Vec<(Kind, String)>,
+    prune: Prune,
 }
 
 impl Plan {
@@ -69,7 +69,7 @@ impl Plan {
         self.objects.is_empty()
             && self.rolling.is_empty()
             && self.blue_green.is_empty()
-            && self.prune.is_empty()
+            && self.prune.delete.is_empty()
     }
 }
 
@@ -82,11 +82,84 @@ fn environment_selector(desired: &Desired) -> String {
     )
 }
 
-/// Objects of this environment in the cluster that the tree no longer has.
-pub async fn prune_candidates(
-    cluster: &Cluster,
-    desired: &Desired,
-) -> RolloutResult<Vec<(Kind, String)>> {
+/// What pruning would do: delete objects of this environment the tree no longer has, and
+/// keep those still needed (said why).
+#[derive(Debug, Default, Clone)]
+pub struct Prune {
+    /// To delete.
+    pub delete: Vec<(Kind, String)>,
+    /// Kept although no longer in the tree, with the reason.
+    pub kept: Vec<String>,
+}
+
+/// The Secrets a pod template uses: env and envFrom references, volumes, pull secrets.
+fn secrets_used(object: &Json, out: &mut BTreeSet<String>) {
+    let specs = [
+        "/spec/template/spec",
+        "/spec/jobTemplate/spec/template/spec",
+    ];
+    for path in specs {
+        let Some(spec) = object.pointer(path) else {
+            continue;
+        };
+        let mut add = |value: Option<&Json>| {
+            if let Some(name) = value.and_then(Json::as_str) {
+                out.insert(name.to_owned());
+            }
+        };
+        for pull in spec
+            .get("imagePullSecrets")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add(pull.get("name"));
+        }
+        for volume in spec
+            .get("volumes")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            add(volume.pointer("/secret/secretName"));
+            for source in volume
+                .pointer("/projected/sources")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add(source.pointer("/secret/name"));
+            }
+        }
+        let containers = ["containers", "initContainers"];
+        for container in containers
+            .iter()
+            .filter_map(|c| spec.get(*c).and_then(Json::as_array))
+            .flatten()
+        {
+            for env in container
+                .get("env")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add(env.pointer("/valueFrom/secretKeyRef/name"));
+            }
+            for from in container
+                .get("envFrom")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                add(from.pointer("/secretRef/name"));
+            }
+        }
+    }
+}
+
+/// Objects of this environment in the cluster that the tree no longer has. A Secret that a
+/// desired or running workload still uses is kept (its pods could not restart without it).
+pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutResult<Prune> {
     let mut wanted: BTreeSet<(Kind, String)> = BTreeSet::new();
     for object in &desired.objects {
         wanted.insert((Kind::of(object)?, name_of(object).to_owned()));
@@ -97,20 +170,57 @@ pub async fn prune_candidates(
         }
         wanted.insert((Kind::Service, bg.name.clone()));
         wanted.insert((Kind::Service, format!("{}-preview", bg.name)));
-        wanted.insert((Kind::Ingress, bg.name.clone()));
-        wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
+        if bg.ingress.is_some() {
+            wanted.insert((Kind::Ingress, bg.name.clone()));
+        }
+        if bg.hpa.is_some() {
+            wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
+        }
     }
     let selector = environment_selector(desired);
-    let mut out = Vec::new();
+    let mut candidates = Vec::new();
+    let mut users: Vec<Json> = desired
+        .objects
+        .iter()
+        .chain(desired.blue_green.iter().map(|b| &b.deployment))
+        .cloned()
+        .collect();
     for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
         for object in cluster.list(kind, &selector, None).await? {
             let name = name_of(&object).to_owned();
+            if matches!(kind, Kind::Deployment | Kind::CronJob) {
+                users.push(object.clone());
+            }
             if !wanted.contains(&(kind, name.clone())) {
-                out.push((kind, name));
+                candidates.push((kind, name));
             }
         }
     }
-    Ok(out)
+    let mut prune = Prune::default();
+    for (kind, name) in candidates {
+        if kind == Kind::Secret {
+            let using: Vec<String> = users
+                .iter()
+                .filter(|u| {
+                    let mut used = BTreeSet::new();
+                    secrets_used(u, &mut used);
+                    used.contains(&name)
+                })
+                .map(describe)
+                .collect();
+            if !using.is_empty() {
+                let mut using = using;
+                using.dedup();
+                prune.kept.push(format!(
+                    "kept Secret/{name} although it left `secrets:`: {} still use(s) it; remove the reference first, the next apply then prunes it",
+                    using.join(", ")
+                ));
+                continue;
+            }
+        }
+        prune.delete.push((kind, name));
+    }
+    Ok(prune)
 }
 
 async fn is_complete(cluster: &Cluster, name: &str) -> RolloutResult<bool> {
@@ -198,6 +308,93 @@ pub async fn apply(
     })
 }
 
+/// The field manager that keeps `spec.replicas` of a Deployment whose count the HPA takes
+/// over, so that infra-gen dropping the field does not reset it.
+pub const HANDOVER_MANAGER: &str = "infra-gen-handover";
+
+/// When a Deployment's replica count passes to an HPA (the file adds `autoscaling`, so the
+/// tree stops setting `spec.replicas`; or a blue-green workload becomes rolling), applying the
+/// tree would drop the field and Kubernetes would reset the workload to 1 replica. As the
+/// Kubernetes documentation describes for server-side apply ("Transferring ownership" /
+/// "Migrating Deployments to horizontal autoscaling"), the current count is first applied by
+/// a separate field manager, which keeps it until the HPA's own writes take it over.
+async fn hand_over_replicas(
+    cluster: &Cluster,
+    desired: &Desired,
+    object: &Json,
+    progress: &Progress,
+) -> RolloutResult<()> {
+    if object.get("kind").and_then(Json::as_str) != Some("Deployment")
+        || object.pointer("/spec/replicas").is_some()
+    {
+        return Ok(());
+    }
+    let name = name_of(object);
+    let live = cluster.get(Kind::Deployment, name).await?;
+    let count = |d: Option<&Json>| {
+        d.and_then(|d| d.pointer("/spec/replicas"))
+            .and_then(Json::as_i64)
+            .unwrap_or(0)
+    };
+    let carried = match &live {
+        // Only while infra-gen still owns the field: once the HPA wrote it, it is the HPA's.
+        Some(live) if owns_replicas(live) => count(Some(live)),
+        Some(_) => 0,
+        // Blue-green → rolling: start with what the slots serve.
+        None => {
+            let mut most = 0;
+            for slot in ["blue", "green"] {
+                most = most.max(count(
+                    cluster
+                        .get(Kind::Deployment, &format!("{name}-{slot}"))
+                        .await?
+                        .as_ref(),
+                ));
+            }
+            most
+        }
+    };
+    if carried <= 1 {
+        return Ok(());
+    }
+    if live.is_none() {
+        let mut first = object.clone();
+        first["spec"]["replicas"] = serde_json::json!(carried);
+        cluster.apply(&first, false).await?;
+    }
+    let replicas_only = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": desired.namespace},
+        "spec": {"replicas": carried},
+    });
+    match cluster
+        .apply_as(&replicas_only, HANDOVER_MANAGER, false, false)
+        .await
+    {
+        Ok(_) => progress.step(&format!(
+            "{name}: kept its {carried} replicas while the HPA takes the count over"
+        )),
+        // The HPA already owns the field: nothing to hand over.
+        Err(e) if e.code() == Some(409) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+/// Whether infra-gen's applies own `spec.replicas` of a live object (its managedFields).
+fn owns_replicas(live: &Json) -> bool {
+    live.pointer("/metadata/managedFields")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .any(|entry| {
+            entry.get("manager").and_then(Json::as_str) == Some(crate::cluster::FIELD_MANAGER)
+                && entry.get("operation").and_then(Json::as_str) == Some("Apply")
+                && entry.pointer("/fieldsV1/f:spec/f:replicas").is_some()
+        })
+}
+
 async fn locked(
     cluster: &Cluster,
     desired: &Desired,
@@ -208,6 +405,7 @@ async fn locked(
     // Plan again under the lock: another run may have changed things meanwhile.
     let plan = plan(cluster, desired, progress, by, options).await?;
     for object in &plan.objects {
+        hand_over_replicas(cluster, desired, object, progress).await?;
         cluster.apply(object, false).await?;
         progress.step(&format!("applied {}", describe(object)));
     }
@@ -248,10 +446,14 @@ async fn locked(
         let bg = workload(cluster, desired, spec, options, progress, by);
         bg.deploy().await?;
     }
+    for kept in &plan.prune.kept {
+        progress.step(&format!("warning: {kept}"));
+    }
     let mut pruned = Vec::new();
-    if !plan.prune.is_empty() {
+    if !plan.prune.delete.is_empty() {
         let listed: Vec<String> = plan
             .prune
+            .delete
             .iter()
             .map(|(k, n)| format!("{}/{n}", k.name()))
             .collect();
@@ -259,7 +461,7 @@ async fn locked(
             "pruning (no longer in the tree): {}",
             listed.join(", ")
         ));
-        for (kind, name) in &plan.prune {
+        for (kind, name) in &plan.prune.delete {
             cluster.delete(*kind, name).await?;
         }
         pruned = listed;

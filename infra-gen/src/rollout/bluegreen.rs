@@ -1,106 +1,44 @@
-//! The blue-green cutover of one workload, as named, idempotent steps. Each looks at the live
-//! state first and either says why it skips or what it switched, so a run killed at any point
-//! is finished by the next one, and traffic only ever moves to a slot whose every replica is
-//! available.
+//! The blue-green cutover of one workload, as named, idempotent steps. Each reads the live
+//! state through [`state::observe`] first (where the traffic actually goes) and either says
+//! why it skips or what it switched, so a run killed at any point is finished or undone by
+//! the next command, whichever it is.
 //!
-//! Live state: the stable Service `<name>` records the live slot (selector + annotation);
-//! `<name>-blue` / `<name>-green` are the slot Deployments; the Ingress action weights and the
-//! HPA target follow the live slot; the scale-down deadline of the previous slot is an
-//! annotation on the stable Service, which `finalize` reads.
+//! Rules every step keeps:
+//! - a slot that has traffic (ALB weight, or the stable Service selecting it) is never
+//!   re-templated, and never scaled below what it serves;
+//! - traffic only moves to a slot whose every replica is available, sized to the live load;
+//! - an interrupted cutover is finished (when the new slot is healthy) or moved back before
+//!   anything else happens.
+//!
+//! Live state: `<name>-blue` / `<name>-green` are the slot Deployments; the Ingress action's
+//! weights and the stable Service `<name>`'s selector route the traffic; the HPA follows the
+//! live slot; the scale-down deadline of the previous slot is an annotation on the stable
+//! Service, which `finalize` (and `apply`, once due) reads.
 
 use std::time::Duration;
 
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value as Json, json};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use super::desired::BlueGreenSpec;
 use super::history::{self, Release};
 use super::progress::Progress;
+use super::state::{Objects, SlotView};
+pub use super::state::{Routing, Slot, State};
 use super::{
-    ACTIVE_SLOT, REVISION, RolloutError, RolloutResult, SCALE_DOWN_AFTER, TEMPLATE, hash,
-    is_up_to_date, stamped,
+    REVISION, RolloutError, RolloutResult, SCALE_DOWN_AFTER, TEMPLATE, hash, is_up_to_date, stamped,
 };
-use crate::cluster::wait::{self, Replicas, WaitError};
+use crate::cluster::wait::{self, WaitError};
 use crate::cluster::{Cluster, Kind, diagnose};
 use crate::render::context::{forward_action, labels};
 
-/// A slot.
+/// Which way an interrupted cutover is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// `blue`.
-    Blue,
-    /// `green`.
-    Green,
-}
-
-impl Slot {
-    /// `blue` or `green`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-
-    /// The other slot.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::Blue => Slot::Green,
-            Slot::Green => Slot::Blue,
-        }
-    }
-
-    fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "blue" => Some(Slot::Blue),
-            "green" => Some(Slot::Green),
-            _ => None,
-        }
-    }
-}
-
-/// What the cluster holds for a workload.
-#[derive(Debug, Clone, Default)]
-pub struct Live {
-    /// The slot the stable Service selects.
-    pub active: Option<Slot>,
-    /// The blue slot Deployment.
-    pub blue: Option<Json>,
-    /// The green slot Deployment.
-    pub green: Option<Json>,
-    /// The stable Service.
-    pub stable: Option<Json>,
-}
-
-impl Live {
-    /// The slot Deployment of `slot`.
-    pub fn deployment(&self, slot: Slot) -> Option<&Json> {
-        match slot {
-            Slot::Blue => self.blue.as_ref(),
-            Slot::Green => self.green.as_ref(),
-        }
-    }
-}
-
-fn replicas_of(deployment: Option<&Json>) -> i32 {
-    deployment
-        .and_then(|d| d.pointer("/spec/replicas"))
-        .and_then(Json::as_i64)
-        .and_then(|r| i32::try_from(r).ok())
-        .unwrap_or(0)
-}
-
-fn annotation<'a>(object: Option<&'a Json>, key: &str) -> Option<&'a str> {
-    object?.pointer("/metadata/annotations")?.get(key)?.as_str()
-}
-
-fn now_text(offset: Duration) -> String {
-    (OffsetDateTime::now_utc() + offset)
-        .replace_nanosecond(0)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .format(&Rfc3339)
-        .unwrap_or_default()
+enum Settle {
+    /// Finish moving traffic to the new slot.
+    Complete,
+    /// Move every request back to the slot it came from.
+    Revert,
 }
 
 /// One workload's blue-green operations.
@@ -111,7 +49,7 @@ pub struct BlueGreen<'a> {
     pub spec: &'a BlueGreenSpec,
     /// Progress output.
     pub progress: &'a Progress,
-    /// How long a new slot may take to become ready.
+    /// How long a slot may take to become ready.
     pub timeout: Duration,
     /// Who deploys (for the history).
     pub by: &'a str,
@@ -128,6 +66,10 @@ impl BlueGreen<'_> {
         format!("{}-{}", self.name(), slot.as_str())
     }
 
+    fn say(&self, message: &str) {
+        self.progress.step(&format!("{}: {message}", self.name()));
+    }
+
     /// The pod-template hash of the desired version.
     pub fn template_hash(&self) -> String {
         hash(
@@ -138,45 +80,74 @@ impl BlueGreen<'_> {
         )
     }
 
-    /// Reads the live state.
-    pub async fn read(&self) -> RolloutResult<Live> {
-        let stable = self.cluster.get(Kind::Service, self.name()).await?;
-        let active = stable
-            .as_ref()
-            .and_then(|s| {
-                s.pointer(&format!(
-                    "/spec/selector/{}",
-                    labels::SLOT.replace('/', "~1")
-                ))
-            })
-            .and_then(Json::as_str)
-            .and_then(Slot::parse);
-        Ok(Live {
-            active,
-            blue: self
-                .cluster
-                .get(Kind::Deployment, &self.slot_name(Slot::Blue))
-                .await?,
-            green: self
-                .cluster
-                .get(Kind::Deployment, &self.slot_name(Slot::Green))
-                .await?,
-            stable,
-        })
+    /// Reads where the workload's traffic goes (the one truth every command uses).
+    pub async fn observe(&self) -> RolloutResult<State> {
+        let name = self.name();
+        let get = |kind: Kind, object: String| async move { self.cluster.get(kind, &object).await };
+        let releases = history::read(self.cluster)
+            .await?
+            .remove(name)
+            .unwrap_or_default();
+        // An Ingress the tree no longer has is pruned at the end of this apply; its weights
+        // are not this cutover's.
+        let ingress = match self.spec.ingress {
+            Some(_) => get(Kind::Ingress, name.to_owned()).await?,
+            None => None,
+        };
+        let objects = Objects {
+            blue: get(Kind::Deployment, self.slot_name(Slot::Blue)).await?,
+            green: get(Kind::Deployment, self.slot_name(Slot::Green)).await?,
+            stable: get(Kind::Service, name.to_owned()).await?,
+            ingress,
+            rolling: get(Kind::Deployment, name.to_owned()).await?,
+            releases,
+        };
+        Ok(super::state::observe(name, objects))
     }
 
-    /// The slot the desired version should run in: the live one if it already runs it, the
-    /// other one otherwise; blue for a first deploy.
-    pub fn target(&self, live: &Live) -> Slot {
-        match live.active {
-            None => Slot::Blue,
-            Some(active)
-                if annotation(live.deployment(active), TEMPLATE)
-                    == Some(self.template_hash().as_str()) =>
-            {
-                active
+    fn hpa_bounds(&self) -> Option<(i32, i32)> {
+        let hpa = self.spec.hpa.as_ref()?;
+        let int = |p: &str| {
+            hpa.pointer(p)
+                .and_then(Json::as_i64)
+                .and_then(|v| i32::try_from(v).ok())
+        };
+        Some((
+            int("/spec/minReplicas").unwrap_or(1),
+            int("/spec/maxReplicas")?,
+        ))
+    }
+
+    /// The replica count the environment file asks for (no HPA).
+    fn spec_replicas(&self) -> i32 {
+        self.spec
+            .deployment
+            .pointer("/spec/replicas")
+            .and_then(Json::as_i64)
+            .and_then(|r| i32::try_from(r).ok())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// How many replicas a slot about to take over from `live` needs: what the HPA scaled the
+    /// live slot (or the rolling Deployment being replaced) to, within the HPA's bounds; the
+    /// file's `replicas` without an HPA.
+    fn wanted_replicas(&self, state: &State, live: Option<Slot>) -> i32 {
+        match self.hpa_bounds() {
+            Some((min, max)) => {
+                let serving = match live {
+                    Some(slot) => state.slot(slot).replicas,
+                    None => state
+                        .rolling
+                        .as_ref()
+                        .and_then(|d| d.pointer("/spec/replicas"))
+                        .and_then(Json::as_i64)
+                        .and_then(|r| i32::try_from(r).ok())
+                        .unwrap_or(0),
+                };
+                serving.max(min).min(max.max(min))
             }
-            Some(active) => active.other(),
+            None => self.spec_replicas(),
         }
     }
 
@@ -203,10 +174,9 @@ impl BlueGreen<'_> {
     }
 
     /// The stable Service selecting `slot` (`None`: both slots, during a tcp overlap).
-    fn stable(&self, slot: Option<Slot>, active: Slot, scale_down_after: Option<&str>) -> Json {
+    fn stable(&self, slot: Option<Slot>, scale_down_after: Option<&str>) -> Json {
         let mut s = self.spec.stable.clone();
         s["spec"]["selector"] = Self::with_slot(s.pointer("/spec/selector"), slot);
-        s["metadata"]["annotations"][ACTIVE_SLOT] = Json::String(active.as_str().into());
         if let Some(deadline) = scale_down_after {
             s["metadata"]["annotations"][SCALE_DOWN_AFTER] = Json::String(deadline.into());
         }
@@ -237,6 +207,15 @@ impl BlueGreen<'_> {
         Some(hpa)
     }
 
+    fn deadline_text(state: &State) -> Option<String> {
+        state.scale_down_after.map(history::time_text)
+    }
+
+    fn new_deadline(&self) -> String {
+        let delay = SignedDuration::try_from(self.spec.scale_down_delay).unwrap_or_default();
+        history::time_text(Timestamp::now() + delay)
+    }
+
     /// Applies `object` unless the cluster already has it; says whether it wrote.
     async fn ensure(&self, object: &Json) -> RolloutResult<bool> {
         let desired = stamped(object);
@@ -261,117 +240,242 @@ impl BlueGreen<'_> {
         Ok(is_up_to_date(&stamped(object), live.as_ref()))
     }
 
+    /// The live-state objects for `live` being the live slot.
+    fn live_objects(&self, live: Slot, deadline: Option<&str>) -> Vec<Json> {
+        let mut objects = vec![
+            self.stable(Some(live), deadline),
+            self.preview(live.other()),
+        ];
+        objects.extend(self.ingress(live, 100));
+        objects.extend(self.hpa(live));
+        objects
+    }
+
+    /// Whether the slot that is not live still runs although its scale-down is due.
+    fn scale_down_due(state: &State, live: Slot) -> bool {
+        let previous = state.slot(live.other());
+        previous.replicas > 0
+            && !previous.has_traffic()
+            && state
+                .scale_down_after
+                .is_some_and(|deadline| deadline <= Timestamp::now())
+    }
+
     /// The objects a deploy would leave behind (for `diff`): the target slot's Deployment
     /// when it would be (re)started, and the live-state objects pointing at the target.
     pub async fn planned_objects(&self) -> RolloutResult<Vec<Json>> {
-        let live = self.read().await?;
-        let target = self.target(&live);
+        let state = self.observe().await?;
+        let desired = self.template_hash();
+        let live = state.last_live();
+        let target = match live {
+            Some(slot) if state.slot(slot).runs(&desired) => slot,
+            Some(slot) => slot.other(),
+            None => Slot::BOTH
+                .into_iter()
+                .find(|s| state.slot(*s).runs(&desired))
+                .unwrap_or(Slot::Blue),
+        };
         let mut out = Vec::new();
-        if live.active != Some(target) {
-            let replicas = live
-                .active
-                .map_or(1, |a| replicas_of(live.deployment(a)).max(1));
+        if live != Some(target) {
+            let replicas = self.wanted_replicas(&state, live);
             out.push(stamped(&self.slot_deployment(target, replicas)));
         }
-        let deadline = annotation(live.stable.as_ref(), SCALE_DOWN_AFTER).map(str::to_owned);
-        out.push(stamped(&self.stable(
-            Some(target),
-            target,
-            deadline.as_deref(),
-        )));
-        out.push(stamped(&self.preview(target.other())));
-        out.extend(self.ingress(target, 100).map(|i| stamped(&i)));
-        out.extend(self.hpa(target).map(|h| stamped(&h)));
+        let deadline = Self::deadline_text(&state);
+        out.extend(
+            self.live_objects(target, deadline.as_deref())
+                .iter()
+                .map(stamped),
+        );
         Ok(out)
     }
 
-    /// Whether the cluster already runs the desired version, fully switched (read-only).
+    /// Whether the cluster already runs the desired version, fully switched, with nothing
+    /// left to do (read-only).
     pub async fn is_converged(&self) -> RolloutResult<bool> {
-        let live = self.read().await?;
-        let target = self.target(&live);
-        if live.active != Some(target) {
+        let state = self.observe().await?;
+        let Some(live) = state.live() else {
+            return Ok(false);
+        };
+        let view = state.slot(live);
+        if !view.runs(&self.template_hash()) || !view.complete {
             return Ok(false);
         }
-        let deployment = live.deployment(target);
-        let complete = deployment
-            .and_then(|d| {
-                serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(d.clone()).ok()
-            })
-            .is_some_and(|d| Replicas::of(&d).is_complete());
-        if !complete || replicas_of(deployment) == 0 {
+        let sized = match self.hpa_bounds() {
+            Some((min, max)) => (min..=max.max(min)).contains(&view.replicas),
+            None => view.replicas == self.spec_replicas(),
+        };
+        if !sized || Self::scale_down_due(&state, live) {
             return Ok(false);
         }
-        let deadline = annotation(live.stable.as_ref(), SCALE_DOWN_AFTER).map(str::to_owned);
-        let mut objects = vec![
-            self.stable(Some(target), target, deadline.as_deref()),
-            self.preview(target.other()),
-        ];
-        objects.extend(self.ingress(target, 100));
-        objects.extend(self.hpa(target));
-        for object in &objects {
-            if !self.is_current(object).await? {
+        let deadline = Self::deadline_text(&state);
+        for object in self.live_objects(live, deadline.as_deref()) {
+            if !self.is_current(&object).await? {
                 return Ok(false);
             }
         }
-        let releases = history::read(self.cluster).await?;
         Ok(history::is_latest(
-            &releases,
-            self.name(),
-            &self.template_hash(),
-            target.as_str(),
+            &state.releases,
+            view.template.as_deref().unwrap_or_default(),
+            live.as_str(),
         ))
     }
 
-    /// Deploys the desired version: new slot, wait, cutover, converge.
-    pub async fn deploy(&self) -> RolloutResult<()> {
-        let live = self.read().await?;
-        let target = self.target(&live);
-        let name = self.name().to_owned();
-        if live.active == Some(target) {
-            self.progress.step(&format!(
-                "{name}: {} already runs this version",
-                target.as_str()
-            ));
-            return self.converge(target, None, "deploy").await;
+    /// Turns a lost lock into a message that says where the traffic was left.
+    async fn guarded<T>(
+        &self,
+        result: impl std::future::Future<Output = RolloutResult<T>>,
+    ) -> RolloutResult<T> {
+        match result.await {
+            Err(RolloutError::Cluster(error)) if error.is_lock_lost() => {
+                let traffic = match self.observe().await {
+                    Ok(state) => state.traffic(),
+                    Err(e) => format!("unknown ({e})"),
+                };
+                Err(RolloutError::LockLost {
+                    workload: self.name().to_owned(),
+                    reason: error.to_string(),
+                    traffic,
+                })
+            }
+            other => other,
         }
-        let hpa_min = self
-            .spec
-            .hpa
-            .as_ref()
-            .and_then(|h| h.pointer("/spec/minReplicas"))
-            .and_then(Json::as_i64)
-            .map(|m| m as i32);
-        let replicas = match (live.active, hpa_min) {
-            // Carry over what the HPA scaled the live slot to.
-            (Some(active), Some(min)) => replicas_of(live.deployment(active)).max(min),
-            (Some(active), None) => replicas_of(live.deployment(active)).max(1),
-            (None, Some(min)) => min,
-            (None, None) => replicas_of(Some(&self.spec.deployment)).max(1),
-        };
-        let existing = live.deployment(target);
-        let current = annotation(existing, TEMPLATE) == Some(self.template_hash().as_str())
-            && replicas_of(existing) > 0;
-        if current {
-            self.progress.step(&format!(
-                "{name}: {} already holds this version",
-                target.as_str()
-            ));
+    }
+
+    /// Deploys the desired version: settle an interrupted cutover, then new slot, wait,
+    /// cutover, converge.
+    pub async fn deploy(&self) -> RolloutResult<()> {
+        self.guarded(self.deploy_steps()).await
+    }
+
+    async fn deploy_steps(&self) -> RolloutResult<()> {
+        let desired = self.template_hash();
+        let mut state = self.observe().await?;
+        if let Routing::Split { from, to } = state.routing {
+            let way = if state.slot(to).runs(&desired) {
+                Settle::Complete
+            } else if state.slot(from).runs(&desired) {
+                Settle::Revert
+            } else if self.is_healthy(state.slot(to)).await? {
+                Settle::Complete
+            } else {
+                Settle::Revert
+            };
+            state = self.settle(&state, from, to, way).await?;
+        }
+        match state.routing {
+            Routing::Live(live) if state.slot(live).runs(&desired) => {
+                self.say(&format!("{} already runs this version", live.as_str()));
+                self.converge(live, None, "deploy").await
+            }
+            Routing::Live(live) => self.release_into(&state, live.other(), Some(live)).await,
+            Routing::Idle => {
+                let target = Slot::BOTH
+                    .into_iter()
+                    .find(|s| state.slot(*s).runs(&desired))
+                    .unwrap_or(Slot::Blue);
+                self.release_into(&state, target, None).await
+            }
+            Routing::Split { .. } => Err(RolloutError::Preflight(format!(
+                "{}: traffic is still split after settling the interrupted cutover ({}); run the deploy again",
+                self.name(),
+                state.traffic()
+            ))),
+        }
+    }
+
+    /// Whether a slot could take all traffic now: every replica available, no pod stuck.
+    async fn is_healthy(&self, view: &SlotView) -> RolloutResult<bool> {
+        Ok(view.complete && self.problem_of(view.slot).await?.is_none())
+    }
+
+    /// Finishes or undoes an interrupted cutover from `from` to `to`; returns the new state.
+    async fn settle(
+        &self,
+        state: &State,
+        from: Slot,
+        to: Slot,
+        way: Settle,
+    ) -> RolloutResult<State> {
+        let found = format!(
+            "found an interrupted cutover from {} to {} ({})",
+            from.as_str(),
+            to.as_str(),
+            state.traffic()
+        );
+        match way {
+            Settle::Complete => {
+                self.say(&format!("{found}; completing it"));
+                self.ready_or_abort(to, Some(from)).await?;
+                self.shift(Some(from), to, &self.spec.steps).await?;
+                self.converge(to, Some(from), "deploy").await?;
+            }
+            Settle::Revert => {
+                self.say(&format!(
+                    "{found}; moving all traffic back to {}",
+                    from.as_str()
+                ));
+                let needed = state.slot(to).replicas;
+                self.size(from, needed, "to take back the traffic").await?;
+                if let Err(cause) = self.wait_ready(from).await {
+                    return Err(self.stuck(cause, state));
+                }
+                self.shift(Some(to), from, &[100]).await?;
+            }
+        }
+        self.observe().await
+    }
+
+    /// The error of a settle that can go neither way: nothing is touched.
+    fn stuck(&self, cause: WaitError, state: &State) -> RolloutError {
+        match cause {
+            WaitError::Cluster(e) => e.into(),
+            cause => RolloutError::Aborted {
+                workload: self.name().to_owned(),
+                kept: state.traffic(),
+                cause: Box::new(cause),
+                hint: "neither slot is ready to take all the traffic, so it was left as it is; see `infra-gen status` and the pods".into(),
+            },
+        }
+    }
+
+    /// Starts the desired version in `target` (which has no traffic), waits for it, moves the
+    /// traffic from `live`, converges.
+    async fn release_into(
+        &self,
+        state: &State,
+        target: Slot,
+        live: Option<Slot>,
+    ) -> RolloutResult<()> {
+        let view = state.slot(target);
+        if view.has_traffic() {
+            return Err(RolloutError::Preflight(format!(
+                "{}: refusing to change {}: it has traffic ({})",
+                self.name(),
+                self.slot_name(target),
+                state.traffic()
+            )));
+        }
+        if let Some(live) = live {
+            self.record_live(state, live, None, "deploy").await?;
+        }
+        let replicas = self.wanted_replicas(state, live);
+        if view.runs(&self.template_hash()) && view.replicas >= replicas {
+            self.say(&format!("{} already holds this version", target.as_str()));
         } else {
             self.cluster
                 .apply(&stamped(&self.slot_deployment(target, replicas)), false)
                 .await?;
-            self.progress.step(&format!(
-                "{name}: started {} with {replicas} replica(s) of the new version",
+            self.say(&format!(
+                "started {} with {replicas} replica(s) of the new version",
                 self.slot_name(target)
             ));
         }
         if self.ensure(&self.preview(target)).await? {
-            self.progress
-                .step(&format!("{name}: preview now shows {}", target.as_str()));
+            self.say(&format!("preview now shows {}", target.as_str()));
         }
-        self.wait_ready(target, live.active).await?;
-        self.cutover(live.active, target).await?;
-        self.converge(target, live.active, "deploy").await
+        self.ready_or_abort(target, live).await?;
+        self.shift(live, target, &self.spec.steps).await?;
+        self.converge(target, live, "deploy").await
     }
 
     fn selector(&self, slot: Slot) -> String {
@@ -390,101 +494,164 @@ impl BlueGreen<'_> {
         parts.join(",")
     }
 
-    async fn wait_ready(&self, target: Slot, active: Option<Slot>) -> RolloutResult<()> {
-        let name = self.slot_name(target);
+    async fn wait_ready(&self, slot: Slot) -> Result<(), WaitError> {
+        let name = self.slot_name(slot);
         let progress = self.progress;
         let mut report = |line: &str| progress.status(line);
-        match wait::deployment_ready(
+        wait::deployment_ready(
             self.cluster,
             &name,
-            &self.selector(target),
+            &self.selector(slot),
             self.timeout,
             &mut report,
         )
-        .await
-        {
-            Ok(()) => {
-                self.progress
-                    .step(&format!("{}: {} is ready", self.name(), name));
-                Ok(())
-            }
-            Err(WaitError::Cluster(e)) => Err(e.into()),
-            Err(cause) => {
-                // Abort: the new slot gives its capacity back; traffic never moved.
-                if active != Some(target) {
-                    self.cluster.scale(&name, 0).await?;
-                    self.progress
-                        .step(&format!("{}: aborted, scaled {name} to 0", self.name()));
-                }
-                let kept = active
-                    .map_or("nothing (first deploy: no traffic yet)".to_owned(), |a| {
-                        format!("{} ({})", a.as_str(), self.slot_name(a))
-                    });
-                Err(RolloutError::Aborted {
-                    workload: self.name().to_owned(),
-                    kept,
-                    cause: Box::new(cause),
-                    hint: format!(
-                        "see `kubectl -n {} describe pods -l {}` and `kubectl logs`; fix and run the deploy again",
-                        self.cluster.namespace(),
-                        self.selector(target)
-                    ),
-                })
-            }
-        }
+        .await?;
+        self.say(&format!("{name} is ready"));
+        Ok(())
     }
 
-    async fn still_healthy(&self, target: Slot) -> RolloutResult<Option<String>> {
-        let live = self
-            .cluster
-            .get(Kind::Deployment, &self.slot_name(target))
-            .await?;
-        let complete = live
-            .and_then(|d| serde_json::from_value::<k8s_openapi::api::apps::v1::Deployment>(d).ok())
-            .map(|d| Replicas::of(&d));
-        let problems = diagnose::problems(self.cluster, &self.selector(target)).await?;
-        Ok(match complete {
-            Some(r) if r.is_complete() && !problems.iter().any(|p| p.fatal) => None,
-            Some(r) => Some(format!(
-                "{}/{} available{}",
-                r.available,
-                r.desired,
-                problems
-                    .first()
-                    .map(|p| format!(", {p}"))
-                    .unwrap_or_default()
-            )),
-            None => Some("the Deployment disappeared".into()),
+    /// Waits for `target`; if it does not get ready, gives its traffic back to `live` (when it
+    /// had any), scales it to 0 and fails naming the pods' reasons.
+    async fn ready_or_abort(&self, target: Slot, live: Option<Slot>) -> RolloutResult<()> {
+        let cause = match self.wait_ready(target).await {
+            Ok(()) => return Ok(()),
+            Err(WaitError::Cluster(e)) => return Err(e.into()),
+            Err(cause) => cause,
+        };
+        let state = self.observe().await?;
+        if let Some(live) = live
+            && state.slot(target).has_traffic()
+        {
+            self.move_back(live).await?;
+        }
+        if live != Some(target) {
+            self.cluster.scale(&self.slot_name(target), 0).await?;
+            self.say(&format!("aborted, scaled {} to 0", self.slot_name(target)));
+        }
+        let kept = live.map_or("nothing (first deploy: no traffic yet)".to_owned(), |l| {
+            format!("{} ({})", l.as_str(), self.slot_name(l))
+        });
+        Err(RolloutError::Aborted {
+            workload: self.name().to_owned(),
+            kept,
+            cause: Box::new(cause),
+            hint: format!(
+                "see `kubectl -n {} describe pods -l {}` and `kubectl logs`; fix and run the deploy again",
+                self.cluster.namespace(),
+                self.selector(target)
+            ),
         })
     }
 
-    /// Moves traffic from `from` to `to`.
-    async fn cutover(&self, from: Option<Slot>, to: Slot) -> RolloutResult<()> {
+    /// Gives every request back to `live` at once (it still has the capacity it served with).
+    async fn move_back(&self, live: Slot) -> RolloutResult<()> {
+        let state = self.observe().await?;
+        let deadline = Self::deadline_text(&state);
+        if let Some(ingress) = self.ingress(live, 100) {
+            self.ensure(&ingress).await?;
+        }
+        self.ensure(&self.stable(Some(live), deadline.as_deref()))
+            .await?;
+        self.say(&format!("moved all traffic back to {}", live.as_str()));
+        Ok(())
+    }
+
+    /// Scales `slot` up to at least `replicas` (never down); says why.
+    async fn size(&self, slot: Slot, replicas: i32, why: &str) -> RolloutResult<bool> {
+        let state = self.observe().await?;
+        let current = state.slot(slot).replicas;
+        if current >= replicas || state.slot(slot).deployment.is_none() {
+            return Ok(false);
+        }
+        self.cluster.scale(&self.slot_name(slot), replicas).await?;
+        self.say(&format!(
+            "scaled {} up from {current} to {replicas} {why}",
+            self.slot_name(slot)
+        ));
+        Ok(true)
+    }
+
+    /// Before traffic moves from `live` to `to`: `to` gets at least as many replicas as the live
+    /// slot runs now (the HPA may have scaled it during the wait), and is waited for.
+    async fn follow_load(&self, live: Slot, to: Slot) -> RolloutResult<()> {
+        let Some((_, max)) = self.hpa_bounds() else {
+            return Ok(());
+        };
+        let state = self.observe().await?;
+        let serving = state.slot(live).replicas.min(max);
+        if self
+            .size(
+                to,
+                serving,
+                &format!(
+                    "to follow the live load ({} runs {serving})",
+                    self.slot_name(live)
+                ),
+            )
+            .await?
+        {
+            self.ready_or_abort(to, Some(live)).await?;
+        }
+        Ok(())
+    }
+
+    async fn problem_of(&self, slot: Slot) -> RolloutResult<Option<String>> {
+        let state = self.observe().await?;
+        let view = state.slot(slot);
+        if view.deployment.is_none() {
+            return Ok(Some("the Deployment disappeared".into()));
+        }
+        let problems = diagnose::problems(self.cluster, &self.selector(slot)).await?;
+        let first = problems
+            .first()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default();
+        Ok(if view.complete && !problems.iter().any(|p| p.is_fatal()) {
+            None
+        } else {
+            Some(format!(
+                "{}/{} available{first}",
+                view.available, view.replicas
+            ))
+        })
+    }
+
+    /// Moves every request from `from` (none: first deploy) to `to`: the ALB weights by `steps`
+    /// (starting after the weight `to` already has, so an interrupted cutover resumes; each
+    /// step after the new slot was sized to the live load, each followed by a pause and a
+    /// health check), the tcp overlap, then the stable Service (with the previous slot's
+    /// scale-down deadline).
+    async fn shift(&self, from: Option<Slot>, to: Slot, steps: &[u8]) -> RolloutResult<()> {
         let name = self.name().to_owned();
         if self.spec.ingress.is_some() {
-            let steps = if from.is_some() {
-                self.spec.steps.clone()
-            } else {
-                vec![100]
+            let already = self.observe().await?.slot(to).weight;
+            let steps: Vec<u8> = match from {
+                Some(_) => steps.iter().copied().filter(|p| *p > already).collect(),
+                None => vec![100],
             };
             for (i, percent) in steps.iter().copied().enumerate() {
+                if let Some(from) = from {
+                    self.follow_load(from, to).await?;
+                }
                 if let Some(ingress) = self.ingress(to, percent)
                     && self.ensure(&ingress).await?
                 {
-                    self.progress.step(&format!(
-                        "{name}: {percent}% of ALB traffic on {}",
-                        to.as_str()
-                    ));
+                    self.say(&format!("{percent}% of ALB traffic on {}", to.as_str()));
                 }
                 if percent < 100 {
-                    tokio::time::sleep(self.spec.step_pause).await;
-                    if let Some(problem) = self.still_healthy(to).await? {
-                        if let Some(ingress) = from.and_then(|f| self.ingress(f, 100)) {
-                            self.ensure(&ingress).await?;
-                        }
+                    self.cluster
+                        .pause(
+                            self.spec.step_pause,
+                            &format!("pause after the {percent}% step"),
+                        )
+                        .await?;
+                    if let Some(problem) = self.problem_of(to).await?
+                        && let Some(from) = from
+                    {
+                        self.move_back(from).await?;
                         return Err(RolloutError::Aborted {
                             workload: name.clone(),
-                            kept: from.map_or("nothing".into(), |f| f.as_str().to_owned()),
+                            kept: from.as_str().to_owned(),
                             cause: Box::new(WaitError::Failed {
                                 name: self.slot_name(to),
                                 problems: Vec::new(),
@@ -502,180 +669,346 @@ impl BlueGreen<'_> {
         if self.spec.tcp
             && let Some(from) = from
         {
+            self.follow_load(from, to).await?;
             // NLB: select both slots first, so new targets register before old ones drain.
-            if self.ensure(&self.stable(None, from, None)).await? {
-                self.progress.step(&format!(
-                    "{name}: NLB selects both slots for {:?}",
+            if self.ensure(&self.stable(None, None)).await? {
+                self.say(&format!(
+                    "NLB selects both slots for {:?}",
                     self.spec.overlap
                 ));
             }
-            tokio::time::sleep(self.spec.overlap).await;
+            self.cluster
+                .pause(self.spec.overlap, "the NLB overlap")
+                .await?;
         }
-        let deadline = now_text(self.spec.scale_down_delay);
-        let after = from.map(|_| deadline.as_str());
-        self.ensure(&self.stable(Some(to), to, after)).await?;
+        if let Some(from) = from {
+            self.follow_load(from, to).await?;
+        }
+        let deadline = from.map(|_| self.new_deadline());
+        self.ensure(&self.stable(Some(to), deadline.as_deref()))
+            .await?;
         match from {
             Some(from) => self.progress.step(&format!(
                 "switched {name} from {} to {}",
                 from.as_str(),
                 to.as_str()
             )),
-            None => self
-                .progress
-                .step(&format!("{name}: {} is live (first deploy)", to.as_str())),
+            None => self.say(&format!("{} is live (first deploy)", to.as_str())),
         }
         Ok(())
     }
 
-    /// Brings every live-state object in line with `target` being live.
+    /// Brings every live-state object in line with `live` being live: weights, selectors,
+    /// preview, HPA, replicas asked for by the file, the release record, and a due scale-down
+    /// of the previous slot.
     async fn converge(
         &self,
-        target: Slot,
+        live: Slot,
         previous: Option<Slot>,
         action: &str,
     ) -> RolloutResult<()> {
-        let name = self.name().to_owned();
-        let live = self.read().await?;
-        let deadline = annotation(live.stable.as_ref(), SCALE_DOWN_AFTER).map(str::to_owned);
-        if let Some(ingress) = self.ingress(target, 100)
+        let state = self.observe().await?;
+        let deadline = Self::deadline_text(&state);
+        if let Some(ingress) = self.ingress(live, 100)
             && self.ensure(&ingress).await?
         {
-            self.progress.step(&format!(
-                "{name}: 100% of ALB traffic on {}",
-                target.as_str()
-            ));
+            self.say(&format!("100% of ALB traffic on {}", live.as_str()));
         }
         if self
-            .ensure(&self.stable(Some(target), target, deadline.as_deref()))
+            .ensure(&self.stable(Some(live), deadline.as_deref()))
             .await?
         {
-            self.progress.step(&format!(
-                "{name}: Service {name} selects {}",
-                target.as_str()
+            self.say(&format!(
+                "Service {} selects {}",
+                self.name(),
+                live.as_str()
             ));
         }
-        if self.ensure(&self.preview(target.other())).await? {
-            self.progress.step(&format!(
-                "{name}: preview now shows {}",
-                target.other().as_str()
-            ));
+        if self.ensure(&self.preview(live.other())).await? {
+            self.say(&format!("preview now shows {}", live.other().as_str()));
         }
-        if let Some(hpa) = self.hpa(target)
+        if let Some(hpa) = self.hpa(live)
             && self.ensure(&hpa).await?
         {
-            self.progress.step(&format!(
-                "{name}: HPA now scales {}",
-                self.slot_name(target)
+            self.say(&format!("HPA now scales {}", self.slot_name(live)));
+        }
+        let view = state.slot(live);
+        if self.hpa_bounds().is_none() && view.replicas != self.spec_replicas() {
+            let replicas = self.spec_replicas();
+            self.cluster.scale(&self.slot_name(live), replicas).await?;
+            self.say(&format!(
+                "scaled {} from {} to {replicas} replica(s), as the environment file asks",
+                self.slot_name(live),
+                view.replicas
             ));
+            if let Err(cause) = self.wait_ready(live).await {
+                return Err(match cause {
+                    WaitError::Cluster(e) => e.into(),
+                    cause => RolloutError::Rolling {
+                        workload: self.name().to_owned(),
+                        cause: Box::new(cause),
+                        hint: format!(
+                            "{} keeps serving with the pods that are ready; see `kubectl -n {} describe pods -l {}`",
+                            self.slot_name(live),
+                            self.cluster.namespace(),
+                            self.selector(live)
+                        ),
+                    },
+                });
+            }
         }
-        let template = annotation(live.deployment(target), TEMPLATE)
-            .unwrap_or_default()
-            .to_owned();
-        let releases = history::read(self.cluster).await?;
-        if !history::is_latest(&releases, &name, &template, target.as_str()) {
-            let image = live
-                .deployment(target)
-                .and_then(|d| d.pointer("/spec/template/spec/containers/0/image"))
-                .and_then(Json::as_str)
-                .unwrap_or_default()
-                .to_owned();
-            let revision = annotation(live.deployment(target), REVISION)
-                .unwrap_or(self.revision)
-                .to_owned();
-            history::record(
-                self.cluster,
-                &name,
-                Release {
-                    action: action.to_owned(),
-                    revision,
-                    image,
-                    slot: target.as_str().to_owned(),
-                    template,
-                    at: now_text(Duration::ZERO),
-                    by: self.by.to_owned(),
-                },
-            )
-            .await?;
-        }
-        if let Some(previous) = previous.filter(|p| *p != target) {
-            self.progress.step(&format!(
-                "{name}: {} keeps running until {} for an instant rollback (`infra-gen finalize` scales it down)",
-                self.slot_name(previous),
-                deadline.unwrap_or_default()
+        self.record_live(&state, live, previous, action).await?;
+        let other = live.other();
+        if Self::scale_down_due(&state, live) {
+            self.cluster.scale(&self.slot_name(other), 0).await?;
+            self.say(&format!(
+                "scaled {} to 0 (its scale-down delay ended at {})",
+                self.slot_name(other),
+                deadline.clone().unwrap_or_default()
+            ));
+        } else if let Some(previous) = previous.filter(|p| *p != live) {
+            let until = Self::deadline_text(&self.observe().await?).unwrap_or_default();
+            self.say(&format!(
+                "{} keeps running until {until} for an instant rollback (`infra-gen finalize`, or any apply after that time, scales it down)",
+                self.slot_name(previous)
             ));
         }
         Ok(())
     }
 
-    /// Switches back to the previous slot: at once while it still runs, after scaling it up
-    /// and waiting for it once `finalize` has scaled it down.
-    pub async fn rollback(&self) -> RolloutResult<()> {
-        let live = self.read().await?;
-        let name = self.name().to_owned();
-        let active = live.active.ok_or_else(|| {
-            RolloutError::Preflight(format!("{name} has no live slot: nothing to roll back"))
-        })?;
-        let previous = active.other();
-        let Some(previous_deployment) = live.deployment(previous) else {
-            return Err(RolloutError::Preflight(format!(
-                "{name} has no previous release ({} does not exist)",
-                self.slot_name(previous)
-            )));
-        };
-        if replicas_of(Some(previous_deployment)) == 0 {
-            let replicas = replicas_of(live.deployment(active)).max(1);
-            self.cluster
-                .scale(&self.slot_name(previous), replicas)
-                .await?;
-            self.progress.step(&format!(
-                "{name}: scaled {} back up to {replicas}",
-                self.slot_name(previous)
-            ));
+    /// Records `live` as the newest release unless it already is (a run killed between the
+    /// switch and the record leaves it unrecorded; the history must know it for rollbacks).
+    async fn record_live(
+        &self,
+        state: &State,
+        live: Slot,
+        previous: Option<Slot>,
+        action: &str,
+    ) -> RolloutResult<()> {
+        let view = state.slot(live);
+        let template = view.template.clone().unwrap_or_default();
+        let before = previous.map(|p| state.slot(p));
+        let recorded = history::is_latest(&state.releases, &template, live.as_str())
+            && (action != "rollback"
+                || state.releases.first().is_some_and(|r| {
+                    r.action == "rollback"
+                        && r.from_template == before.and_then(|b| b.template.clone())
+                }));
+        if recorded {
+            return Ok(());
         }
-        self.wait_ready(previous, Some(active)).await?;
-        let instant = BlueGreenSpec {
-            steps: vec![100],
-            ..self.spec.clone()
-        };
-        let fast = BlueGreen {
-            spec: &instant,
-            ..*self
-        };
-        fast.cutover(Some(active), previous).await?;
-        fast.converge(previous, Some(active), "rollback").await
+        history::record(
+            self.cluster,
+            self.name(),
+            Release {
+                action: action.to_owned(),
+                revision: view
+                    .revision
+                    .clone()
+                    .unwrap_or_else(|| self.revision.to_owned()),
+                image: view.image.clone().unwrap_or_default(),
+                slot: live.as_str().to_owned(),
+                template,
+                at: history::time_text(Timestamp::now()),
+                by: self.by.to_owned(),
+                from_template: before.and_then(|b| b.template.clone()),
+                from_revision: before.and_then(|b| b.revision.clone()),
+            },
+        )
+        .await?;
+        Ok(())
     }
 
-    /// Scales the previous slot to 0 once its deadline passed (or at once with `now`).
-    pub async fn finalize(&self, now: bool) -> RolloutResult<()> {
-        let live = self.read().await?;
+    /// Switches back to the release that was live before the current one (from the release
+    /// history): at once while it still runs, after sizing it to the live load and waiting
+    /// for it otherwise. With `revision` (the CI job's commit), a rollback of that revision
+    /// that already happened is not done again.
+    pub async fn rollback(&self, revision: Option<&str>) -> RolloutResult<()> {
+        self.guarded(self.rollback_steps(revision)).await
+    }
+
+    async fn rollback_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
+        let mut state = self.observe().await?;
         let name = self.name().to_owned();
-        let Some(active) = live.active else {
-            self.progress.step(&format!("{name}: not deployed yet"));
+        // A deploy killed after its switch but before its record: it did go live.
+        if let Routing::Live(live) = state.routing
+            && state.release_in(live).is_none()
+        {
+            let before = Slot::parse(state.releases.first().map_or("", |r| r.slot.as_str()));
+            self.record_live(&state, live, before.filter(|b| *b != live), "deploy")
+                .await?;
+            state = self.observe().await?;
+        }
+        let Some(current) = state.last_live() else {
+            return Err(RolloutError::Preflight(format!(
+                "{name} has no live slot: nothing to roll back"
+            )));
+        };
+        let Some((index, live_release)) = state.release_in(current) else {
+            return Err(RolloutError::Preflight(format!(
+                "{name}: the release history has no entry for the live slot {}, so the release before it is unknown; deploy the commit you want instead",
+                current.as_str()
+            )));
+        };
+        if let (Routing::Live(_), Some(revision)) = (state.routing, revision)
+            && !same_revision(&live_release.revision, revision)
+        {
+            let done = state.releases[..=index].iter().any(|r| {
+                r.action == "rollback"
+                    && r.from_revision
+                        .as_deref()
+                        .is_some_and(|f| same_revision(f, revision))
+            });
+            self.say(&if done {
+                format!(
+                    "revision {} was already rolled back ({} is live); nothing to do",
+                    short(revision),
+                    short(&live_release.revision)
+                )
+            } else {
+                format!(
+                    "revision {} is not live ({} is); nothing to roll back",
+                    short(revision),
+                    short(&live_release.revision)
+                )
+            });
+            return Ok(());
+        }
+        let target = match state.routing {
+            // A cutover that never finished: its new slot never went live, the slot it came
+            // from is what was live.
+            Routing::Split { from, to }
+                if history::rollback_target(&state.releases, index)
+                    .is_none_or(|t| !state.slot(to).runs(&t.template)) =>
+            {
+                from
+            }
+            _ => {
+                let Some(release) = history::rollback_target(&state.releases, index) else {
+                    return Err(RolloutError::Preflight(format!(
+                        "{name}: no earlier release to roll back to ({} is the only one recorded, or every earlier one was rolled back from)",
+                        short(&live_release.revision)
+                    )));
+                };
+                let Some(slot) = Slot::BOTH
+                    .into_iter()
+                    .find(|s| state.slot(*s).runs(&release.template))
+                else {
+                    let other = state.slot(current.other());
+                    return Err(RolloutError::Preflight(format!(
+                        "{name}: the release before {} is {} ({}), which no longer runs in a slot ({} holds {}); deploy commit {} to go back to it",
+                        short(&live_release.revision),
+                        short(&release.revision),
+                        release.image,
+                        self.slot_name(current.other()),
+                        other.revision.as_deref().map_or("nothing", short),
+                        release.revision
+                    )));
+                };
+                slot
+            }
+        };
+        if state.routing == Routing::Live(target) {
+            self.say(&format!("{} is already live", target.as_str()));
+            return self.converge(target, None, "rollback").await;
+        }
+        let serving = Slot::BOTH
+            .into_iter()
+            .filter(|s| *s != target)
+            .map(|s| state.slot(s).replicas)
+            .max()
+            .unwrap_or(0);
+        let wanted = match self.hpa_bounds() {
+            Some((min, max)) => serving.max(min).min(max.max(min)),
+            None => serving.max(self.spec_replicas()),
+        };
+        self.size(target, wanted, "to take the live load back")
+            .await?;
+        if let Err(cause) = self.wait_ready(target).await {
+            return Err(match cause {
+                WaitError::Cluster(e) => e.into(),
+                cause => RolloutError::RollbackNotReady {
+                    workload: name,
+                    target: self.slot_name(target),
+                    kept: state.traffic(),
+                    cause: Box::new(cause),
+                },
+            });
+        }
+        let from = match state.routing {
+            Routing::Split { from, to } => {
+                if target == from {
+                    to
+                } else {
+                    from
+                }
+            }
+            _ => current,
+        };
+        self.shift(Some(from), target, &[100]).await?;
+        self.converge(target, Some(from), "rollback").await
+    }
+
+    /// Scales the previous slot to 0 once its deadline passed (or at once with `now`),
+    /// after settling an interrupted cutover. Never a slot that has traffic.
+    pub async fn finalize(&self, now: bool) -> RolloutResult<()> {
+        self.guarded(self.finalize_steps(now)).await
+    }
+
+    async fn finalize_steps(&self, now: bool) -> RolloutResult<()> {
+        let mut state = self.observe().await?;
+        if let Routing::Split { from, to } = state.routing {
+            let way = if self.is_healthy(state.slot(to)).await? {
+                Settle::Complete
+            } else {
+                Settle::Revert
+            };
+            state = self.settle(&state, from, to, way).await?;
+        }
+        let Some(live) = state.live() else {
+            self.say("not deployed yet");
             return Ok(());
         };
-        let previous = active.other();
-        if replicas_of(live.deployment(previous)) == 0 {
-            self.progress.step(&format!(
-                "{name}: {} is already scaled down",
+        let previous = live.other();
+        let view = state.slot(previous);
+        if view.replicas == 0 {
+            self.say(&format!(
+                "{} is already scaled down",
                 self.slot_name(previous)
             ));
             return Ok(());
         }
-        let deadline = annotation(live.stable.as_ref(), SCALE_DOWN_AFTER)
-            .and_then(|d| OffsetDateTime::parse(d, &Rfc3339).ok());
-        if let Some(deadline) = deadline
+        if view.has_traffic() {
+            return Err(RolloutError::Preflight(format!(
+                "{}: {} still has traffic ({}); not scaling it down",
+                self.name(),
+                self.slot_name(previous),
+                state.traffic()
+            )));
+        }
+        if let Some(deadline) = state.scale_down_after
             && !now
-            && deadline > OffsetDateTime::now_utc()
+            && deadline > Timestamp::now()
         {
-            self.progress.step(&format!(
-                "{name}: {} stays up until {deadline} (use --now to scale it down now)",
-                self.slot_name(previous)
+            self.say(&format!(
+                "{} stays up until {} for an instant rollback; `infra-gen finalize` (or any `apply`) after that time scales it down, `--now` does it now",
+                self.slot_name(previous),
+                history::time_text(deadline)
             ));
             return Ok(());
         }
         self.cluster.scale(&self.slot_name(previous), 0).await?;
-        self.progress
-            .step(&format!("{name}: scaled {} to 0", self.slot_name(previous)));
+        self.say(&format!("scaled {} to 0", self.slot_name(previous)));
         Ok(())
     }
+}
+
+/// Whether two revisions name the same commit (a short sha names its full one).
+fn same_revision(a: &str, b: &str) -> bool {
+    a == b || (a.len().min(b.len()) >= 7 && (a.starts_with(b) || b.starts_with(a)))
+}
+
+/// The first 12 characters of a revision.
+pub fn short(revision: &str) -> &str {
+    revision.get(..12).unwrap_or(revision)
 }

@@ -10,8 +10,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value as Json, json};
 
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use super::{RolloutError, RolloutResult};
-use crate::cluster::{Kind, name_of};
+use crate::cluster::{Kind, name_of, typed_to_json};
 use crate::env::Environment;
 use crate::env::model::WorkloadKind;
 use crate::env::rules::placeholders;
@@ -172,15 +176,38 @@ fn substitute_images(
     }
 }
 
+/// A Secret of the environment, built from the typed struct (its data is base64 as the API
+/// wants it, by the library's `ByteString` serializer).
+fn secret_object(
+    name: &str,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    type_: &str,
+    data: BTreeMap<String, ByteString>,
+) -> RolloutResult<Json> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    };
+    Ok(typed_to_json(&secret)?)
+}
+
 /// The Secrets of the environment, from CI variables. Values never leave this function but
 /// inside the returned objects, which are sent to the API server only.
 fn secrets(
     env: &Environment,
     namespace: &str,
-    env_labels: &Json,
+    env_labels: &BTreeMap<String, String>,
     vars: &dyn Fn(&str) -> Option<String>,
     missing: &mut Vec<String>,
-) -> Vec<Json> {
+) -> RolloutResult<Vec<Json>> {
     let mut out = Vec::new();
     let mut get = |var: &str, purpose: String| match vars(var).filter(|v| !v.is_empty()) {
         Some(value) => Some(value),
@@ -213,33 +240,31 @@ fn secrets(
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| registry.server.clone());
             let auth = STANDARD.encode(format!("{user}:{password}"));
+            // The payload is the Docker config format, not a Kubernetes object.
             let config =
                 json!({"auths": {server: {"username": user, "password": password, "auth": auth}}});
-            out.push(json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": registry.pull_secret, "namespace": namespace, "labels": env_labels},
-                "type": "kubernetes.io/dockerconfigjson",
-                "data": {".dockerconfigjson": STANDARD.encode(config.to_string())},
-            }));
+            out.push(secret_object(
+                &registry.pull_secret,
+                namespace,
+                env_labels,
+                "kubernetes.io/dockerconfigjson",
+                BTreeMap::from([(
+                    ".dockerconfigjson".to_owned(),
+                    ByteString(config.to_string().into_bytes()),
+                )]),
+            )?);
         }
     }
     for (name, keys) in &env.spec.secrets {
-        let mut data = serde_json::Map::new();
+        let mut data = BTreeMap::new();
         for (key, source) in keys {
             if let Some(value) = get(&source.from_env, format!("secret {name} key {key}")) {
-                data.insert(key.clone(), Json::String(STANDARD.encode(value)));
+                data.insert(key.clone(), ByteString(value.into_bytes()));
             }
         }
-        out.push(json!({
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": name, "namespace": namespace, "labels": env_labels},
-            "type": "Opaque",
-            "data": data,
-        }));
+        out.push(secret_object(name, namespace, env_labels, "Opaque", data)?);
     }
-    out
+    Ok(out)
 }
 
 /// Builds what the cluster should hold from the tree's objects.
@@ -254,13 +279,16 @@ pub fn build(
         Some(instance) => format!("{}-{instance}", env.name),
         None => env.name.clone(),
     };
-    let env_labels = json!({(labels::MANAGED_BY): "infra-gen", (labels::ENVIRONMENT): environment});
+    let env_labels = BTreeMap::from([
+        (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
+        (labels::ENVIRONMENT.to_owned(), environment.clone()),
+    ]);
     let mut missing = Vec::new();
     let mut tree = tree;
     for object in &mut tree {
         substitute_images(object, vars, &mut missing);
     }
-    let secret_objects = secrets(env, &namespace, &env_labels, vars, &mut missing);
+    let secret_objects = secrets(env, &namespace, &env_labels, vars, &mut missing)?;
     if !missing.is_empty() {
         return Err(RolloutError::Input(format!(
             "these CI variables are not set: {}; define them in GitLab (Settings → CI/CD → Variables; mask secrets) or export them",

@@ -1,13 +1,15 @@
 //! Rollout: from the manifests tree to the cluster. [`desired`] turns the tree (plus CI
 //! variables for images and secrets) into what the cluster should hold; [`apply`] runs the
-//! deploy (preflight, lock, objects in order, per-workload rollout, prune); [`bluegreen`] is
-//! the cutover, a flat list of idempotent steps that each look at live state first.
+//! deploy (preflight, lock, objects in order, per-workload rollout, prune); [`state`] reads
+//! where a blue-green workload's traffic goes; [`bluegreen`] is the cutover, a flat list of
+//! idempotent steps that each look at that state first.
 
 pub mod apply;
 pub mod bluegreen;
 pub mod desired;
 pub mod history;
 pub mod progress;
+pub mod state;
 
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -22,8 +24,6 @@ pub const APPLIED: &str = "infra-gen.dev/applied";
 pub const TEMPLATE: &str = "infra-gen.dev/template";
 /// Annotation holding the revision (git commit) of a slot Deployment.
 pub const REVISION: &str = "infra-gen.dev/revision";
-/// Stable Service annotation: the live slot.
-pub const ACTIVE_SLOT: &str = "infra-gen.dev/active-slot";
 /// Stable Service annotation: when `finalize` may scale the previous slot down.
 pub const SCALE_DOWN_AFTER: &str = "infra-gen.dev/scale-down-after";
 
@@ -66,6 +66,32 @@ pub enum RolloutError {
     /// A precondition in the cluster or in AWS does not hold.
     #[error("{0}")]
     Preflight(String),
+    /// The deploy lock was lost; the run stopped before its next write.
+    #[error(
+        "{workload}: {reason}. Traffic was left where it is: {traffic} (each traffic step is a single write, so the step in progress had either completed or not started). The run holding the lock now finishes or reverts the cutover; `infra-gen status` shows it"
+    )]
+    LockLost {
+        /// Workload being changed.
+        workload: String,
+        /// Who holds the lock now, or why it could not be renewed.
+        reason: String,
+        /// Where the traffic is.
+        traffic: String,
+    },
+    /// A rollback's target did not become ready; traffic did not move.
+    #[error(
+        "{workload}: the rollback target {target} did not become ready, so traffic stays as it was ({kept}); {target} keeps its pods as they are for another try. {cause}"
+    )]
+    RollbackNotReady {
+        /// Workload.
+        workload: String,
+        /// The slot rolled back to.
+        target: String,
+        /// Where the traffic is.
+        kept: String,
+        /// Why (boxed: it carries the pods' diagnoses).
+        cause: Box<WaitError>,
+    },
 }
 
 /// Result alias.

@@ -1,18 +1,28 @@
-//! An in-process test double of the Kubernetes API server (DESIGN §8), enough for infra-gen:
-//! objects by group/version/resource/namespace/name; server-side apply (field manager,
-//! removal of fields a manager stopped applying, dry-run); create/replace with
-//! resourceVersion preconditions; merge patches; get/list/watch with label and field
-//! selectors; the status subresource; cascading namespace deletion; a simulated controller
-//! that makes Deployments available after a delay, never, or with crashing/unpullable pods;
-//! fault injection (error statuses, 409 conflicts, dropped watches); an optional bearer-token
-//! check with expiring tokens; and a log of every request.
+//! An in-process test double of the Kubernetes API server (DESIGN §8), enough for infra-gen,
+//! and as strict as kube-apiserver where infra-gen could get it wrong: objects by
+//! group/version/resource/namespace/name; server-side apply with field ownership per manager
+//! (conflicts, forced takeover, removal of fields a manager stopped applying, managedFields,
+//! dry-run) — [`fields`]; create/replace/merge patch with resourceVersion preconditions;
+//! typed decoding of every body (unknown fields dropped, or refused with
+//! `fieldValidation=Strict`; duplicate fields; MicroTime/Time formats), name/label/annotation
+//! rules and immutable fields — [`validation`]; defaulting (`spec.replicas`, Service
+//! `clusterIP`); get/list/watch with label and field selectors; the status subresource;
+//! cascading namespace deletion; simulated controllers and kubelet — [`kubelet`]; fault
+//! injection (error statuses, 409 conflicts, dropped watches); an optional bearer-token check
+//! with expiring tokens; and a log of every request.
 //!
 //! It serves plain HTTP on 127.0.0.1 and writes a kubeconfig pointing at itself, so tests run
-//! the real `infra-gen` binary against it.
+//! the real `infra-gen` binary against it. What it does not model is listed in the README
+//! ("Testing against a real cluster").
+
+mod fields;
+mod kubelet;
+pub mod validation;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -20,6 +30,8 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use tokio::sync::broadcast;
+
+use validation::Refusal;
 
 /// A resource type the double serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +43,7 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-pub const RESOURCES: [Resource; 13] = [
+pub const RESOURCES: [Resource; 15] = [
     Resource {
         group: "",
         version: "v1",
@@ -123,6 +135,20 @@ pub const RESOURCES: [Resource; 13] = [
         kind: "Lease",
         namespaced: true,
     },
+    Resource {
+        group: "apps",
+        version: "v1",
+        plural: "statefulsets",
+        kind: "StatefulSet",
+        namespaced: true,
+    },
+    Resource {
+        group: "batch",
+        version: "v1",
+        plural: "jobs",
+        kind: "Job",
+        namespaced: true,
+    },
 ];
 
 impl Resource {
@@ -150,35 +176,11 @@ pub struct Key {
 }
 
 #[derive(Debug, Clone)]
-struct WatchEvent {
+pub struct WatchEvent {
     rv: u64,
     key: Key,
     kind: &'static str,
     object: Json,
-}
-
-/// How the simulated controller treats a Deployment, decided by its first container image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
-    Ready,
-    NeverReady,
-    Crash,
-    PullFail,
-    FargateUnschedulable,
-}
-
-fn behaviour(image: &str) -> Behaviour {
-    if image.contains("never-ready") {
-        Behaviour::NeverReady
-    } else if image.contains("crash") {
-        Behaviour::Crash
-    } else if image.contains("pullfail") {
-        Behaviour::PullFail
-    } else if image.contains("no-fargate-profile") {
-        Behaviour::FargateUnschedulable
-    } else {
-        Behaviour::Ready
-    }
 }
 
 /// A request as the double saw it.
@@ -204,21 +206,24 @@ struct Fault {
 }
 
 #[derive(Default)]
-struct Data {
+pub struct Data {
     rv: u64,
     objects: BTreeMap<Key, Json>,
-    managed: HashMap<Key, HashMap<String, BTreeSet<Vec<String>>>>,
+    managed: HashMap<Key, fields::Managers>,
     log: Vec<WatchEvent>,
     requests: Vec<Request>,
     faults: Vec<Fault>,
-    template_since: HashMap<Key, (String, Instant)>,
+    /// When each simulated pod was created.
+    pods: kubelet::Births,
+    pod_ips: HashMap<Key, String>,
     events_made: BTreeSet<String>,
+    next_cluster_ip: u32,
 }
 
 /// Settings of the double.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long a Deployment's new pods take to become ready.
+    /// How long a new pod takes to become ready.
     pub ready_after: Duration,
     /// Close every watch after this long (the client must re-establish it).
     pub drop_watches_after: Option<Duration>,
@@ -249,10 +254,12 @@ pub struct ApiServer {
     pub url: String,
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
+/// Now, as the API writes `Time` (RFC 3339, seconds), by the k8s-openapi serializer.
+pub fn time_now() -> Json {
+    serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
+    .expect("a Time serialises")
 }
 
 fn status_error(code: u16, reason: &str, message: impl Into<String>) -> Response {
@@ -264,56 +271,8 @@ fn status_error(code: u16, reason: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-fn leaves(value: &Json, prefix: &mut Vec<String>, out: &mut BTreeSet<Vec<String>>) {
-    match value {
-        Json::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                prefix.push(k.clone());
-                leaves(v, prefix, out);
-                prefix.pop();
-            }
-        }
-        _ => {
-            out.insert(prefix.clone());
-        }
-    }
-}
-
-fn remove_path(value: &mut Json, path: &[String]) {
-    match path {
-        [] => {}
-        [last] => {
-            if let Some(map) = value.as_object_mut() {
-                map.remove(last);
-            }
-        }
-        [first, rest @ ..] => {
-            if let Some(child) = value.get_mut(first) {
-                remove_path(child, rest);
-                if child.as_object().is_some_and(|m| m.is_empty())
-                    && let Some(map) = value.as_object_mut()
-                {
-                    map.remove(first);
-                }
-            }
-        }
-    }
-}
-
-/// Objects merge key by key; everything else (lists included) is replaced.
-fn merge(target: &mut Json, patch: &Json) {
-    match (target.as_object_mut(), patch.as_object()) {
-        (Some(t), Some(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Json::Null), v);
-                }
-            }
-        }
-        _ => *target = patch.clone(),
-    }
+fn refused(refusal: Refusal) -> Response {
+    status_error(refusal.code, refusal.reason, refusal.message)
 }
 
 fn labels_match(object: &Json, selector: &str) -> bool {
@@ -507,23 +466,31 @@ impl Data {
 }
 
 fn new_metadata(object: &mut Json, key: &Key) {
+    if !object.get("metadata").is_some_and(Json::is_object) {
+        object["metadata"] = json!({});
+    }
     let meta = object["metadata"].as_object_mut().expect("metadata");
     meta.insert("name".into(), Json::String(key.name.clone()));
     if key.resource.namespaced {
         meta.insert("namespace".into(), Json::String(key.namespace.clone()));
     }
-    meta.entry("uid").or_insert_with(|| {
-        Json::String(format!(
-            "uid-{}-{}",
-            key.name,
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ))
-    });
-    meta.entry("creationTimestamp")
-        .or_insert_with(|| Json::String(now_rfc3339()));
+    let fresh = |v: Option<&Json>| v.is_none_or(Json::is_null);
+    if fresh(meta.get("uid")) {
+        meta.insert(
+            "uid".into(),
+            Json::String(format!(
+                "uid-{}-{}",
+                key.name,
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos()
+            )),
+        );
+    }
+    if fresh(meta.get("creationTimestamp")) {
+        meta.insert("creationTimestamp".into(), time_now());
+    }
     meta.entry("generation").or_insert(json!(1));
 }
 
@@ -535,6 +502,48 @@ fn bump_generation(before: Option<&Json>, after: &mut Json) {
             .and_then(Json::as_i64)
             .unwrap_or(1);
         after["metadata"]["generation"] = json!(generation + 1);
+    }
+}
+
+/// What kube-apiserver's defaulting adds that matters here.
+fn default_fields(data: &mut Data, resource: &Resource, before: Option<&Json>, object: &mut Json) {
+    match resource.kind {
+        "Deployment" | "StatefulSet" => {
+            if object.pointer("/spec/replicas").is_none()
+                && let Some(spec) = object.get_mut("spec").and_then(Json::as_object_mut)
+            {
+                spec.insert("replicas".into(), json!(1));
+            }
+        }
+        "Service" => {
+            let Some(spec) = object.get_mut("spec").and_then(Json::as_object_mut) else {
+                return;
+            };
+            spec.entry("type").or_insert(json!("ClusterIP"));
+            let kept = before.and_then(|b| b.pointer("/spec/clusterIP")).cloned();
+            if !spec.contains_key("clusterIP") {
+                let ip = kept.unwrap_or_else(|| {
+                    data.next_cluster_ip += 1;
+                    let n = data.next_cluster_ip;
+                    json!(format!("10.96.{}.{}", n / 250, n % 250 + 1))
+                });
+                spec.insert("clusterIP".into(), ip.clone());
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+            if let Some(ports) = spec.get_mut("ports").and_then(Json::as_array_mut) {
+                for port in ports {
+                    if let Some(p) = port.as_object_mut() {
+                        p.entry("protocol").or_insert(json!("TCP"));
+                        if !p.contains_key("targetPort")
+                            && let Some(number) = p.get("port").cloned()
+                        {
+                            p.insert("targetPort".into(), number);
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -557,7 +566,7 @@ impl ApiServer {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        tokio::spawn(controller(shared.clone()));
+        tokio::spawn(controllers(shared.clone()));
         ApiServer { shared, url }
     }
 
@@ -636,6 +645,23 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// The field manager of a non-apply write: `fieldManager`, else the user agent's first word
+/// (as kube-apiserver derives it).
+fn manager_of(query: &HashMap<String, String>, headers: &HeaderMap) -> String {
+    query
+        .get("fieldManager")
+        .filter(|m| !m.is_empty())
+        .cloned()
+        .or_else(|| {
+            headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|ua| ua.split('/').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 async fn handle(
@@ -726,11 +752,312 @@ async fn handle(
                 ),
             }
         }
-        (Method::POST, None) => create(&shared, &target, &body),
-        (Method::PUT, Some(name)) => replace(&shared, &target, name, &body),
-        (Method::PATCH, Some(name)) => patch(&shared, &target, name, &query, &content_type, &body),
+        (Method::POST, None) => write(&shared, &target, None, Op::Create, &query, &headers, &body),
+        (Method::PUT, Some(name)) => write(
+            &shared,
+            &target,
+            Some(name),
+            Op::Replace,
+            &query,
+            &headers,
+            &body,
+        ),
+        (Method::PATCH, Some(name)) => {
+            let op = if content_type.starts_with("application/apply-patch") {
+                Op::Apply
+            } else if content_type.starts_with("application/merge-patch")
+                || content_type.starts_with("application/strategic-merge-patch")
+            {
+                Op::Merge
+            } else {
+                return status_error(
+                    415,
+                    "UnsupportedMediaType",
+                    format!(
+                        "the body of the request was in an unknown format ({content_type}); the double serves apply and merge patches"
+                    ),
+                );
+            };
+            write(&shared, &target, Some(name), op, &query, &headers, &body)
+        }
         (Method::DELETE, Some(name)) => delete(&shared, &target, name),
         _ => status_error(405, "MethodNotAllowed", "method not allowed"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Create,
+    Replace,
+    Merge,
+    Apply,
+}
+
+/// Every write: decode (duplicates, times), preconditions, the change itself (with field
+/// ownership), defaulting, typed decode (unknown fields), metadata rules, immutable fields,
+/// managedFields, store.
+fn write(
+    shared: &Shared,
+    target: &Target,
+    name: Option<&str>,
+    op: Op,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response {
+    let resource = target.resource;
+    let (request, duplicates) = match validation::parse_with_duplicates(body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            return status_error(
+                400,
+                "BadRequest",
+                format!("the body cannot be read as JSON: {e}"),
+            );
+        }
+    };
+    if !request.is_object() {
+        return status_error(400, "BadRequest", "the body must be a JSON object");
+    }
+    if let Err(r) = validation::check_times(&resource, &request, op == Op::Apply) {
+        return refused(r);
+    }
+    let name = match name {
+        Some(n) => n.to_owned(),
+        None => request
+            .pointer("/metadata/name")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    let key = Key {
+        resource,
+        namespace: target.namespace.clone(),
+        name: name.clone(),
+    };
+    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
+    let strict = query.get("fieldValidation").is_some_and(|v| v == "Strict");
+    let status_only = target.subresource.as_deref() == Some("status");
+    let mut data = shared.data.lock().unwrap();
+    if resource.namespaced && !data.namespace_exists(&target.namespace) {
+        return status_error(
+            404,
+            "NotFound",
+            format!("namespaces \"{}\" not found", target.namespace),
+        );
+    }
+    let before = data.objects.get(&key).cloned();
+    match (op, &before) {
+        (Op::Create, Some(_)) => {
+            return status_error(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", resource.plural),
+            );
+        }
+        (Op::Replace | Op::Merge, None) => {
+            return status_error(
+                404,
+                "NotFound",
+                format!("{} \"{name}\" not found", resource.plural),
+            );
+        }
+        _ => {}
+    }
+    if let (Some(wanted), Some(current)) = (
+        request
+            .pointer("/metadata/resourceVersion")
+            .and_then(Json::as_str),
+        before
+            .as_ref()
+            .and_then(|b| b.pointer("/metadata/resourceVersion"))
+            .and_then(Json::as_str),
+    ) && wanted != current
+    {
+        return status_error(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                resource.plural
+            ),
+        );
+    }
+    let mut managers = data.managed.get(&key).cloned().unwrap_or_default();
+    let manager = manager_of(query, headers);
+    let mut after = match op {
+        Op::Create => request.clone(),
+        Op::Replace => {
+            let mut object = request.clone();
+            let current = before.clone().unwrap_or_default();
+            for field in ["uid", "creationTimestamp", "generation"] {
+                if let Some(v) = current.pointer(&format!("/metadata/{field}")) {
+                    object["metadata"][field] = v.clone();
+                }
+            }
+            if status_only {
+                let mut updated = current.clone();
+                updated["status"] = object.get("status").cloned().unwrap_or(Json::Null);
+                updated
+            } else {
+                match current.get("status") {
+                    Some(status) => object["status"] = status.clone(),
+                    None => {
+                        if let Some(map) = object.as_object_mut() {
+                            map.remove("status");
+                        }
+                    }
+                }
+                object
+            }
+        }
+        Op::Merge => {
+            let mut object = before.clone().unwrap_or_default();
+            let mut patch = request.clone();
+            if status_only {
+                patch = json!({"status": patch.get("status").cloned().unwrap_or(Json::Null)});
+            } else if let Some(map) = patch.as_object_mut() {
+                map.remove("status");
+            }
+            fields::merge(&mut object, &patch);
+            object
+        }
+        Op::Apply => {
+            if !query.contains_key("fieldManager") {
+                return status_error(
+                    422,
+                    "Invalid",
+                    "fieldManager is required for apply requests",
+                );
+            }
+            let force = query.get("force").is_some_and(|v| v == "true");
+            let mut object = before.clone().unwrap_or_else(|| json!({"metadata": {}}));
+            if let Err(conflicts) =
+                fields::apply(&mut managers, &mut object, &request, &manager, force)
+            {
+                return status_error(
+                    409,
+                    "Conflict",
+                    fields::conflict_message(&conflicts, &resource.api_version()),
+                );
+            }
+            object
+        }
+    };
+    if before.is_none() {
+        new_metadata(&mut after, &key);
+    }
+    after["apiVersion"] = Json::String(resource.api_version());
+    after["kind"] = Json::String(resource.kind.to_owned());
+    default_fields(&mut data, &resource, before.as_ref(), &mut after);
+    let kept = match validation::round_trip(resource.kind, &after) {
+        Ok(kept) => kept,
+        Err(e) if e.contains("missing field") => {
+            return status_error(
+                422,
+                "Invalid",
+                format!(
+                    "{} {name:?} is invalid: {e}: Required value",
+                    validation::qualified(&resource)
+                ),
+            );
+        }
+        Err(e) => {
+            return status_error(
+                400,
+                "BadRequest",
+                format!(
+                    "{} in version {:?} cannot be handled as a {}: {e}",
+                    resource.kind, resource.version, resource.kind
+                ),
+            );
+        }
+    };
+    if strict {
+        let unknown = validation::unknown_fields(&request, &kept);
+        if let Some(r) = validation::strict_error(
+            &resource,
+            &key.namespace,
+            &name,
+            &unknown,
+            &duplicates,
+            op == Op::Apply,
+        ) {
+            return refused(r);
+        }
+    }
+    let mut after = kept;
+    if let Err(r) = validation::check_metadata(&resource, &after) {
+        return refused(r);
+    }
+    if let Some(before) = &before
+        && let Err(r) = validation::check_immutable(&resource, before, &after)
+    {
+        return refused(r);
+    }
+    if op != Op::Apply {
+        fields::update(
+            &mut managers,
+            before.as_ref(),
+            &after,
+            &manager,
+            status_only,
+        );
+    }
+    after["metadata"]["managedFields"] = fields::managed_fields(
+        &managers,
+        &resource.api_version(),
+        time_now().as_str().unwrap_or_default(),
+    );
+    bump_generation(before.as_ref(), &mut after);
+    if dry_run {
+        return axum::Json(after).into_response();
+    }
+    data.managed.insert(key.clone(), managers);
+    let stored = data.store(key, after, &shared.events);
+    let code = if before.is_none() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (code, axum::Json(stored)).into_response()
+}
+
+fn delete(shared: &Shared, target: &Target, name: &str) -> Response {
+    let key = Key {
+        resource: target.resource,
+        namespace: target.namespace.clone(),
+        name: name.to_owned(),
+    };
+    let mut data = shared.data.lock().unwrap();
+    let Some(object) = data.remove(&key, &shared.events) else {
+        return status_error(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", target.resource.plural),
+        );
+    };
+    if target.resource.kind == "Namespace" {
+        let inside: Vec<Key> = data
+            .objects
+            .keys()
+            .filter(|k| k.namespace == name)
+            .cloned()
+            .collect();
+        for k in inside {
+            data.remove(&k, &shared.events);
+        }
+    }
+    axum::Json(object).into_response()
+}
+
+/// The simulated controllers, every 50 ms.
+async fn controllers(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ready_after = shared.options.lock().unwrap().ready_after;
+        let mut data = shared.data.lock().unwrap();
+        kubelet::reconcile_all(&mut data, &shared.events, ready_after);
     }
 }
 
@@ -836,477 +1163,4 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-fn parse_body(body: &Bytes) -> Result<Json, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
-        Box::new(status_error(
-            400,
-            "BadRequest",
-            format!("cannot read the body: {e}"),
-        ))
-    })
-}
-
-fn create(shared: &Shared, target: &Target, body: &Bytes) -> Response {
-    let mut object = match parse_body(body) {
-        Ok(o) => o,
-        Err(r) => return *r,
-    };
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Json::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let key = Key {
-        resource: target.resource,
-        namespace: target.namespace.clone(),
-        name: name.clone(),
-    };
-    let mut data = shared.data.lock().unwrap();
-    if target.resource.namespaced && !data.namespace_exists(&target.namespace) {
-        return status_error(
-            404,
-            "NotFound",
-            format!("namespaces \"{}\" not found", target.namespace),
-        );
-    }
-    if data.objects.contains_key(&key) {
-        return status_error(
-            409,
-            "AlreadyExists",
-            format!("{} \"{name}\" already exists", target.resource.plural),
-        );
-    }
-    new_metadata(&mut object, &key);
-    let stored = data.store(key, object, &shared.events);
-    (StatusCode::CREATED, axum::Json(stored)).into_response()
-}
-
-fn replace(shared: &Shared, target: &Target, name: &str, body: &Bytes) -> Response {
-    let mut object = match parse_body(body) {
-        Ok(o) => o,
-        Err(r) => return *r,
-    };
-    let key = Key {
-        resource: target.resource,
-        namespace: target.namespace.clone(),
-        name: name.to_owned(),
-    };
-    let mut data = shared.data.lock().unwrap();
-    let Some(current) = data.objects.get(&key).cloned() else {
-        return status_error(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", target.resource.plural),
-        );
-    };
-    let wanted_rv = object
-        .pointer("/metadata/resourceVersion")
-        .and_then(Json::as_str)
-        .map(str::to_owned);
-    let current_rv = current
-        .pointer("/metadata/resourceVersion")
-        .and_then(Json::as_str)
-        .map(str::to_owned);
-    if wanted_rv.is_some() && wanted_rv != current_rv {
-        return status_error(
-            409,
-            "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                target.resource.plural
-            ),
-        );
-    }
-    for field in ["uid", "creationTimestamp", "generation"] {
-        if let Some(v) = current.pointer(&format!("/metadata/{field}")) {
-            object["metadata"][field] = v.clone();
-        }
-    }
-    if target.subresource.as_deref() == Some("status") {
-        let mut updated = current.clone();
-        updated["status"] = object.get("status").cloned().unwrap_or(Json::Null);
-        object = updated;
-    } else if let Some(status) = current.get("status") {
-        object["status"] = status.clone();
-    }
-    bump_generation(Some(&current), &mut object);
-    let stored = data.store(key, object, &shared.events);
-    axum::Json(stored).into_response()
-}
-
-fn patch(
-    shared: &Shared,
-    target: &Target,
-    name: &str,
-    query: &HashMap<String, String>,
-    content_type: &str,
-    body: &Bytes,
-) -> Response {
-    let patch = match parse_body(body) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
-    let key = Key {
-        resource: target.resource,
-        namespace: target.namespace.clone(),
-        name: name.to_owned(),
-    };
-    let dry_run = query.get("dryRun").is_some_and(|v| v == "All");
-    let mut data = shared.data.lock().unwrap();
-    let current = data.objects.get(&key).cloned();
-    let apply = content_type.starts_with("application/apply-patch");
-    if target.resource.namespaced && !data.namespace_exists(&target.namespace) {
-        return status_error(
-            404,
-            "NotFound",
-            format!("namespaces \"{}\" not found", target.namespace),
-        );
-    }
-    let mut object = match (&current, apply) {
-        (Some(c), _) => c.clone(),
-        (None, true) => json!({"metadata": {}}),
-        (None, false) => {
-            return status_error(
-                404,
-                "NotFound",
-                format!("{} \"{name}\" not found", target.resource.plural),
-            );
-        }
-    };
-    let status_only = target.subresource.as_deref() == Some("status");
-    let mut patch = patch;
-    if !status_only {
-        if let Some(map) = patch.as_object_mut() {
-            map.remove("status");
-        }
-    } else {
-        patch = json!({"status": patch.get("status").cloned().unwrap_or(Json::Null)});
-    }
-    if apply {
-        let manager = query.get("fieldManager").cloned().unwrap_or_default();
-        if manager.is_empty() {
-            return status_error(
-                422,
-                "Invalid",
-                "fieldManager is required for apply requests",
-            );
-        }
-        let mut owned = BTreeSet::new();
-        let mut relevant = patch.clone();
-        if let Some(meta) = relevant.get_mut("metadata").and_then(Json::as_object_mut) {
-            for key in [
-                "name",
-                "namespace",
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-            ] {
-                meta.remove(key);
-            }
-        }
-        for key in ["apiVersion", "kind"] {
-            if let Some(map) = relevant.as_object_mut() {
-                map.remove(key);
-            }
-        }
-        leaves(&relevant, &mut Vec::new(), &mut owned);
-        let previous = data
-            .managed
-            .get(&key)
-            .and_then(|m| m.get(&manager))
-            .cloned()
-            .unwrap_or_default();
-        for gone in previous.difference(&owned) {
-            remove_path(&mut object, gone);
-        }
-        merge(&mut object, &relevant);
-        if !dry_run {
-            data.managed
-                .entry(key.clone())
-                .or_default()
-                .insert(manager.clone(), owned);
-            let managers: Vec<Json> = data.managed[&key]
-                .keys()
-                .map(|m| json!({"manager": m, "operation": "Apply", "apiVersion": target.resource.api_version(), "fieldsType": "FieldsV1", "fieldsV1": {}}))
-                .collect();
-            object["metadata"]["managedFields"] = Json::Array(managers);
-        }
-    } else {
-        merge(&mut object, &patch);
-    }
-    if current.is_none() {
-        new_metadata(&mut object, &key);
-    }
-    bump_generation(current.as_ref(), &mut object);
-    if dry_run {
-        object["apiVersion"] = Json::String(target.resource.api_version());
-        object["kind"] = Json::String(target.resource.kind.to_owned());
-        return axum::Json(object).into_response();
-    }
-    let stored = data.store(key, object, &shared.events);
-    axum::Json(stored).into_response()
-}
-
-fn delete(shared: &Shared, target: &Target, name: &str) -> Response {
-    let key = Key {
-        resource: target.resource,
-        namespace: target.namespace.clone(),
-        name: name.to_owned(),
-    };
-    let mut data = shared.data.lock().unwrap();
-    let Some(object) = data.remove(&key, &shared.events) else {
-        return status_error(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", target.resource.plural),
-        );
-    };
-    if target.resource.kind == "Namespace" {
-        let inside: Vec<Key> = data
-            .objects
-            .keys()
-            .filter(|k| k.namespace == name)
-            .cloned()
-            .collect();
-        for k in inside {
-            data.remove(&k, &shared.events);
-        }
-    }
-    axum::Json(object).into_response()
-}
-
-/// The simulated controller: Deployment status and pods.
-async fn controller(shared: Arc<Shared>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let ready_after = shared.options.lock().unwrap().ready_after;
-        let mut data = shared.data.lock().unwrap();
-        let deployments: Vec<(Key, Json)> = data
-            .objects
-            .iter()
-            .filter(|(k, _)| k.resource.kind == "Deployment")
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (key, deployment) in deployments {
-            reconcile(&mut data, &shared.events, &key, &deployment, ready_after);
-        }
-        // Pods of Deployments that are gone go too.
-        let orphans: Vec<Key> = data
-            .objects
-            .iter()
-            .filter(|(k, o)| {
-                k.resource.kind == "Pod"
-                    && o.pointer("/metadata/annotations/double~1owner")
-                        .and_then(Json::as_str)
-                        .is_some_and(|owner| {
-                            !data.objects.keys().any(|d| {
-                                d.resource.kind == "Deployment"
-                                    && d.namespace == k.namespace
-                                    && d.name == owner
-                            })
-                        })
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in orphans {
-            data.remove(&k, &shared.events);
-        }
-    }
-}
-
-fn reconcile(
-    data: &mut Data,
-    events: &broadcast::Sender<WatchEvent>,
-    key: &Key,
-    deployment: &Json,
-    ready_after: Duration,
-) {
-    let replicas = deployment
-        .pointer("/spec/replicas")
-        .and_then(Json::as_i64)
-        .unwrap_or(1)
-        .max(0);
-    let template = deployment
-        .pointer("/spec/template")
-        .cloned()
-        .unwrap_or(Json::Null);
-    let template_id: String = {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        template.to_string().hash(&mut h);
-        format!("{:08x}", h.finish() as u32)
-    };
-    let since = match data.template_since.get(key) {
-        Some((id, at)) if *id == template_id => *at,
-        _ => {
-            let now = Instant::now();
-            data.template_since
-                .insert(key.clone(), (template_id.clone(), now));
-            now
-        }
-    };
-    let image = template
-        .pointer("/spec/containers/0/image")
-        .and_then(Json::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let behaviour = behaviour(&image);
-    let labels = template
-        .pointer("/metadata/labels")
-        .cloned()
-        .unwrap_or(json!({}));
-    let pod_resource = Resource::by_kind("Pod");
-    let existing: Vec<Key> = data
-        .objects
-        .iter()
-        .filter(|(k, o)| {
-            k.resource == pod_resource
-                && k.namespace == key.namespace
-                && o.pointer("/metadata/annotations/double~1owner")
-                    .and_then(Json::as_str)
-                    == Some(key.name.as_str())
-        })
-        .map(|(k, _)| k.clone())
-        .collect();
-    let wanted: Vec<String> = (0..replicas)
-        .map(|i| format!("{}-{template_id}-{i}", key.name))
-        .collect();
-    for k in &existing {
-        if !wanted.contains(&k.name) {
-            data.remove(k, events);
-        }
-    }
-    let elapsed = since.elapsed();
-    let ready = behaviour == Behaviour::Ready && elapsed >= ready_after;
-    for pod_name in &wanted {
-        let (phase, state, reason, message, restarts) = match behaviour {
-            Behaviour::Ready if ready => (
-                "Running",
-                json!({"running": {"startedAt": now_rfc3339()}}),
-                "",
-                "",
-                0,
-            ),
-            Behaviour::Ready | Behaviour::NeverReady => (
-                "Running",
-                json!({"running": {"startedAt": now_rfc3339()}}),
-                "ContainersNotReady",
-                "containers with unready status: [app]",
-                0,
-            ),
-            Behaviour::Crash => (
-                "Running",
-                json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}),
-                "",
-                "",
-                3,
-            ),
-            Behaviour::PullFail => (
-                "Pending",
-                json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{image}\"")}}),
-                "",
-                "",
-                0,
-            ),
-            Behaviour::FargateUnschedulable => (
-                "Pending",
-                Json::Null,
-                "Unschedulable",
-                "Pod not supported on Fargate: no Fargate profile selects namespace and labels",
-                0,
-            ),
-        };
-        let mut conditions = vec![
-            json!({"type": "Ready", "status": if ready { "True" } else { "False" }, "reason": reason, "message": message}),
-        ];
-        if behaviour == Behaviour::FargateUnschedulable {
-            conditions = vec![
-                json!({"type": "PodScheduled", "status": "False", "reason": reason, "message": message}),
-            ];
-        }
-        let mut statuses = Vec::new();
-        if !state.is_null() {
-            let mut status = json!({"name": "app", "ready": ready, "restartCount": restarts, "image": image, "state": state});
-            if behaviour == Behaviour::Crash {
-                status["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
-            }
-            statuses.push(status);
-        }
-        let pod = json!({
-            "metadata": {"name": pod_name, "namespace": key.namespace, "labels": labels, "annotations": {"double/owner": key.name}},
-            "spec": template.get("spec").cloned().unwrap_or(json!({})),
-            "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses},
-        });
-        let pod_key = Key {
-            resource: pod_resource,
-            namespace: key.namespace.clone(),
-            name: pod_name.clone(),
-        };
-        let unchanged = data.objects.get(&pod_key).is_some_and(|p| {
-            p.get("status") == pod.get("status")
-                && p.pointer("/metadata/labels") == pod.pointer("/metadata/labels")
-        });
-        if !unchanged {
-            let mut pod = pod;
-            new_metadata(&mut pod, &pod_key);
-            data.store(pod_key, pod, events);
-        }
-        if behaviour != Behaviour::Ready
-            && behaviour != Behaviour::NeverReady
-            && data.events_made.insert(pod_name.clone())
-        {
-            let event_key = Key {
-                resource: Resource::by_kind("Event"),
-                namespace: key.namespace.clone(),
-                name: format!("{pod_name}.event"),
-            };
-            let (event_reason, event_message) = match behaviour {
-                Behaviour::Crash => (
-                    "BackOff",
-                    "Back-off restarting failed container app".to_owned(),
-                ),
-                Behaviour::PullFail => (
-                    "Failed",
-                    format!("Failed to pull image \"{image}\": not found"),
-                ),
-                _ => (
-                    "FailedScheduling",
-                    "Pod not supported on Fargate".to_owned(),
-                ),
-            };
-            let mut event = json!({
-                "metadata": {"name": event_key.name},
-                "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": key.namespace},
-                "reason": event_reason,
-                "message": event_message,
-                "type": "Warning",
-                "lastTimestamp": now_rfc3339(),
-            });
-            new_metadata(&mut event, &event_key);
-            data.store(event_key, event, events);
-        }
-    }
-    let available = if ready { replicas } else { 0 };
-    let generation = deployment
-        .pointer("/metadata/generation")
-        .and_then(Json::as_i64)
-        .unwrap_or(1);
-    let status = json!({
-        "observedGeneration": generation,
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": available,
-        "availableReplicas": available,
-        "unavailableReplicas": replicas - available,
-        "conditions": [{"type": "Available", "status": if available == replicas { "True" } else { "False" }}],
-    });
-    if deployment.get("status") != Some(&status) {
-        let mut updated = deployment.clone();
-        updated["status"] = status;
-        data.store(key.clone(), updated, events);
-    }
 }

@@ -25,6 +25,10 @@ pub struct Images {
     pub v2: String,
     pub v3: String,
     pub crash: String,
+    /// Crashes once at start, then serves.
+    pub crash_once: String,
+    /// Arguments that make `crash_once` crash once (real cluster only).
+    pub crash_once_args: Option<String>,
     pub never_ready: String,
 }
 
@@ -55,6 +59,15 @@ impl Images {
                     "INFRA_GEN_E2E_IMAGE_CRASH",
                     "registry.k8s.io/e2e-test-images/busybox:1.36.1-1",
                 ),
+                crash_once: var(
+                    "INFRA_GEN_E2E_IMAGE_CRASH_ONCE",
+                    "registry.k8s.io/e2e-test-images/busybox:1.36.1-1",
+                ),
+                // /tmp is an emptyDir: it outlives the container's first, crashing run.
+                crash_once_args: Some(var(
+                    "INFRA_GEN_E2E_CRASH_ONCE_ARGS",
+                    r#"["sh", "-c", "if [ -e /tmp/started ]; then exec httpd -f -p 8080 -h /tmp; fi; touch /tmp/started; exit 1"]"#,
+                )),
                 never_ready: var(
                     "INFRA_GEN_E2E_IMAGE_NEVER_READY",
                     "registry.k8s.io/pause:3.10",
@@ -68,6 +81,8 @@ impl Images {
                 v2: "registry.test/web:v2".into(),
                 v3: "registry.test/web:v3".into(),
                 crash: "registry.test/web:crash".into(),
+                crash_once: "registry.test/web:crash-once".into(),
+                crash_once_args: None,
                 never_ready: "registry.test/web:never-ready".into(),
             }
         }
@@ -82,6 +97,9 @@ pub struct Harness {
     pub project: tempfile::TempDir,
     pub id: u32,
     pub images: Images,
+    /// The commit being deployed: changes with every new environment file, like a CI
+    /// pipeline of a new commit.
+    revision: std::sync::Mutex<String>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -144,6 +162,7 @@ impl Harness {
             project,
             id: unique_id(),
             images,
+            revision: std::sync::Mutex::new("0".repeat(40)),
         }
     }
 
@@ -165,33 +184,69 @@ impl Harness {
     /// Writes `environments/<env>.yaml` from a workloads block (YAML, indented by 2) and
     /// renders the tree.
     pub async fn write_env(&self, env: &str, workloads: &str) {
+        self.write_env_with_secrets(env, workloads, "").await;
+    }
+
+    /// [`Harness::write_env`] with more `secrets:` entries (YAML, indented by 2).
+    pub async fn write_env_with_secrets(&self, env: &str, workloads: &str, secrets: &str) {
         let text = format!(
-            "project: {{name: e2e, id: {id}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nregistry: {{server: registry.test, pullSecret: pull}}\nworkloads:\n{workloads}\nsecrets:\n  app-db: {{uri: {{fromEnv: E2E_DB_URI}}}}\n",
+            "project: {{name: e2e, id: {id}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nregistry: {{server: registry.test, pullSecret: pull}}\nworkloads:\n{workloads}\nsecrets:\n  app-db: {{uri: {{fromEnv: E2E_DB_URI}}}}\n{secrets}",
             id = self.id
         );
         let dir = self.root().join("environments");
         std::fs::create_dir_all(&dir).unwrap();
+        *self.revision.lock().unwrap() = Self::revision_of(&text);
         std::fs::write(dir.join(format!("{env}.yaml")), text).unwrap();
         let run = self.run(&["render"], &[]).await;
         assert!(run.ok, "render failed: {}", run.all());
     }
 
+    /// The commit a pipeline for this environment file would deploy (40 hex digits).
+    pub fn revision_of(text: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut out = String::new();
+        for salt in 0..3u8 {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (salt, text).hash(&mut h);
+            out.push_str(&format!("{:016x}", h.finish()));
+        }
+        out.truncate(40);
+        out
+    }
+
+    /// The revision the next command deploys.
+    pub fn revision(&self) -> String {
+        self.revision.lock().unwrap().clone()
+    }
+
     /// A blue-green web workload.
     pub fn web(&self, image: &str, extra: &str) -> String {
-        let args = self
-            .images
-            .args
-            .as_ref()
-            .map(|a| format!("    args: {a}\n"))
-            .unwrap_or_default();
+        let args = self.args_line(image);
         format!(
             "  web:\n    kind: web\n    image: {image}\n{args}    port: 8080\n    resources: {{cpu: 100m, memory: 128Mi}}\n    env: {{DB: {{secret: app-db, key: uri}}}}\n    probes: {{readiness: {ready}}}\n    http: {{host: web.e2e.test}}\n{extra}",
             ready = self.images.ready_path
         )
     }
 
-    /// Runs `infra-gen --root <project> args…` with CI variables set.
-    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+    /// A blue-green `tcp` workload `game` on port 8080.
+    pub fn tcp(&self, image: &str, extra: &str) -> String {
+        format!(
+            "  game:\n    kind: tcp\n    image: {image}\n{}    ports: [{{name: game, port: 8080}}]\n    resources: {{cpu: 100m, memory: 128Mi}}\n{extra}",
+            self.args_line(image)
+        )
+    }
+
+    /// The `args:` line an image needs on a real cluster (none on the double).
+    pub fn args_line(&self, image: &str) -> String {
+        let args = if image == self.images.crash_once {
+            self.images.crash_once_args.as_ref()
+        } else {
+            self.images.args.as_ref()
+        };
+        args.map(|a| format!("    args: {a}\n")).unwrap_or_default()
+    }
+
+    fn command_for(&self, args: &[String], env: &[(&str, &str)]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"));
         command
             .arg("--root")
@@ -201,28 +256,96 @@ impl Harness {
             .env("CI_REGISTRY_USER", "ci-user")
             .env("CI_REGISTRY_PASSWORD", "registry-password-secret")
             .env("E2E_DB_URI", "mongodb://db.e2e.test/app")
-            .env("CI_COMMIT_SHA", "0123456789abcdef0123456789abcdef01234567")
+            .env("CI_COMMIT_SHA", self.revision())
             .env("CI_JOB_URL", "https://gitlab.test/e2e/-/jobs/1")
             .kill_on_drop(true);
         for (k, v) in env {
             command.env(k, v);
         }
-        let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        command
+    }
+
+    /// Runs `infra-gen --root <project> args…` with CI variables set.
+    pub async fn run(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut command = self.command_for(&args, env);
+        let output = tokio::time::timeout(Duration::from_secs(300), command.output())
             .await
             .expect("infra-gen timed out")
             .expect("run infra-gen");
         Run::from(output)
     }
 
+    /// How long a deploy may wait for pods: the double's are ready in a moment, a real
+    /// cluster pulls images first.
+    pub fn timeout(&self) -> &'static str {
+        if self.double.is_some() { "20s" } else { "180s" }
+    }
+
+    fn apply_args(&self, env: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = ["apply", "--env", env, "--kubeconfig"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(self.kubeconfig.to_string_lossy().to_string());
+        if !extra.contains(&"--timeout") {
+            args.extend(["--timeout".to_owned(), self.timeout().to_owned()]);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
     /// `apply --env <env> --kubeconfig … [extra…]`.
     pub async fn apply(&self, env: &str, extra: &[&str]) -> Run {
-        let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
-        let mut args = vec!["apply", "--env", env, "--kubeconfig", &kubeconfig];
-        if !extra.contains(&"--timeout") {
-            args.extend(["--timeout", "20s"]);
-        }
-        args.extend_from_slice(extra);
+        let args = self.apply_args(env, extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run(&args, &[]).await
+    }
+
+    /// Starts `apply` without waiting for it (to kill it half-way, as a cancelled CI job,
+    /// or to change the cluster meanwhile); [`Harness::finish`] collects its output.
+    pub fn spawn_apply(
+        &self,
+        env: &str,
+        extra: &[&str],
+        vars: &[(&str, &str)],
+    ) -> tokio::process::Child {
+        let mut command = self.command_for(&self.apply_args(env, extra), vars);
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command.spawn().expect("start infra-gen")
+    }
+
+    /// Waits for a spawned run to end (at most 5 minutes) and returns its output.
+    pub async fn finish(child: tokio::process::Child) -> Run {
+        let output = tokio::time::timeout(Duration::from_secs(300), child.wait_with_output())
+            .await
+            .expect("infra-gen timed out")
+            .expect("wait for infra-gen");
+        Run::from(output)
+    }
+
+    /// Kills a run as a cancelled CI job or a lost runner would (SIGKILL: no clean-up).
+    pub async fn kill(child: &mut tokio::process::Child) {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+
+    /// Waits until `condition` holds (polling every 100 ms); panics after `seconds`.
+    pub async fn until<F, Fut>(&self, what: &str, seconds: u64, mut condition: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        while !condition().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting for {what} after {seconds} s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Another cluster command (`status`, `rollback`, …) for `env`.
@@ -256,7 +379,16 @@ impl Harness {
 
     /// Reads an object of the test namespace as JSON.
     pub async fn get(&self, kind: &str, name: &str) -> Option<Json> {
-        let (group, version, plural) = match kind {
+        let (group, version, plural) = Self::resource_of(kind);
+        let api = self.api(self.client().await, group, version, kind, plural);
+        api.get_opt(name)
+            .await
+            .unwrap()
+            .map(|o| serde_json::to_value(o).unwrap())
+    }
+
+    fn resource_of(kind: &str) -> (&'static str, &'static str, &'static str) {
+        match kind {
             "Deployment" => ("apps", "v1", "deployments"),
             "Service" => ("", "v1", "services"),
             "Ingress" => ("networking.k8s.io", "v1", "ingresses"),
@@ -266,13 +398,10 @@ impl Harness {
             "Lease" => ("coordination.k8s.io", "v1", "leases"),
             "ServiceAccount" => ("", "v1", "serviceaccounts"),
             "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
+            "StatefulSet" => ("apps", "v1", "statefulsets"),
+            "Pod" => ("", "v1", "pods"),
             other => panic!("kind {other} not in the harness"),
-        };
-        let api = self.api(self.client().await, group, version, kind, plural);
-        api.get_opt(name)
-            .await
-            .unwrap()
-            .map(|o| serde_json::to_value(o).unwrap())
+        }
     }
 
     /// The slot the stable Service selects.
@@ -351,30 +480,42 @@ impl Harness {
         .unwrap();
     }
 
-    /// Creates a Lease as another deploy would hold it.
+    /// Creates (or takes over) the Lease as another deploy would hold it, built from the
+    /// typed struct so its MicroTimes have the six fractional digits the API requires.
     pub async fn hold_lease(&self, holder: &str, renewed_seconds_ago: i64) {
-        let api = self.api(
-            self.client().await,
-            "coordination.k8s.io",
-            "v1",
-            "Lease",
-            "leases",
-        );
-        let at = (time::OffsetDateTime::now_utc() - time::Duration::seconds(renewed_seconds_ago))
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap();
-        let lease = json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": "infra-gen-deploy", "namespace": self.namespace()},
-            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 60, "acquireTime": at, "renewTime": at},
-        });
+        use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+        use k8s_openapi::jiff::{SignedDuration, Timestamp};
+        let at = Timestamp::now() - SignedDuration::from_secs(renewed_seconds_ago);
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some("infra-gen-deploy".into()),
+                namespace: Some(self.namespace()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(60),
+                acquire_time: Some(MicroTime(at)),
+                renew_time: Some(MicroTime(at)),
+                ..LeaseSpec::default()
+            }),
+        };
+        let api: Api<Lease> = Api::namespaced(self.client().await, &self.namespace());
         api.patch(
             "infra-gen-deploy",
             &PatchParams::apply("other-deployer").force(),
-            &Patch::Apply(lease),
+            &Patch::Apply(&lease),
         )
         .await
         .unwrap();
+    }
+
+    /// Deletes an object of the test namespace (as an operator would).
+    pub async fn delete(&self, kind: &str, name: &str) {
+        let (group, version, plural) = Self::resource_of(kind);
+        let api = self.api(self.client().await, group, version, kind, plural);
+        api.delete(name, &Default::default()).await.unwrap();
     }
 
     /// Resource versions of every object of the namespace this tool manages.
@@ -404,6 +545,130 @@ impl Harness {
             }
         }
         out.sort();
+        out
+    }
+}
+
+/// One slot's traffic at one point of the change log.
+#[derive(Debug, Clone, Default)]
+struct SlotTraffic {
+    weight: u64,
+    selected: bool,
+    available: i64,
+    replicas: i64,
+    template: Json,
+}
+
+impl SlotTraffic {
+    fn has_traffic(&self) -> bool {
+        self.weight > 0 || (self.selected && self.replicas > 0)
+    }
+}
+
+impl Harness {
+    /// Over the double's whole change log, every moment a slot of `workload` got traffic (ALB
+    /// weight, or the stable Service selecting it) while not every replica was available, and
+    /// every change to a slot that had traffic that re-templated it, lowered its replicas or
+    /// left it fewer available pods than it served with. Empty: traffic only ever reached
+    /// ready slots, and no slot was cut from under its traffic.
+    pub fn traffic_violations(&self, workload: &str) -> Vec<String> {
+        let slots = ["blue", "green"];
+        let mut deployments: std::collections::HashMap<String, Json> = Default::default();
+        let mut weights = (0u64, 0u64);
+        let mut selector: Option<Json> = None;
+        let mut before: [SlotTraffic; 2] = Default::default();
+        let mut out = Vec::new();
+        for (rv, kind, name, object) in self.double().changes() {
+            match kind.as_str() {
+                "Deployment" if slots.iter().any(|s| name == format!("{workload}-{s}")) => {
+                    deployments.insert(name, object);
+                }
+                "Ingress" if name == workload => {
+                    let action = object
+                        .pointer(&format!(
+                            "/metadata/annotations/alb.ingress.kubernetes.io~1actions.{workload}"
+                        ))
+                        .and_then(Json::as_str)
+                        .and_then(|a| serde_json::from_str::<Json>(a).ok());
+                    let weight = |slot: &str| {
+                        action
+                            .as_ref()
+                            .and_then(|a| a.pointer("/forwardConfig/targetGroups"))
+                            .and_then(Json::as_array)
+                            .and_then(|g| {
+                                g.iter().find(|t| {
+                                    t["serviceName"] == json!(format!("{workload}-{slot}"))
+                                })
+                            })
+                            .and_then(|t| t["weight"].as_u64())
+                            .unwrap_or(0)
+                    };
+                    weights = (weight("blue"), weight("green"));
+                }
+                "Service" if name == workload => {
+                    selector = object.pointer("/spec/selector").cloned();
+                }
+                _ => continue,
+            }
+            for (i, slot) in slots.iter().enumerate() {
+                let deployment = deployments.get(&format!("{workload}-{slot}"));
+                let int = |p: &str| {
+                    deployment
+                        .and_then(|d| d.pointer(p))
+                        .and_then(Json::as_i64)
+                        .unwrap_or(0)
+                };
+                let pod_labels =
+                    deployment.and_then(|d| d.pointer("/spec/template/metadata/labels"));
+                let selected = match (selector.as_ref().and_then(Json::as_object), pod_labels) {
+                    (Some(sel), Some(Json::Object(labels))) if !sel.is_empty() => {
+                        sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    }
+                    _ => false,
+                };
+                let now = SlotTraffic {
+                    weight: if i == 0 { weights.0 } else { weights.1 },
+                    selected,
+                    available: int("/status/availableReplicas"),
+                    replicas: int("/spec/replicas"),
+                    template: deployment
+                        .and_then(|d| d.pointer("/spec/template"))
+                        .cloned()
+                        .unwrap_or(Json::Null),
+                };
+                let was = &before[i];
+                let gained = now.weight > was.weight || (now.selected && !was.selected);
+                if now.has_traffic()
+                    && gained
+                    && (now.replicas == 0 || now.available < now.replicas)
+                {
+                    out.push(format!(
+                        "rv {rv}: {slot} got traffic (weight {}, selected {}) with {}/{} replicas available",
+                        now.weight, now.selected, now.available, now.replicas
+                    ));
+                }
+                if was.has_traffic() && now.has_traffic() {
+                    if now.template != was.template && !was.template.is_null() {
+                        out.push(format!(
+                            "rv {rv}: {slot} was re-templated while it had traffic"
+                        ));
+                    }
+                    if now.replicas < was.replicas {
+                        out.push(format!(
+                            "rv {rv}: {slot} was scaled from {} to {} while it had traffic",
+                            was.replicas, now.replicas
+                        ));
+                    }
+                    if now.available < was.available.min(now.replicas) {
+                        out.push(format!(
+                            "rv {rv}: {slot} went from {} to {} available pods while it had traffic",
+                            was.available, now.available
+                        ));
+                    }
+                }
+                before[i] = now;
+            }
+        }
         out
     }
 }

@@ -1,0 +1,441 @@
+//! The simulated controllers and kubelet: each Deployment gets pods of its current template,
+//! each pod becomes ready `ready_after` after it was created — or not, as its image says:
+//!
+//! | image contains | the pod |
+//! | --- | --- |
+//! | `never-ready` | runs, never ready |
+//! | `crash-once` | crashes once (restart 1, CrashLoopBackOff), then runs and gets ready |
+//! | `crash` | crash-loops, its restart count growing |
+//! | `pull-once` | fails one image pull (ErrImagePull), then gets ready |
+//! | `pullfail` | never pulls (ImagePullBackOff) |
+//! | `no-fargate-profile` | stays Pending: no Fargate profile selects it |
+//!
+//! Like the kubelet, a container whose env names a Secret (or key) that does not exist waits
+//! in `CreateContainerConfigError` until it does.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+use tokio::sync::broadcast;
+
+use super::{Data, Key, Resource, WatchEvent, new_metadata, time_now};
+
+/// How long the `-once` images fail before they recover.
+const ONCE_FOR: Duration = Duration::from_millis(700);
+/// How often a crash-looping container restarts, compressed.
+const CRASH_EVERY: Duration = Duration::from_millis(350);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behaviour {
+    Ready,
+    NeverReady,
+    Crash,
+    CrashOnce,
+    PullFail,
+    PullOnce,
+    FargateUnschedulable,
+}
+
+fn behaviour(image: &str) -> Behaviour {
+    if image.contains("never-ready") {
+        Behaviour::NeverReady
+    } else if image.contains("crash-once") {
+        Behaviour::CrashOnce
+    } else if image.contains("crash") {
+        Behaviour::Crash
+    } else if image.contains("pull-once") {
+        Behaviour::PullOnce
+    } else if image.contains("pullfail") {
+        Behaviour::PullFail
+    } else if image.contains("no-fargate-profile") {
+        Behaviour::FargateUnschedulable
+    } else {
+        Behaviour::Ready
+    }
+}
+
+/// The kubelet's view of a pod being created: which Secret reference cannot be resolved.
+fn missing_secret(data: &Data, namespace: &str, spec: &Json) -> Option<String> {
+    let containers = spec.get("containers").and_then(Json::as_array)?;
+    for container in containers {
+        for env in container
+            .get("env")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(reference) = env.pointer("/valueFrom/secretKeyRef") else {
+                continue;
+            };
+            if reference.get("optional").and_then(Json::as_bool) == Some(true) {
+                continue;
+            }
+            let name = reference
+                .get("name")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let key = reference
+                .get("key")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let secret = data.objects.get(&Key {
+                resource: Resource::by_kind("Secret"),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            });
+            match secret {
+                None => return Some(format!("secret {name:?} not found")),
+                Some(s) if s.pointer(&format!("/data/{key}")).is_none() => {
+                    return Some(format!(
+                        "couldn't find key {key} in Secret {namespace}/{name}"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
+}
+
+struct PodState {
+    phase: &'static str,
+    ready: bool,
+    state: Json,
+    last: Option<Json>,
+    restarts: i64,
+    condition: Option<(&'static str, &'static str, String)>,
+    event: Option<(&'static str, String)>,
+}
+
+fn pod_state(behaviour: Behaviour, image: &str, age: Duration, ready_after: Duration) -> PodState {
+    let running = json!({"running": {"startedAt": time_now()}});
+    let not_ready = Some((
+        "Ready",
+        "ContainersNotReady",
+        "containers with unready status: [app]".to_owned(),
+    ));
+    let base = |ready: bool, restarts: i64| PodState {
+        phase: "Running",
+        ready,
+        state: running.clone(),
+        last: None,
+        restarts,
+        condition: if ready { None } else { not_ready.clone() },
+        event: None,
+    };
+    let crashing = |restarts: i64| PodState {
+        phase: "Running",
+        ready: false,
+        state: json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}),
+        last: Some(json!({"terminated": {"exitCode": 1, "reason": "Error"}})),
+        restarts,
+        condition: not_ready.clone(),
+        event: Some((
+            "BackOff",
+            "Back-off restarting failed container app".to_owned(),
+        )),
+    };
+    match behaviour {
+        Behaviour::Ready => base(age >= ready_after, 0),
+        Behaviour::NeverReady => base(false, 0),
+        Behaviour::Crash => {
+            let restarts = 1 + (age.as_millis() / CRASH_EVERY.as_millis()) as i64;
+            crashing(restarts.min(30))
+        }
+        Behaviour::CrashOnce if age < ONCE_FOR => crashing(1),
+        Behaviour::CrashOnce => {
+            let mut state = base(age >= ONCE_FOR + ready_after, 1);
+            state.last = Some(json!({"terminated": {"exitCode": 1, "reason": "Error"}}));
+            state
+        }
+        Behaviour::PullOnce if age < ONCE_FOR => PodState {
+            phase: "Pending",
+            ready: false,
+            state: json!({"waiting": {"reason": "ErrImagePull", "message": format!("failed to pull image {image:?}: i/o timeout")}}),
+            last: None,
+            restarts: 0,
+            condition: not_ready.clone(),
+            event: Some((
+                "Failed",
+                format!("Failed to pull image {image:?}: i/o timeout"),
+            )),
+        },
+        Behaviour::PullOnce => base(age >= ONCE_FOR + ready_after, 0),
+        Behaviour::PullFail => PodState {
+            phase: "Pending",
+            ready: false,
+            state: json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image {image:?}")}}),
+            last: None,
+            restarts: 0,
+            condition: not_ready.clone(),
+            event: Some((
+                "Failed",
+                format!("Failed to pull image {image:?}: not found"),
+            )),
+        },
+        Behaviour::FargateUnschedulable => PodState {
+            phase: "Pending",
+            ready: false,
+            state: Json::Null,
+            last: None,
+            restarts: 0,
+            condition: Some((
+                "PodScheduled",
+                "Unschedulable",
+                "Pod not supported on Fargate: no Fargate profile selects namespace and labels"
+                    .to_owned(),
+            )),
+            event: Some((
+                "FailedScheduling",
+                "Pod not supported on Fargate".to_owned(),
+            )),
+        },
+    }
+}
+
+fn template_id(template: &Json) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    template.to_string().hash(&mut h);
+    format!("{:08x}", h.finish() as u32)
+}
+
+/// One pass of every controller.
+pub fn reconcile_all(
+    data: &mut Data,
+    events: &broadcast::Sender<WatchEvent>,
+    ready_after: Duration,
+) {
+    let deployments: Vec<(Key, Json)> = data
+        .objects
+        .iter()
+        .filter(|(k, _)| k.resource.kind == "Deployment")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, deployment) in deployments {
+        reconcile_deployment(data, events, &key, &deployment, ready_after);
+    }
+    // Pods whose owner is gone go too.
+    let orphans: Vec<Key> = data
+        .objects
+        .iter()
+        .filter(|(k, o)| {
+            k.resource.kind == "Pod"
+                && o.pointer("/metadata/annotations/double~1owner")
+                    .and_then(Json::as_str)
+                    .is_some_and(|owner| {
+                        let (kind, name) = owner.split_once('/').unwrap_or(("Deployment", owner));
+                        !data.objects.keys().any(|d| {
+                            d.resource.kind == kind && d.namespace == k.namespace && d.name == name
+                        })
+                    })
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in orphans {
+        data.pods.remove(&k);
+        data.remove(&k, events);
+    }
+}
+
+/// Makes the pods of one owner (`Deployment/<name>`) match `wanted` (pod name → template) and
+/// returns how many of them are ready.
+fn pods_for(
+    data: &mut Data,
+    events: &broadcast::Sender<WatchEvent>,
+    namespace: &str,
+    owner: &str,
+    wanted: &[(String, Json)],
+    ready_after: Duration,
+) -> i64 {
+    let pod_resource = Resource::by_kind("Pod");
+    let existing: Vec<Key> = data
+        .objects
+        .iter()
+        .filter(|(k, o)| {
+            k.resource == pod_resource
+                && k.namespace == namespace
+                && o.pointer("/metadata/annotations/double~1owner")
+                    .and_then(Json::as_str)
+                    == Some(owner)
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in &existing {
+        if !wanted.iter().any(|(name, _)| *name == k.name) {
+            data.pods.remove(k);
+            data.remove(k, events);
+        }
+    }
+    let mut ready_count = 0;
+    for (pod_name, template) in wanted {
+        let pod_key = Key {
+            resource: pod_resource,
+            namespace: namespace.to_owned(),
+            name: pod_name.clone(),
+        };
+        let born = *data
+            .pods
+            .entry(pod_key.clone())
+            .or_insert_with(Instant::now);
+        let spec = template.get("spec").cloned().unwrap_or(json!({}));
+        let image = spec
+            .pointer("/containers/0/image")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let container = spec
+            .pointer("/containers/0/name")
+            .and_then(Json::as_str)
+            .unwrap_or("app")
+            .to_owned();
+        let mut state = pod_state(behaviour(&image), &image, born.elapsed(), ready_after);
+        if let Some(missing) = missing_secret(data, namespace, &spec) {
+            state = PodState {
+                phase: "Pending",
+                ready: false,
+                state: json!({"waiting": {"reason": "CreateContainerConfigError", "message": missing}}),
+                last: None,
+                restarts: 0,
+                condition: Some((
+                    "Ready",
+                    "ContainersNotReady",
+                    format!("containers with unready status: [{container}]"),
+                )),
+                event: Some(("Failed", format!("Error: {missing}"))),
+            };
+        }
+        if state.ready {
+            ready_count += 1;
+        }
+        let conditions = match &state.condition {
+            Some((kind, reason, message)) => {
+                vec![json!({"type": kind, "status": "False", "reason": reason, "message": message})]
+            }
+            None => vec![json!({"type": "Ready", "status": "True"})],
+        };
+        let mut statuses = Vec::new();
+        if !state.state.is_null() {
+            let mut status = json!({"name": container, "ready": state.ready, "restartCount": state.restarts, "image": image, "imageID": "", "state": state.state});
+            if let Some(last) = &state.last {
+                status["lastState"] = last.clone();
+            }
+            statuses.push(status);
+        }
+        let ip = data.pod_ips.len();
+        let pod_ip = data
+            .pod_ips
+            .entry(pod_key.clone())
+            .or_insert_with(|| format!("10.1.{}.{}", ip / 250, ip % 250 + 2))
+            .clone();
+        let pod = json!({
+            "metadata": {"name": pod_name, "namespace": namespace, "labels": template.pointer("/metadata/labels").cloned().unwrap_or(json!({})), "annotations": {"double/owner": owner}},
+            "spec": spec,
+            "status": {"phase": state.phase, "podIP": pod_ip, "conditions": conditions, "containerStatuses": statuses},
+        });
+        let unchanged = data.objects.get(&pod_key).is_some_and(|p| {
+            p.get("status").map(strip_times) == pod.get("status").map(strip_times)
+                && p.pointer("/metadata/labels") == pod.pointer("/metadata/labels")
+        });
+        if !unchanged {
+            let mut pod = pod;
+            if let Some(existing) = data.objects.get(&pod_key) {
+                pod["metadata"]["uid"] = existing
+                    .pointer("/metadata/uid")
+                    .cloned()
+                    .unwrap_or(Json::Null);
+                pod["metadata"]["creationTimestamp"] = existing
+                    .pointer("/metadata/creationTimestamp")
+                    .cloned()
+                    .unwrap_or(Json::Null);
+            }
+            new_metadata(&mut pod, &pod_key);
+            data.store(pod_key, pod, events);
+        }
+        if let Some((reason, message)) = state.event
+            && data.events_made.insert(format!("{pod_name}/{reason}"))
+        {
+            let event_key = Key {
+                resource: Resource::by_kind("Event"),
+                namespace: namespace.to_owned(),
+                name: format!("{pod_name}.{}", reason.to_ascii_lowercase()),
+            };
+            let mut event = json!({
+                "metadata": {"name": event_key.name},
+                "involvedObject": {"kind": "Pod", "name": pod_name, "namespace": namespace},
+                "reason": reason,
+                "message": message,
+                "type": "Warning",
+                "lastTimestamp": time_now(),
+            });
+            new_metadata(&mut event, &event_key);
+            data.store(event_key, event, events);
+        }
+    }
+    ready_count
+}
+
+/// Status changes that are only timestamps are not changes.
+fn strip_times(status: &Json) -> Json {
+    let mut status = status.clone();
+    if let Some(list) = status
+        .get_mut("containerStatuses")
+        .and_then(Json::as_array_mut)
+    {
+        for s in list {
+            if let Some(running) = s
+                .pointer_mut("/state/running")
+                .and_then(Json::as_object_mut)
+            {
+                running.remove("startedAt");
+            }
+        }
+    }
+    status
+}
+
+fn reconcile_deployment(
+    data: &mut Data,
+    events: &broadcast::Sender<WatchEvent>,
+    key: &Key,
+    deployment: &Json,
+    ready_after: Duration,
+) {
+    let replicas = deployment
+        .pointer("/spec/replicas")
+        .and_then(Json::as_i64)
+        .unwrap_or(1)
+        .max(0);
+    let template = deployment
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or(Json::Null);
+    let id = template_id(&template);
+    let wanted: Vec<(String, Json)> = (0..replicas)
+        .map(|i| (format!("{}-{id}-{i}", key.name), template.clone()))
+        .collect();
+    let owner = format!("Deployment/{}", key.name);
+    let available = pods_for(data, events, &key.namespace, &owner, &wanted, ready_after);
+    let generation = deployment
+        .pointer("/metadata/generation")
+        .and_then(Json::as_i64)
+        .unwrap_or(1);
+    let status = json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": available,
+        "availableReplicas": available,
+        "unavailableReplicas": replicas - available,
+        "conditions": [{"type": "Available", "status": if available == replicas { "True" } else { "False" }}],
+    });
+    if deployment.get("status") != Some(&status) {
+        let mut updated = deployment.clone();
+        updated["status"] = status;
+        data.store(key.clone(), updated, events);
+    }
+}
+
+/// Pod ages kept by the double (creation instants), per pod.
+pub type Births = HashMap<Key, Instant>;
