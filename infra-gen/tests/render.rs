@@ -493,3 +493,123 @@ fn plan_shows_a_strategy_switch_as_a_one_time_change_with_its_load_balancer_effe
     let (_, stdout, _) = infra_gen(dir.path(), &["plan", "--env", "staging"]);
     assert!(!stdout.contains("one-time change"), "{stdout}");
 }
+
+fn yaml_file(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let arc: std::sync::Arc<Path> = std::sync::Arc::from(path);
+    env::yaml::parse(&arc, &text).unwrap().unwrap().to_json()
+}
+
+#[test]
+fn the_game_server_nlb_checks_a_tcp_health_port_and_keeps_players_connected() {
+    let tree = repo().join("examples/mini-hunter/manifests/production");
+    let service = yaml_file(&tree.join("service-game-server.yaml"));
+    let annotation = |key: &str| {
+        service["metadata"]["annotations"]
+            [format!("service.beta.kubernetes.io/aws-load-balancer-{key}")]
+        .as_str()
+        .map(str::to_owned)
+    };
+    assert_eq!(annotation("healthcheck-protocol").as_deref(), Some("HTTP"));
+    assert_eq!(annotation("healthcheck-port").as_deref(), Some("8081"));
+    assert_eq!(annotation("healthcheck-path").as_deref(), Some("/ready"));
+    assert_eq!(
+        annotation("target-group-attributes").as_deref(),
+        Some(
+            "deregistration_delay.timeout_seconds=300,deregistration_delay.connection_termination.enabled=false"
+        ),
+        "a cutover does not cut players off"
+    );
+    let listeners: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listeners,
+        ["game", "voice"],
+        "the health port is not a listener"
+    );
+    let deployment = yaml_file(&tree.join("deployment-game-server.yaml"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["httpGet"]["port"], "health");
+    let ports: Vec<&str> = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(ports.contains(&"health"), "{ports:?}");
+}
+
+#[test]
+fn an_nlb_only_namespace_asks_for_readiness_gates_and_tcp_probes_become_tcp_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("environments")).unwrap();
+    std::fs::write(
+        dir.path().join("environments/prod.yaml"),
+        "project: {name: arena, id: 7}\ncluster: {name: c, region: eu-west-1, compute: ec2}\nworkloads:\n  arena:\n    kind: tcp\n    image: r.example.com/arena:1.0\n    replicas: 2\n    ports: [{name: game, port: 7000}, {name: voice, port: 7001, protocol: UDP}]\n    probes: {readiness: {tcp: game}, liveness: {exec: [/bin/alive]}}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = infra_gen(dir.path(), &["render"]);
+    assert!(ok, "{stderr}");
+    let tree = dir.path().join("manifests/prod");
+    let namespace = yaml_file(&tree.join("namespace-arena-7.yaml"));
+    assert_eq!(
+        namespace["metadata"]["labels"]["elbv2.k8s.aws/pod-readiness-gate-inject"],
+        "enabled"
+    );
+    let service = yaml_file(&tree.join("service-arena.yaml"));
+    let annotations = &service["metadata"]["annotations"];
+    assert_eq!(
+        annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-protocol"],
+        "TCP"
+    );
+    assert_eq!(
+        annotations["service.beta.kubernetes.io/aws-load-balancer-healthcheck-port"],
+        "7000"
+    );
+    assert!(
+        annotations
+            .get("service.beta.kubernetes.io/aws-load-balancer-healthcheck-path")
+            .is_none()
+    );
+    let deployment = yaml_file(&tree.join("deployment-arena.yaml"));
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["readinessProbe"]["tcpSocket"]["port"], "game");
+    assert_eq!(
+        container["livenessProbe"]["exec"]["command"][0],
+        "/bin/alive"
+    );
+}
+
+#[test]
+fn a_project_template_naming_a_port_that_does_not_exist_is_refused() {
+    let pod = std::fs::read_to_string(repo().join("infra-gen/src/render/templates/_pod.yaml.j2"))
+        .unwrap()
+        .replace(
+            "    readinessProbe: {{ w.readiness_probe | tojson }}",
+            "    readinessProbe: {httpGet: {path: /ready, port: http}}",
+        );
+    let project = project_with_template("_pod.yaml.j2", &pod);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("Deployment/game-server: the readinessProbe of container game-server names port \"http\", which the container does not declare (its ports: game, voice, health)"),
+        "{stderr}"
+    );
+    let service =
+        std::fs::read_to_string(repo().join("infra-gen/src/render/templates/service.yaml.j2"))
+            .unwrap()
+            .replace("targetPort: {{ p.name | tojson }}", "targetPort: gamer");
+    let project = project_with_template("service.yaml.j2", &service);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "Service/game-server: targetPort \"gamer\" is not a port of the pods it selects"
+        ),
+        "{stderr}"
+    );
+}

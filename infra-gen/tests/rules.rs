@@ -496,3 +496,172 @@ fn an_empty_or_second_document_is_an_error() {
             .any(|e| e.contains("second YAML document"))
     );
 }
+
+const GAME: &str = "\
+project: {name: mini, id: 1}
+cluster: {name: games, region: ap-northeast-1}
+workloads:
+  game:
+    kind: tcp
+    image: registry.example.com/game:1.0.0
+    replicas: 2
+    resources: {cpu: 500m, memory: 1Gi}
+    ports:
+      - {name: game, port: 7777}
+      - {name: voice, port: 7778, protocol: UDP}
+    probes: {readiness: /ready}
+";
+
+#[test]
+fn a_probe_must_check_a_port_the_workload_declares() {
+    assert_error(
+        GAME,
+        "environments/staging.yaml:12:25",
+        &[
+            "workloads.game.probes.readiness",
+            "checks port http, which workload game does not declare (its ports: game (7777), voice (7778))",
+            "{http: /ready, port: game} or {tcp: game}",
+        ],
+    );
+    let named = GAME.replace(
+        "{readiness: /ready}",
+        "{readiness: {http: /ready, port: health}}",
+    );
+    assert_error(
+        &named,
+        "environments/staging.yaml:12:14",
+        &["checks port health"],
+    );
+    let numbered = GAME.replace("{readiness: /ready}", "{readiness: {tcp: 9999}}");
+    assert_error(
+        &numbered,
+        "environments/staging.yaml:12:14",
+        &["checks port 9999"],
+    );
+    let fine = GAME.replace(
+        "{readiness: /ready}",
+        "{readiness: {tcp: game}, liveness: {tcp: 7777}}",
+    );
+    assert_eq!(errors(&fine), Vec::<String>::new());
+}
+
+#[test]
+fn a_probe_is_one_check_on_a_tcp_port() {
+    let both = GAME.replace(
+        "{readiness: /ready}",
+        "{readiness: {http: /ready, tcp: game}}",
+    );
+    assert_error(
+        &both,
+        "environments/staging.yaml:12:14",
+        &["exactly one of http, tcp or exec (found 2)"],
+    );
+    let udp = GAME.replace("{readiness: /ready}", "{readiness: {tcp: voice}}");
+    assert_error(
+        &udp,
+        "environments/staging.yaml:12:14",
+        &["a TCP check on voice, a UDP port"],
+    );
+    let stray = GAME.replace(
+        "{readiness: /ready}",
+        "{readiness: {tcp: game, port: game}}",
+    );
+    assert_error(
+        &stray,
+        "environments/staging.yaml:12:43",
+        &[
+            "workloads.game.probes.readiness.port",
+            "`port` goes with an `http` check",
+        ],
+    );
+    let exec = GAME.replace("{readiness: /ready}", "{readiness: {exec: [/bin/healthy]}}");
+    assert_eq!(errors(&exec), Vec::<String>::new());
+}
+
+#[test]
+fn an_nlb_needs_a_tcp_or_http_health_check() {
+    let udp_only = GAME
+        .replace("      - {name: game, port: 7777}\n", "")
+        .replace("    probes: {readiness: /ready}\n", "");
+    assert_error(
+        &udp_only,
+        "environments/staging.yaml:10:7",
+        &[
+            "workloads.game.ports",
+            "only UDP ports, and an NLB health-checks over TCP or HTTP only",
+            "{name: health, port: 8081, expose: false}",
+        ],
+    );
+    let with_health = udp_only.replace(
+        "      - {name: voice, port: 7778, protocol: UDP}\n",
+        "      - {name: voice, port: 7778, protocol: UDP}\n      - {name: health, port: 8081, expose: false}\n    probes: {readiness: {http: /ready, port: health}}\n",
+    );
+    assert_eq!(errors(&with_health), Vec::<String>::new());
+    let nothing = GAME
+        .replace(
+            "      - {name: game, port: 7777}\n",
+            "      - {name: game, port: 7777, expose: false}\n",
+        )
+        .replace(
+            "      - {name: voice, port: 7778, protocol: UDP}\n",
+            "      - {name: voice, port: 7778, protocol: UDP, expose: false}\n",
+        )
+        .replace("{readiness: /ready}", "{readiness: {tcp: game}}");
+    assert_error(
+        &nothing,
+        "environments/staging.yaml:10:7",
+        &["every port has expose: false"],
+    );
+}
+
+#[test]
+fn draining_the_old_version_must_fit_its_scale_down_delay() {
+    let game = GAME.replace("{readiness: /ready}", "{readiness: {tcp: game}}");
+    let short = format!(
+        "{game}    tcp: {{deregistrationDelaySeconds: 900}}\n    rollout: {{strategy: blue-green, scaleDownDelaySeconds: 600}}\n"
+    );
+    assert_error(
+        &short,
+        "environments/staging.yaml:14:",
+        &[
+            "workloads.game.rollout.scaleDownDelaySeconds",
+            "scaled down after 600 s, before its load-balancer targets finished draining (900 s)",
+            "at least 900",
+        ],
+    );
+    let cut = format!(
+        "{game}    tcp: {{deregistrationDelaySeconds: 10, connectionTermination: true}}\n    shutdown: {{preStopSeconds: 30, drainSeconds: 60}}\n"
+    );
+    assert_error(
+        &cut,
+        "environments/staging.yaml:13:",
+        &[
+            "workloads.game.tcp.deregistrationDelaySeconds",
+            "closes connections 10 s after deregistration, while a pod still drains for preStop + drain = 90 s",
+        ],
+    );
+    let too_long = format!("{game}    tcp: {{deregistrationDelaySeconds: 4000}}\n");
+    assert_error(
+        &too_long,
+        "environments/staging.yaml:13:",
+        &["more than the 3600 s"],
+    );
+}
+
+#[test]
+fn workers_may_declare_ports_to_probe_but_never_expose_them() {
+    let worker = BASE.replace(
+        "    kind: web\n    image: registry.example.com/ct:1.0.0\n    port: 8080\n",
+        "    kind: worker\n    image: registry.example.com/ct:1.0.0\n    ports: [{name: health, port: 8081}]\n",
+    ).replace("{readiness: /ready}", "{readiness: {http: /ready, port: health}}");
+    assert_eq!(errors(&worker), Vec::<String>::new());
+    let exposed = worker.replace(
+        "{name: health, port: 8081}",
+        "{name: health, port: 8081, expose: true}",
+    );
+    assert_error(
+        &exposed,
+        "environments/staging.yaml:",
+        &["`expose` only applies to tcp workloads"],
+    );
+}

@@ -163,14 +163,25 @@ pub fn pod_problem(pod: &Json) -> Option<PodProblem> {
 pub async fn problems(cluster: &Cluster, selector: &str) -> ClusterResult<Vec<PodProblem>> {
     let pods = cluster.list(Kind::Pod, selector, None).await?;
     let mut out = Vec::new();
+    // Events are read for a few pods only: a message shows five, and a wait asks every 2 s.
+    let mut events_read = 0;
     for pod in &pods {
         let Some(mut problem) = pod_problem(pod) else {
             continue;
         };
-        if problem.detail.is_empty()
-            && let Some(event) = newest_event(cluster, &problem.pod).await?
-        {
-            problem.detail = event;
+        // "containers with unready status" says little: the newest event says why (a failing
+        // probe, and whether it can ever succeed).
+        let generic = problem.detail.is_empty() || problem.reason == "ContainersNotReady";
+        if generic && events_read < 5 {
+            events_read += 1;
+            if let Some(event) = newest_event(cluster, &problem.pod).await? {
+                if event.contains("couldn't find port") {
+                    // The probe names a port the container does not have: no wait fixes that.
+                    problem.urgency = Urgency::Fatal;
+                    problem.reason = "ProbePortMissing".into();
+                }
+                problem.detail = event;
+            }
         }
         out.push(problem);
     }

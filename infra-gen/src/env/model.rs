@@ -142,10 +142,11 @@ pub struct Workload {
     /// Replicas (default 1; within `autoscaling` when set). Not for `cron`.
     #[serde(default)]
     pub replicas: Option<u32>,
-    /// Container port of a `web` workload.
+    /// Container port of a `web` workload (named `http`).
     #[serde(default)]
     pub port: Option<u16>,
-    /// Ports of a `tcp` workload.
+    /// Ports of a `tcp` workload (the NLB listens on each one that is exposed), or the
+    /// container ports of a `worker` (health, metrics; never exposed).
     #[serde(default)]
     pub ports: Option<Vec<PortSpec>>,
     /// Overrides the image entrypoint.
@@ -160,7 +161,7 @@ pub struct Workload {
     /// Environment variables: a value, `{secret, key}`, or `{field}` (Downward API).
     #[serde(default)]
     pub env: BTreeMap<String, EnvValue>,
-    /// HTTP probe paths.
+    /// Readiness and liveness probes.
     #[serde(default)]
     pub probes: Option<Probes>,
     /// ALB Ingress (AWS Load Balancer Controller) for a `web` workload.
@@ -200,6 +201,10 @@ pub struct PortSpec {
     /// `TCP` (default) or `UDP`.
     #[serde(default)]
     pub protocol: Protocol,
+    /// Whether the NLB listens on it (default true; `false` for a port only used for health
+    /// checks or metrics).
+    #[serde(default)]
+    pub expose: Option<bool>,
 }
 
 /// Transport protocol.
@@ -295,16 +300,65 @@ pub struct FieldRef {
     pub field: String,
 }
 
-/// HTTP probe paths (on the workload's port).
+/// Readiness and liveness probes.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Probes {
-    /// Readiness path, e.g. `/healthz/ready`.
+    /// Readiness: when a pod may get traffic. An HTTP path on the port named `http` (e.g.
+    /// `/healthz/ready`), or `{http: PATH, port: PORT}`, `{tcp: PORT}`, `{exec: [COMMAND…]}`.
     #[serde(default)]
-    pub readiness: Option<String>,
-    /// Liveness path, e.g. `/healthz/live`.
+    pub readiness: Option<Probe>,
+    /// Liveness: when the kubelet restarts a container. Same forms as `readiness`.
     #[serde(default)]
-    pub liveness: Option<String>,
+    pub liveness: Option<Probe>,
+}
+
+/// A probe.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Probe {
+    /// An HTTP GET of this path on the port named `http` (the port of a `web` workload).
+    Path(String),
+    /// A check on a named or numbered port of the workload, or a command.
+    Check(ProbeCheck),
+}
+
+/// `{http: PATH, port: PORT}`, `{tcp: PORT}` or `{exec: [COMMAND…]}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ProbeCheck {
+    /// HTTP GET of this path, healthy on 2xx/3xx.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// The port of the HTTP check (default: the port named `http`): a port name of the
+    /// workload, or a number it declares.
+    #[serde(default)]
+    pub port: Option<PortRef>,
+    /// A TCP connect to this port of the workload (name or number).
+    #[serde(default)]
+    pub tcp: Option<PortRef>,
+    /// A command run in the container; exit code 0 is healthy.
+    #[serde(default)]
+    pub exec: Option<Vec<String>>,
+}
+
+/// A port of the workload, by name or number.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PortRef {
+    /// A port number the workload declares.
+    Number(u16),
+    /// A port name the workload declares.
+    Name(String),
+}
+
+impl std::fmt::Display for PortRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// ALB scheme.
@@ -358,6 +412,15 @@ pub struct Tcp {
     /// `internet-facing` (default) or `internal`.
     #[serde(default)]
     pub scheme: Scheme,
+    /// Seconds a deregistered target drains: the NLB sends it no new connections, and (with
+    /// `connectionTermination`) closes its connections when they end. Default: preStop +
+    /// drain. At most 3600.
+    #[serde(default)]
+    pub deregistration_delay_seconds: Option<u32>,
+    /// Close established connections when the deregistration delay ends (default false:
+    /// players stay connected to an old version's pods until they leave or the pods stop).
+    #[serde(default)]
+    pub connection_termination: Option<bool>,
 }
 
 /// Horizontal Pod Autoscaler.
@@ -426,8 +489,9 @@ pub struct Rollout {
     /// Seconds between steps, with a health check of the new slot (default 30).
     #[serde(default)]
     pub step_pause_seconds: Option<u32>,
-    /// `tcp`: seconds both slots stay selected so new NLB targets register before old ones
-    /// drain (default 60).
+    /// `tcp`: seconds both slots stay selected once every new pod is a healthy NLB target,
+    /// before the old slot stops getting new connections (default 0: the switch waits for
+    /// target health, not for a fixed time).
     #[serde(default)]
     pub overlap_seconds: Option<u32>,
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
-use super::model::{Compute, EnvValue, Quantity, Strategy, Workload, WorkloadKind};
+use super::model::{
+    Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Strategy, Workload, WorkloadKind,
+};
 
 /// Longest DNS-1123 label.
 pub const MAX_LABEL: usize = 63;
@@ -67,6 +69,31 @@ pub fn shutdown_timing(workload: &Workload) -> (u32, u32, u32) {
         .and_then(|s| s.grace_period_seconds)
         .unwrap_or(pre_stop + drain + GRACE_MARGIN);
     (pre_stop, drain, grace)
+}
+
+/// How an NLB drains a `tcp` workload's deregistered targets: (deregistration delay in
+/// seconds, whether connections are closed when it ends). Defaults: preStop + drain, and
+/// connections stay open (players are not cut off by a cutover).
+pub fn nlb_draining(workload: &Workload) -> (u32, bool) {
+    let (pre_stop, drain, _) = shutdown_timing(workload);
+    let tcp = workload.tcp.as_ref();
+    (
+        tcp.and_then(|t| t.deregistration_delay_seconds)
+            .unwrap_or(pre_stop + drain),
+        tcp.and_then(|t| t.connection_termination).unwrap_or(false),
+    )
+}
+
+/// The ports a workload's container declares: (name, number, protocol).
+pub fn declared_ports(workload: &Workload) -> Vec<(String, u16, Protocol)> {
+    match (workload.port, &workload.ports) {
+        (Some(port), _) => vec![("http".to_owned(), port, Protocol::Tcp)],
+        (None, Some(ports)) => ports
+            .iter()
+            .map(|p| (p.name.clone(), p.port, p.protocol))
+            .collect(),
+        (None, None) => Vec::new(),
+    }
 }
 
 /// The Fargate size a workload's pod gets, or why it has none.
@@ -360,9 +387,26 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
         WorkloadKind::Worker | WorkloadKind::Cron => {
             let why = "only web and tcp workloads are exposed";
             forbid(c, w.port.is_some(), "port", why);
-            forbid(c, w.ports.is_some(), "ports", why);
+            forbid(
+                c,
+                w.ports.is_some() && w.kind == WorkloadKind::Cron,
+                "ports",
+                "a job has no ports to probe or expose",
+            );
             forbid(c, w.http.is_some(), "http", why);
             forbid(c, w.tcp.is_some(), "tcp", why);
+            for (i, p) in w.ports.iter().flatten().enumerate() {
+                if !is_dns_label(&p.name) || p.name.len() > 15 {
+                    c.error(
+                        &format!("{base}.ports[{i}].name"),
+                        format!(
+                            "port name {:?} must be a DNS-1123 label of at most 15 characters",
+                            p.name
+                        ),
+                        "e.g. health",
+                    );
+                }
+            }
             forbid(
                 c,
                 blue_green,
@@ -533,18 +577,182 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
         }
     }
 
-    // Probes and HTTP exposure.
+    // Probes: on a port the container declares, so the kubelet can find it.
+    let ports = declared_ports(w);
+    let names: Vec<String> = ports.iter().map(|(n, p, _)| format!("{n} ({p})")).collect();
+    let declared = if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    };
+    let find = |port: &PortRef| {
+        ports.iter().find(|(n, number, _)| match port {
+            PortRef::Name(name) => n == name,
+            PortRef::Number(wanted) => number == wanted,
+        })
+    };
     if let Some(p) = &w.probes {
         for (key, value) in [("readiness", &p.readiness), ("liveness", &p.liveness)] {
-            if let Some(path) = value
-                && !path.starts_with('/')
+            let Some(probe) = value else { continue };
+            let path = at(&format!("probes.{key}"));
+            // (HTTP path, port of an HTTP or TCP check, what kind of check)
+            let (http_path, port, what) = match probe {
+                Probe::Path(p) => (Some(p.as_str()), Some(PortRef::Name("http".into())), "HTTP"),
+                Probe::Check(check) => {
+                    let set = [
+                        check.http.is_some(),
+                        check.tcp.is_some(),
+                        check.exec.is_some(),
+                    ]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                    if set != 1 {
+                        c.error(
+                            &path,
+                            format!("a probe is exactly one of http, tcp or exec (found {set})"),
+                            "e.g. {http: /ready, port: health}, {tcp: game} or {exec: [/bin/check]}",
+                        );
+                        continue;
+                    }
+                    if check.port.is_some() && check.http.is_none() {
+                        c.error(
+                            &format!("{path}.port"),
+                            "`port` goes with an `http` check (a tcp check names its port itself)",
+                            "e.g. {tcp: game}",
+                        );
+                    }
+                    if let Some(command) = &check.exec
+                        && command.is_empty()
+                    {
+                        c.error(
+                            &format!("{path}.exec"),
+                            "the command is empty",
+                            "e.g. [/bin/health-check]",
+                        );
+                    }
+                    match (&check.http, &check.tcp) {
+                        (Some(p), _) => (
+                            Some(p.as_str()),
+                            Some(check.port.clone().unwrap_or(PortRef::Name("http".into()))),
+                            "HTTP",
+                        ),
+                        (None, Some(port)) => (None, Some(port.clone()), "TCP"),
+                        _ => (None, None, "exec"),
+                    }
+                }
+            };
+            if let Some(p) = http_path
+                && !p.starts_with('/')
             {
                 c.error(
-                    &at(&format!("probes.{key}")),
-                    format!("probe path {path:?} must start with /"),
+                    &path,
+                    format!("probe path {p:?} must start with /"),
                     "e.g. /healthz/ready",
                 );
             }
+            if let Some(port) = port {
+                match find(&port) {
+                    None => c.error(
+                        &path,
+                        format!(
+                            "the {key} probe checks port {port}, which workload {name} does not declare (its ports: {declared}), so the kubelet would never find it and the pods would never be ready"
+                        ),
+                        match w.kind {
+                            WorkloadKind::Web => "a web workload's port is named http".to_owned(),
+                            _ => format!(
+                                "name a declared port, e.g. {{http: /ready, port: {}}} or {{tcp: {}}}; or declare the port under `ports`",
+                                ports.first().map_or("health", |p| p.0.as_str()),
+                                ports.first().map_or("health", |p| p.0.as_str())
+                            ),
+                        },
+                    ),
+                    Some((port_name, _, Protocol::Udp)) => c.error(
+                        &path,
+                        format!("the {key} probe is a {what} check on {port_name}, a UDP port: it can only succeed over TCP"),
+                        "check a TCP port (e.g. a health port with expose: false), or use an exec probe",
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    if let Some(ports) = &w.ports
+        && w.kind == WorkloadKind::Tcp
+    {
+        if !ports.iter().any(|p| p.expose != Some(false)) {
+            c.error(
+                &at("ports"),
+                "every port has expose: false, so the NLB would listen on nothing",
+                "expose at least one port",
+            );
+        }
+        let context_ports: Vec<crate::render::context::PortContext> = ports
+            .iter()
+            .map(|p| crate::render::context::PortContext {
+                name: p.name.clone(),
+                port: p.port,
+                protocol: match p.protocol {
+                    Protocol::Tcp => "TCP",
+                    Protocol::Udp => "UDP",
+                },
+            })
+            .collect();
+        if crate::render::context::nlb_health(w, &context_ports).is_none() {
+            c.error(
+                &at("ports"),
+                format!("workload {name} has only UDP ports, and an NLB health-checks over TCP or HTTP only: its targets would never be healthy"),
+                "add a TCP port for health checks, e.g. {name: health, port: 8081, expose: false}, with a readiness probe on it ({tcp: health} or {http: /ready, port: health})",
+            );
+        }
+    }
+    if let Some(ports) = &w.ports {
+        for (i, p) in ports.iter().enumerate() {
+            if p.expose.is_some() && w.kind != WorkloadKind::Tcp {
+                c.error(
+                    &format!("{base}.ports[{i}].expose"),
+                    format!("`expose` only applies to tcp workloads; a {} workload's ports are never exposed", kind_name(w.kind)),
+                    "drop it",
+                );
+            }
+        }
+    }
+
+    // Draining: the old version must outlive its targets' draining, and a draining pod must
+    // not be cut off before it is done.
+    let (pre_stop, drain, _) = shutdown_timing(w);
+    let deregistration = if w.kind == WorkloadKind::Tcp {
+        let (delay, termination) = nlb_draining(w);
+        if delay > 3600 {
+            c.error(
+                &at("tcp.deregistrationDelaySeconds"),
+                format!("{delay} s is more than the 3600 s an NLB target group allows"),
+                "at most 3600",
+            );
+        }
+        if termination && delay < pre_stop + drain {
+            c.error(
+                &at("tcp.deregistrationDelaySeconds"),
+                format!("with connectionTermination the NLB closes connections {delay} s after deregistration, while a pod still drains for preStop + drain = {} s", pre_stop + drain),
+                format!("set deregistrationDelaySeconds to at least {}", pre_stop + drain),
+            );
+        }
+        delay
+    } else {
+        pre_stop + drain
+    };
+    if let Some(r) = w
+        .rollout
+        .as_ref()
+        .filter(|r| r.strategy == Strategy::BlueGreen)
+    {
+        let scale_down = r.scale_down_delay_seconds.unwrap_or(600);
+        if scale_down < deregistration {
+            c.error(
+                &at("rollout.scaleDownDelaySeconds"),
+                format!("the old slot is scaled down after {scale_down} s, before its load-balancer targets finished draining ({deregistration} s): in-flight requests and connections would be cut"),
+                format!("set scaleDownDelaySeconds to at least {deregistration}"),
+            );
         }
     }
     let readiness = w.probes.as_ref().and_then(|p| p.readiness.as_ref());

@@ -171,9 +171,220 @@ pub fn environment_rules(env: &Environment, manifests: &[Manifest]) -> Result<()
             }
         }
     }
+    problems.extend(named_ports(manifests));
     if problems.is_empty() {
         Ok(())
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// The pod template of a workload object.
+fn pod_template(m: &Manifest) -> Option<&Json> {
+    match m.kind.as_str() {
+        "Deployment" | "DaemonSet" | "StatefulSet" => m.body.pointer("/spec/template"),
+        "CronJob" => m.body.pointer("/spec/jobTemplate/spec/template"),
+        _ => None,
+    }
+}
+
+fn port_names(container: &Json) -> Vec<&str> {
+    container
+        .get("ports")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("name").and_then(Json::as_str))
+        .collect()
+}
+
+/// Every named port a rendered object refers to resolves, as the kubelet and the load
+/// balancer controller will resolve it (project templates included): a probe's or
+/// lifecycle handler's port in its container; a Service's `targetPort` in the pods it
+/// selects; an Ingress backend's port in its Service; a forward action's `servicePort` in
+/// the Services it names. The blue-green slot label, filled in at apply, is ignored when
+/// matching selectors.
+pub fn named_ports(manifests: &[Manifest]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for m in manifests {
+        let Some(template) = pod_template(m) else {
+            continue;
+        };
+        let id = format!("{}/{}", m.kind, m.name);
+        for container in template
+            .pointer("/spec/containers")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
+            let declared = port_names(container);
+            for (what, pointer) in [
+                ("readinessProbe", "/readinessProbe"),
+                ("livenessProbe", "/livenessProbe"),
+                ("startupProbe", "/startupProbe"),
+                ("lifecycle.preStop", "/lifecycle/preStop"),
+                ("lifecycle.postStart", "/lifecycle/postStart"),
+            ] {
+                let Some(handler) = container.pointer(pointer) else {
+                    continue;
+                };
+                for kind in ["httpGet", "tcpSocket"] {
+                    if let Some(port) = handler
+                        .pointer(&format!("/{kind}/port"))
+                        .and_then(Json::as_str)
+                        && !declared.contains(&port)
+                    {
+                        problems.push(format!(
+                            "{id}: the {what} of container {name} names port {port:?}, which the container does not declare (its ports: {}); the kubelet would report `couldn't find port: {port}` and the pod would never be ready",
+                            if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let workloads: Vec<(&Manifest, &Json)> = manifests
+        .iter()
+        .filter_map(|m| pod_template(m).map(|t| (m, t)))
+        .collect();
+    let services: Vec<&Manifest> = manifests.iter().filter(|m| m.kind == "Service").collect();
+    for service in &services {
+        let Some(selector) = service
+            .body
+            .pointer("/spec/selector")
+            .and_then(Json::as_object)
+            .filter(|s| !s.is_empty())
+        else {
+            continue;
+        };
+        let selected: Vec<&(&Manifest, &Json)> = workloads
+            .iter()
+            .filter(|(_, template)| {
+                let labels = template
+                    .pointer("/metadata/labels")
+                    .and_then(Json::as_object);
+                selector.iter().all(|(k, v)| {
+                    k == crate::render::context::labels::SLOT
+                        || labels.and_then(|l| l.get(k)) == Some(v)
+                })
+            })
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        for port in service
+            .body
+            .pointer("/spec/ports")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let Some(target) = port.get("targetPort").and_then(Json::as_str) else {
+                continue;
+            };
+            for (workload, template) in &selected {
+                let declared: Vec<&str> = template
+                    .pointer("/spec/containers")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(port_names)
+                    .collect();
+                if !declared.contains(&target) {
+                    problems.push(format!(
+                        "Service/{}: targetPort {target:?} is not a port of the pods it selects ({}/{} declares: {})",
+                        service.name,
+                        workload.kind,
+                        workload.name,
+                        declared.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    let service_ports = |name: &str| -> Option<Vec<String>> {
+        services.iter().find(|s| s.name == name).map(|s| {
+            s.body
+                .pointer("/spec/ports")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.get("name").and_then(Json::as_str).map(str::to_owned))
+                .collect()
+        })
+    };
+    for ingress in manifests.iter().filter(|m| m.kind == "Ingress") {
+        let id = format!("Ingress/{}", ingress.name);
+        for path in ingress
+            .body
+            .pointer("/spec/rules")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.pointer("/http/paths").and_then(Json::as_array))
+            .flatten()
+        {
+            let service = path
+                .pointer("/backend/service/name")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let Some(port) = path
+                .pointer("/backend/service/port/name")
+                .and_then(Json::as_str)
+            else {
+                continue;
+            };
+            if port == "use-annotation" {
+                continue;
+            }
+            match service_ports(service) {
+                Some(ports) if !ports.iter().any(|p| p == port) => problems.push(format!(
+                    "{id}: backend port {port:?} is not a port of Service {service} (its ports: {})",
+                    ports.join(", ")
+                )),
+                _ => {}
+            }
+        }
+        let actions = ingress
+            .body
+            .pointer("/metadata/annotations")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| k.starts_with("alb.ingress.kubernetes.io/actions."));
+        for (key, action) in actions {
+            let Some(action) = action
+                .as_str()
+                .and_then(|a| serde_json::from_str::<Json>(a).ok())
+            else {
+                continue;
+            };
+            for group in action
+                .pointer("/forwardConfig/targetGroups")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let service = group
+                    .get("serviceName")
+                    .and_then(Json::as_str)
+                    .unwrap_or_default();
+                let Some(port) = group.get("servicePort").and_then(Json::as_str) else {
+                    continue;
+                };
+                match service_ports(service) {
+                    Some(ports) if !ports.iter().any(|p| p == port) => problems.push(format!(
+                        "{id}: {key} forwards to port {port:?} of Service {service}, which has no such port (its ports: {})",
+                        ports.join(", ")
+                    )),
+                    None => problems.push(format!(
+                        "{id}: {key} forwards to Service {service}, which this environment does not render"
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+    problems
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::env::model::{Compute, EnvValue, Protocol, Strategy, Workload, WorkloadKind};
+use crate::env::model::{
+    Compute, EnvValue, PortRef, Probe, Protocol, Strategy, Workload, WorkloadKind,
+};
 use crate::env::rules;
 use crate::env::{Environment, slugify};
 
@@ -93,6 +95,8 @@ pub struct WorkloadContext {
     pub annotations: BTreeMap<String, String>,
     /// Container ports.
     pub ports: Vec<PortContext>,
+    /// The ports its Services expose (a `tcp` workload's ports without `expose: false`).
+    pub service_ports: Vec<PortContext>,
     /// Entrypoint override.
     pub command: Option<Vec<String>>,
     /// Arguments.
@@ -101,10 +105,14 @@ pub struct WorkloadContext {
     pub resources: serde_json::Value,
     /// Container env, in Kubernetes shape.
     pub env: Vec<serde_json::Value>,
-    /// Readiness probe path.
+    /// Readiness probe path, when it is an HTTP check (kept for project templates).
     pub readiness: Option<String>,
-    /// Liveness probe path.
+    /// Liveness probe path, when it is an HTTP check (kept for project templates).
     pub liveness: Option<String>,
+    /// The readiness probe in Kubernetes shape (`httpGet`/`tcpSocket`/`exec` and timing).
+    pub readiness_probe: Option<serde_json::Value>,
+    /// The liveness probe in Kubernetes shape.
+    pub liveness_probe: Option<serde_json::Value>,
     /// Seconds the preStop hook sleeps.
     pub pre_stop_seconds: u32,
     /// terminationGracePeriodSeconds.
@@ -115,6 +123,10 @@ pub struct WorkloadContext {
     pub http: Option<HttpContext>,
     /// NLB scheme (`tcp`).
     pub nlb_scheme: Option<&'static str>,
+    /// NLB health check (`tcp`): one for every target group of the Service.
+    pub nlb_health: Option<NlbHealth>,
+    /// NLB target-group attributes (`tcp`): deregistration delay, connection termination.
+    pub nlb_target_group_attributes: Option<String>,
     /// HPA settings.
     pub autoscaling: Option<AutoscalingContext>,
     /// Whether a PodDisruptionBudget is rendered.
@@ -129,6 +141,17 @@ pub struct WorkloadContext {
     pub time_zone: Option<String>,
     /// IRSA role.
     pub role_arn: Option<String>,
+}
+
+/// The health check of an NLB's target groups: TCP or HTTP (NLBs cannot check UDP).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct NlbHealth {
+    /// `TCP` or `HTTP`.
+    pub protocol: &'static str,
+    /// The pod port checked.
+    pub port: u16,
+    /// HTTP path.
+    pub path: Option<String>,
 }
 
 /// A container port.
@@ -170,13 +193,18 @@ pub fn build(env: &Environment) -> EnvContext {
         Some(instance) => format!("{}-{instance}", env.name),
         None => env.name.clone(),
     };
-    let uses_alb = env.spec.workloads.values().any(|w| w.http.is_some());
+    // IP targets of an ALB or an NLB: a pod must not be Ready before its target is healthy.
+    let behind_lb = env
+        .spec
+        .workloads
+        .values()
+        .any(|w| w.http.is_some() || w.kind == WorkloadKind::Tcp);
     let mut namespace_labels = BTreeMap::from([
         (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
         (labels::ENVIRONMENT.to_owned(), id.clone()),
         (labels::PART_OF.to_owned(), slugify(&env.spec.project.name)),
     ]);
-    if uses_alb {
+    if behind_lb {
         namespace_labels.insert(labels::READINESS_GATE.to_owned(), "enabled".to_owned());
     }
     EnvContext {
@@ -254,7 +282,7 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         if w.kind == WorkloadKind::Tcp {
             annotations.insert(
                 annotations::OVERLAP.to_owned(),
-                r.overlap_seconds.unwrap_or(60).to_string(),
+                r.overlap_seconds.unwrap_or(0).to_string(),
             );
         }
     }
@@ -306,7 +334,11 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         })
         .collect();
 
-    let readiness = w.probes.as_ref().and_then(|p| p.readiness.clone());
+    let readiness = w
+        .probes
+        .as_ref()
+        .and_then(|p| p.readiness.as_ref())
+        .and_then(http_path);
     let http = w.http.as_ref().map(|h| {
         let mut a = BTreeMap::new();
         let key = |k: &str| format!("alb.ingress.kubernetes.io/{k}");
@@ -368,6 +400,20 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         .as_ref()
         .map_or(w.replicas.unwrap_or(1), |a| a.min);
 
+    let nlb_health = (w.kind == WorkloadKind::Tcp)
+        .then(|| nlb_health(w, &ports))
+        .flatten();
+    let service_ports: Vec<PortContext> = ports
+        .iter()
+        .filter(|p| {
+            w.ports
+                .iter()
+                .flatten()
+                .find(|s| s.name == p.name)
+                .is_none_or(|s| s.expose != Some(false))
+        })
+        .cloned()
+        .collect();
     WorkloadContext {
         name: name.to_owned(),
         kind: kind_str(w.kind),
@@ -394,8 +440,27 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         args: w.args.clone(),
         resources,
         env: env_list,
+        readiness_probe: w
+            .probes
+            .as_ref()
+            .and_then(|p| p.readiness.as_ref())
+            .map(|p| with_timing(probe_json(p), &[("periodSeconds", 5), ("failureThreshold", 2)])),
+        liveness_probe: w.probes.as_ref().and_then(|p| p.liveness.as_ref()).map(|p| {
+            with_timing(
+                probe_json(p),
+                &[("initialDelaySeconds", 5), ("periodSeconds", 10), ("failureThreshold", 3)],
+            )
+        }),
         readiness,
-        liveness: w.probes.as_ref().and_then(|p| p.liveness.clone()),
+        liveness: w.probes.as_ref().and_then(|p| p.liveness.as_ref()).and_then(http_path),
+        nlb_health,
+        nlb_target_group_attributes: (w.kind == WorkloadKind::Tcp).then(|| {
+            let (delay, termination) = rules::nlb_draining(w);
+            format!(
+                "deregistration_delay.timeout_seconds={delay},deregistration_delay.connection_termination.enabled={termination}"
+            )
+        }),
+        service_ports,
         pre_stop_seconds: pre_stop,
         grace_seconds: grace,
         deregistration_delay: pre_stop + drain,
@@ -417,6 +482,96 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         time_zone: w.time_zone.clone(),
         role_arn: w.service_account.as_ref().map(|s| s.role_arn.clone()),
     }
+}
+
+/// The path of an HTTP probe.
+fn http_path(probe: &Probe) -> Option<String> {
+    match probe {
+        Probe::Path(path) => Some(path.clone()),
+        Probe::Check(check) => check.http.clone(),
+    }
+}
+
+fn port_json(port: &PortRef) -> serde_json::Value {
+    match port {
+        PortRef::Number(n) => serde_json::json!(n),
+        PortRef::Name(n) => serde_json::json!(n),
+    }
+}
+
+/// A probe's handler in Kubernetes shape. A plain path checks the port named `http`.
+fn probe_json(probe: &Probe) -> serde_json::Value {
+    let http = PortRef::Name("http".into());
+    match probe {
+        Probe::Path(path) => serde_json::json!({"httpGet": {"path": path, "port": "http"}}),
+        Probe::Check(c) => match (&c.http, &c.tcp, &c.exec) {
+            (Some(path), _, _) => {
+                serde_json::json!({"httpGet": {"path": path, "port": port_json(c.port.as_ref().unwrap_or(&http))}})
+            }
+            (None, Some(port), _) => serde_json::json!({"tcpSocket": {"port": port_json(port)}}),
+            (None, None, Some(command)) => serde_json::json!({"exec": {"command": command}}),
+            // Refused by the rules (exactly one of http, tcp, exec).
+            (None, None, None) => serde_json::json!({}),
+        },
+    }
+}
+
+fn with_timing(mut probe: serde_json::Value, timing: &[(&str, u32)]) -> serde_json::Value {
+    if let Some(map) = probe.as_object_mut() {
+        for (key, value) in timing {
+            map.insert((*key).to_owned(), serde_json::json!(value));
+        }
+    }
+    probe
+}
+
+/// The declared port a reference names.
+pub fn resolve_port<'p>(ports: &'p [PortContext], port: &PortRef) -> Option<&'p PortContext> {
+    ports.iter().find(|p| match port {
+        PortRef::Name(name) => p.name == *name,
+        PortRef::Number(number) => p.port == *number,
+    })
+}
+
+/// How an NLB checks a `tcp` workload's targets: the readiness probe when it is an HTTP or
+/// TCP check on a TCP port; else a TCP connect to the first TCP port. `None`: only UDP ports
+/// and no TCP/HTTP readiness probe — nothing the NLB could check (a rule refuses it).
+pub fn nlb_health(w: &Workload, ports: &[PortContext]) -> Option<NlbHealth> {
+    let tcp = |p: &&PortContext| p.protocol == "TCP";
+    let http = PortRef::Name("http".into());
+    let from_probe = w
+        .probes
+        .as_ref()
+        .and_then(|p| p.readiness.as_ref())
+        .and_then(|probe| match probe {
+            Probe::Path(path) => resolve_port(ports, &http).filter(tcp).map(|p| NlbHealth {
+                protocol: "HTTP",
+                port: p.port,
+                path: Some(path.clone()),
+            }),
+            Probe::Check(check) => match (&check.http, &check.tcp) {
+                (Some(path), _) => resolve_port(ports, check.port.as_ref().unwrap_or(&http))
+                    .filter(tcp)
+                    .map(|p| NlbHealth {
+                        protocol: "HTTP",
+                        port: p.port,
+                        path: Some(path.clone()),
+                    }),
+                (None, Some(port)) => resolve_port(ports, port).filter(tcp).map(|p| NlbHealth {
+                    protocol: "TCP",
+                    port: p.port,
+                    path: None,
+                }),
+                _ => None,
+            },
+        });
+    from_probe.or_else(|| {
+        ports.iter().find(tcp).map(|p| NlbHealth {
+            protocol: "TCP",
+            port: p.port,
+            path: None,
+        })
+    })
 }
 
 /// A review instance gets its own host names: `mr-42.` + the host of the file.

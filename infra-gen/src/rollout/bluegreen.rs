@@ -458,6 +458,15 @@ impl BlueGreen<'_> {
         if let Some(live) = live {
             self.record_live(state, live, None, "deploy").await?;
         }
+        if self.spec.tcp && live.is_some() && self.ensure(&self.stable(None, None)).await? {
+            // The AWS Load Balancer Controller injects its readiness gate only into pods a
+            // Service it binds selects when they are created: the NLB Service selects both
+            // slots first, so a new pod is Ready (and gets connections) only once its NLB
+            // target is healthy.
+            self.say(
+                "NLB selects both slots: each new pod gets connections once its target is healthy",
+            );
+        }
         let replicas = self.wanted_replicas(state, live);
         if view.runs(&self.template_hash()) && view.replicas >= replicas {
             self.say(&format!("{} already holds this version", target.as_str()));
@@ -670,16 +679,20 @@ impl BlueGreen<'_> {
             && let Some(from) = from
         {
             self.follow_load(from, to).await?;
-            // NLB: select both slots first, so new targets register before old ones drain.
+            // NLB: both slots selected until the new one's targets are healthy (their pods'
+            // readiness gates), then for `overlapSeconds` more if the file asks for it.
             if self.ensure(&self.stable(None, None)).await? {
+                self.say("NLB selects both slots");
+            }
+            if !self.spec.overlap.is_zero() {
                 self.say(&format!(
-                    "NLB selects both slots for {:?}",
+                    "both slots stay selected for {:?}",
                     self.spec.overlap
                 ));
+                self.cluster
+                    .pause(self.spec.overlap, "the NLB overlap")
+                    .await?;
             }
-            self.cluster
-                .pause(self.spec.overlap, "the NLB overlap")
-                .await?;
         }
         if let Some(from) = from {
             self.follow_load(from, to).await?;

@@ -350,7 +350,7 @@ pub fn build(
             steps,
             step_pause: seconds(deployment, annotations::STEP_PAUSE, 30),
             scale_down_delay: seconds(deployment, annotations::SCALE_DOWN_DELAY, 600),
-            overlap: seconds(deployment, annotations::OVERLAP, 60),
+            overlap: seconds(deployment, annotations::OVERLAP, 0),
             name,
         });
     }

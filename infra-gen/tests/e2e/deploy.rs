@@ -559,3 +559,37 @@ async fn rolling_workloads_are_applied_and_waited_for() {
         run.all()
     );
 }
+
+#[tokio::test]
+async fn a_pod_whose_probe_names_a_missing_port_is_reported_as_such() {
+    let h = Harness::start().await;
+    let game = h.tcp(
+        &h.images.v1,
+        "    replicas: 2\n    probes: {readiness: {tcp: game}}\n",
+    );
+    h.write_env("prod", &game).await;
+    // A hand-edited tree (a template of another tool, say): the probe names a port the
+    // container does not have. Render refuses that; the committed tree is applied anyway.
+    let file = h.root().join("manifests/prod/deployment-game.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        "tcpSocket:\n            port: game",
+        "tcpSocket:\n            port: health",
+    );
+    assert_ne!(text, edited, "the probe is in the tree:\n{text}");
+    std::fs::write(&file, edited).unwrap();
+    let started = std::time::Instant::now();
+    let run = h
+        .apply("prod", &["--allow-drift", "--timeout", "300s"])
+        .await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("couldn't find port: health"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(120),
+        "no wait fixes a missing port: aborted, not timed out"
+    );
+}

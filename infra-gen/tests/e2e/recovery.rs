@@ -500,7 +500,8 @@ async fn one_crash_during_start_up_is_not_an_abort() {
 #[tokio::test]
 async fn a_scale_down_that_comes_due_later_is_done_by_the_next_apply() {
     let h = Harness::start().await;
-    let short = "    replicas: 2\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 4}\n";
+    // A short delay needs a short drain: the old slot must outlive its targets' draining.
+    let short = "    replicas: 2\n    shutdown: {preStopSeconds: 1, drainSeconds: 2}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 4}\n";
     h.write_env("prod", &h.web(&h.images.v1, short)).await;
     assert!(h.apply("prod", &[]).await.ok);
     h.write_env("prod", &h.web(&h.images.v2, short)).await;

@@ -554,6 +554,9 @@ impl Harness {
 struct SlotTraffic {
     weight: u64,
     selected: bool,
+    /// The stable Service selects this slot only (not both, as during an NLB overlap,
+    /// when its Endpoints hold only the pods that are ready).
+    pinned: bool,
     available: i64,
     replicas: i64,
     template: Json,
@@ -567,7 +570,7 @@ impl SlotTraffic {
 
 impl Harness {
     /// Over the double's whole change log, every moment a slot of `workload` got traffic (ALB
-    /// weight, or the stable Service selecting it) while not every replica was available, and
+    /// weight, or the stable Service selecting it alone) while not every replica was available, and
     /// every change to a slot that had traffic that re-templated it, lowered its replicas or
     /// left it fewer available pods than it served with. Empty: traffic only ever reached
     /// ready slots, and no slot was cut from under its traffic.
@@ -626,9 +629,15 @@ impl Harness {
                     }
                     _ => false,
                 };
+                let pinned = selector
+                    .as_ref()
+                    .and_then(|s| s.get("infra-gen.dev/slot"))
+                    .and_then(Json::as_str)
+                    == Some(*slot);
                 let now = SlotTraffic {
                     weight: if i == 0 { weights.0 } else { weights.1 },
                     selected,
+                    pinned,
                     available: int("/status/availableReplicas"),
                     replicas: int("/spec/replicas"),
                     template: deployment
@@ -637,14 +646,14 @@ impl Harness {
                         .unwrap_or(Json::Null),
                 };
                 let was = &before[i];
-                let gained = now.weight > was.weight || (now.selected && !was.selected);
+                let gained = now.weight > was.weight || (now.pinned && !was.pinned);
                 if now.has_traffic()
                     && gained
                     && (now.replicas == 0 || now.available < now.replicas)
                 {
                     out.push(format!(
-                        "rv {rv}: {slot} got traffic (weight {}, selected {}) with {}/{} replicas available",
-                        now.weight, now.selected, now.available, now.replicas
+                        "rv {rv}: {slot} got traffic (weight {}, selected alone {}) with {}/{} replicas available",
+                        now.weight, now.pinned, now.available, now.replicas
                     ));
                 }
                 if was.has_traffic() && now.has_traffic() {

@@ -55,6 +55,38 @@ fn behaviour(image: &str) -> Behaviour {
     }
 }
 
+/// A named probe port the container does not declare, as the kubelet's prober reports it.
+fn missing_probe_port(spec: &Json) -> Option<String> {
+    let containers = spec.get("containers").and_then(Json::as_array)?;
+    for container in containers {
+        let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
+        let declared: Vec<&str> = container
+            .get("ports")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.get("name").and_then(Json::as_str))
+            .collect();
+        for (probe, label) in [
+            ("readinessProbe", "Readiness"),
+            ("livenessProbe", "Liveness"),
+        ] {
+            for handler in ["httpGet", "tcpSocket"] {
+                if let Some(port) = container
+                    .pointer(&format!("/{probe}/{handler}/port"))
+                    .and_then(Json::as_str)
+                    && !declared.contains(&port)
+                {
+                    return Some(format!(
+                        "{label} probe errored: couldn't find port: {port} in container {name}"
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
 /// The kubelet's view of a pod being created: which Secret reference cannot be resolved.
 fn missing_secret(data: &Data, namespace: &str, spec: &Json) -> Option<String> {
     let containers = spec.get("containers").and_then(Json::as_array)?;
@@ -305,6 +337,17 @@ fn pods_for(
                 )),
                 event: Some(("Failed", format!("Error: {missing}"))),
             };
+        }
+        if let Some(error) = missing_probe_port(&spec)
+            && state.phase == "Running"
+        {
+            state.ready = false;
+            state.condition = Some((
+                "Ready",
+                "ContainersNotReady",
+                format!("containers with unready status: [{container}]"),
+            ));
+            state.event = Some(("Unhealthy", error));
         }
         if state.ready {
             ready_count += 1;
