@@ -60,12 +60,29 @@ pub struct TargetArgs {
     pub kubeconfig: Option<PathBuf>,
 }
 
+/// How traffic moves are checked against the AWS load balancer.
+#[derive(Debug, Clone, Args)]
+pub struct LbArgs {
+    /// Move traffic without checking the load balancer through ELBv2 (targets healthy, rule
+    /// weights applied, targets drained): for clusters without the AWS Load Balancer
+    /// Controller or a CI role without elasticloadbalancing:Describe*. Said loudly and
+    /// recorded in the release history.
+    #[arg(long)]
+    pub no_verify_lb: bool,
+    /// How long the controller may take to apply new ALB weights before they are moved back.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub lb_converge_timeout: std::time::Duration,
+}
+
 /// `infra-gen apply`.
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Environment, instance, kubeconfig.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Load-balancer checks.
+    #[command(flatten)]
+    pub lb: LbArgs,
     /// How long a new version may take to become ready (e.g. 10m, 90s).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
@@ -86,6 +103,9 @@ pub struct RollbackArgs {
     /// Environment, instance, kubeconfig.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Load-balancer checks.
+    #[command(flatten)]
+    pub lb: LbArgs,
     /// How long the previous version may take to become ready again.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
@@ -102,6 +122,9 @@ pub struct FinalizeArgs {
     /// Environment, instance, kubeconfig.
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Load-balancer checks.
+    #[command(flatten)]
+    pub lb: LbArgs,
     /// Scale down now, even before the scale-down delay has passed.
     #[arg(long)]
     pub now: bool,

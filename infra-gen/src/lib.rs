@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod eks;
+pub mod elb;
 pub mod env;
 pub mod error;
 pub mod render;

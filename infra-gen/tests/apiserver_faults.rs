@@ -31,7 +31,7 @@ async fn dropped_watches_are_re_established_while_waiting() {
     let h = Harness::double_only(Options {
         ready_after: Duration::from_secs(3),
         drop_watches_after: Some(Duration::from_millis(300)),
-        token_ttl: None,
+        ..Options::default()
     })
     .await;
     h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
@@ -57,8 +57,8 @@ fn token_plugin(dir: &std::path::Path, ttl_seconds: u64) -> std::path::PathBuf {
 async fn a_wait_longer_than_a_token_lives_refreshes_the_token() {
     let options = Options {
         ready_after: Duration::from_secs(6),
-        drop_watches_after: None,
         token_ttl: Some(Duration::from_secs(3)),
+        ..Options::default()
     };
     // With a fixed token the long wait fails with 401: the test can tell.
     let fixed = Harness::double_only(options.clone()).await;

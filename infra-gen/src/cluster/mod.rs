@@ -134,6 +134,9 @@ pub enum Kind {
     Pod,
     /// v1 Event.
     Event,
+    /// elbv2.k8s.aws/v1beta1 TargetGroupBinding: made by the AWS Load Balancer Controller;
+    /// read to find a Service's target groups, never written or pruned.
+    TargetGroupBinding,
 }
 
 impl Kind {
@@ -180,6 +183,13 @@ impl Kind {
             Kind::Lease => ("coordination.k8s.io", "v1", "Lease", "leases", true),
             Kind::Pod => ("", "v1", "Pod", "pods", true),
             Kind::Event => ("", "v1", "Event", "events", true),
+            Kind::TargetGroupBinding => (
+                "elbv2.k8s.aws",
+                "v1beta1",
+                "TargetGroupBinding",
+                "targetgroupbindings",
+                true,
+            ),
         }
     }
 

@@ -28,6 +28,7 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
     let options = ApplyOptions {
         timeout: args.timeout,
         prune: !args.no_prune,
+        lb: super::target::lb_check(&env, &args.lb, &progress).await,
     };
     let result = apply::apply(&cluster, &desired, &options, &progress).await;
     progress.finish();

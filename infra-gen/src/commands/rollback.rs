@@ -11,7 +11,8 @@ use super::target::{self, SlotOp, Variables};
 
 /// Runs the command.
 pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
-    let session = target::session(root, &args.target, true, Variables::Optional).await?;
+    let mut session = target::session(root, &args.target, true, Variables::Optional).await?;
+    session.lb = target::lb_check(&session.env, &args.lb, &session.progress).await;
     if session.desired.blue_green.is_empty() {
         println!(
             "{} has no blue-green workload; roll back a rolling one by deploying the previous commit",

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::cli::TargetArgs;
+use crate::cli::{LbArgs, TargetArgs};
 use crate::cluster::connect::{self, Target};
 use crate::cluster::lease::{self, Lease};
 use crate::cluster::{Cluster, ClusterError};
@@ -14,6 +14,7 @@ use crate::rollout::RolloutError;
 use crate::rollout::bluegreen::BlueGreen;
 use crate::rollout::desired::{self, BlueGreenSpec, Desired};
 use crate::rollout::progress::Progress;
+use crate::rollout::verify::LbCheck;
 use crate::tree;
 
 /// How `${VARIABLE}`s and secrets are resolved.
@@ -35,6 +36,21 @@ pub struct Session {
     pub cluster: Cluster,
     /// Output.
     pub progress: Progress,
+    /// The load-balancer checks (`None`: `--no-verify-lb`, or a command that moves no
+    /// traffic).
+    pub lb: Option<LbCheck>,
+}
+
+/// The load-balancer checks the flags ask for; says it loudly when they are off.
+pub async fn lb_check(env: &Environment, args: &LbArgs, progress: &Progress) -> Option<LbCheck> {
+    if args.no_verify_lb {
+        progress.step("WARNING: --no-verify-lb: traffic moves without checking the load balancer (healthy targets, applied rule weights, drained targets); the release history records it");
+        return None;
+    }
+    Some(LbCheck {
+        elb: crate::elb::Elb::connect(&env.spec.cluster.region).await,
+        converge: args.lb_converge_timeout,
+    })
 }
 
 /// Loads the environment and the tree. `allow_drift` applies the committed tree even when it
@@ -139,6 +155,7 @@ pub async fn session(
         desired,
         cluster,
         progress: Progress::new(),
+        lb: None,
     })
 }
 
@@ -157,6 +174,7 @@ impl Session {
             timeout,
             by,
             revision: &self.desired.revision,
+            lb: self.lb.as_ref(),
         }
     }
 

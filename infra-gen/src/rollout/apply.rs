@@ -17,12 +17,14 @@ use crate::cluster::{Cluster, Kind, describe, name_of};
 use crate::render::context::labels;
 
 /// Options of an apply.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApplyOptions {
     /// How long a new version may take to become ready.
     pub timeout: Duration,
     /// Delete objects of this environment that are no longer in the tree.
     pub prune: bool,
+    /// The load-balancer checks (`None`: `--no-verify-lb`).
+    pub lb: Option<super::verify::LbCheck>,
 }
 
 /// What an apply did.
@@ -41,7 +43,7 @@ fn workload<'a>(
     cluster: &'a Cluster,
     desired: &'a Desired,
     spec: &'a BlueGreenSpec,
-    options: &ApplyOptions,
+    options: &'a ApplyOptions,
     progress: &'a Progress,
     by: &'a str,
 ) -> BlueGreen<'a> {
@@ -52,6 +54,7 @@ fn workload<'a>(
         timeout: options.timeout,
         by,
         revision: &desired.revision,
+        lb: options.lb.as_ref(),
     }
 }
 
@@ -188,6 +191,14 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
     for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
         for object in cluster.list(kind, &selector, None).await? {
             let name = name_of(&object).to_owned();
+            // Made by a controller (it owns it and deletes it itself): never pruned.
+            let owned = object
+                .pointer("/metadata/ownerReferences")
+                .and_then(Json::as_array)
+                .is_some_and(|o| !o.is_empty());
+            if owned {
+                continue;
+            }
             if matches!(kind, Kind::Deployment | Kind::CronJob) {
                 users.push(object.clone());
             }

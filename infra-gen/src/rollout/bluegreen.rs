@@ -25,6 +25,7 @@ use super::history::{self, Release};
 use super::progress::Progress;
 use super::state::{Objects, SlotView};
 pub use super::state::{Routing, Slot, State};
+use super::verify::LbCheck;
 use super::{
     REVISION, RolloutError, RolloutResult, SCALE_DOWN_AFTER, TEMPLATE, hash, is_up_to_date, stamped,
 };
@@ -55,6 +56,16 @@ pub struct BlueGreen<'a> {
     pub by: &'a str,
     /// The revision (for the history).
     pub revision: &'a str,
+    /// The load-balancer checks (`None`: `--no-verify-lb`).
+    pub lb: Option<&'a LbCheck>,
+}
+
+/// Whether a traffic move checks the load balancer first: moving to a slot that is to take
+/// over, yes; moving back to the slot that served, no (that is the safe direction).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    Forward,
+    Back,
 }
 
 impl BlueGreen<'_> {
@@ -406,7 +417,8 @@ impl BlueGreen<'_> {
             Settle::Complete => {
                 self.say(&format!("{found}; completing it"));
                 self.ready_or_abort(to, Some(from)).await?;
-                self.shift(Some(from), to, &self.spec.steps).await?;
+                self.shift(Some(from), to, &self.spec.steps, Move::Forward)
+                    .await?;
                 self.converge(to, Some(from), "deploy").await?;
             }
             Settle::Revert => {
@@ -419,7 +431,7 @@ impl BlueGreen<'_> {
                 if let Err(cause) = self.wait_ready(from).await {
                     return Err(self.stuck(cause, state));
                 }
-                self.shift(Some(to), from, &[100]).await?;
+                self.shift(Some(to), from, &[100], Move::Back).await?;
             }
         }
         self.observe().await
@@ -483,7 +495,8 @@ impl BlueGreen<'_> {
             self.say(&format!("preview now shows {}", target.as_str()));
         }
         self.ready_or_abort(target, live).await?;
-        self.shift(live, target, &self.spec.steps).await?;
+        self.shift(live, target, &self.spec.steps, Move::Forward)
+            .await?;
         self.converge(target, live, "deploy").await
     }
 
@@ -527,11 +540,32 @@ impl BlueGreen<'_> {
             Err(WaitError::Cluster(e)) => return Err(e.into()),
             Err(cause) => cause,
         };
+        let mut hint = format!(
+            "see `kubectl -n {} describe pods -l {}` and `kubectl logs`; fix and run the deploy again",
+            self.cluster.namespace(),
+            self.selector(target)
+        );
+        // Pods waiting on their readiness gate wait on the load balancer: say what it sees
+        // (before the pods go).
+        if let Some(lb) = self.lb.filter(|_| self.routes_through_lb())
+            && let Err(seen) = lb
+                .serving(
+                    self.cluster,
+                    self.progress,
+                    &self.lb_service(target),
+                    &self.selector(target),
+                    Duration::ZERO,
+                )
+                .await?
+        {
+            hint = format!("the load balancer: {seen}; {hint}");
+        }
         let state = self.observe().await?;
         if let Some(live) = live
             && state.slot(target).has_traffic()
         {
             self.move_back(live).await?;
+            self.drain(target).await?;
         }
         if live != Some(target) {
             self.cluster.scale(&self.slot_name(target), 0).await?;
@@ -544,12 +578,78 @@ impl BlueGreen<'_> {
             workload: self.name().to_owned(),
             kept,
             cause: Box::new(cause),
-            hint: format!(
-                "see `kubectl -n {} describe pods -l {}` and `kubectl logs`; fix and run the deploy again",
-                self.cluster.namespace(),
-                self.selector(target)
-            ),
+            hint,
         })
+    }
+
+    /// Whether traffic reaches the workload through an AWS load balancer (ALB or NLB).
+    fn routes_through_lb(&self) -> bool {
+        self.spec.ingress.is_some() || self.spec.tcp
+    }
+
+    /// The Service whose target groups carry `slot`'s pods: the slot Service the ALB
+    /// forwards to, or the stable NLB Service of a `tcp` workload.
+    fn lb_service(&self, slot: Slot) -> String {
+        if self.spec.tcp {
+            self.name().to_owned()
+        } else {
+            self.slot_name(slot)
+        }
+    }
+
+    /// The host and path of the Ingress rule every request reaches.
+    fn host_and_path(&self) -> (String, String) {
+        let rule = self
+            .spec
+            .ingress
+            .as_ref()
+            .and_then(|i| i.pointer("/spec/rules/0"));
+        let text = |p: &str| {
+            rule.and_then(|r| r.pointer(p))
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        (text("/host"), text("/http/paths/0/path"))
+    }
+
+    /// Stops a move to `to` the load balancer is not ready for: all traffic back on `from`,
+    /// `to` scaled to 0 unless it was live, and the error naming what was seen.
+    async fn not_serving(&self, to: Slot, from: Slot, problem: String) -> RolloutError {
+        let undo = async {
+            let state = self.observe().await?;
+            if state.slot(to).has_traffic() {
+                self.move_back(from).await?;
+            }
+            if state.release_in(to).is_none() || state.last_live() == Some(from) {
+                self.drain(to).await?;
+                self.cluster.scale(&self.slot_name(to), 0).await?;
+                self.say(&format!("aborted, scaled {} to 0", self.slot_name(to)));
+            }
+            RolloutResult::Ok(())
+        };
+        if let Err(e) = undo.await {
+            return e;
+        }
+        RolloutError::NotServing {
+            workload: self.name().to_owned(),
+            slot: self.slot_name(to),
+            kept: format!("{} ({})", from.as_str(), self.slot_name(from)),
+            problem,
+        }
+    }
+
+    /// Before `slot` is scaled down: waits until its load-balancer targets drained.
+    async fn drain(&self, slot: Slot) -> RolloutResult<()> {
+        let Some(lb) = self.lb.filter(|_| self.routes_through_lb()) else {
+            return Ok(());
+        };
+        let mut services = vec![self.slot_name(slot)];
+        if self.spec.tcp {
+            services.push(self.name().to_owned());
+        }
+        lb.drained(self.cluster, self.progress, &services, &self.selector(slot))
+            .await
     }
 
     /// Gives every request back to `live` at once (it still has the capacity it served with).
@@ -630,8 +730,34 @@ impl BlueGreen<'_> {
     /// step after the new slot was sized to the live load, each followed by a pause and a
     /// health check), the tcp overlap, then the stable Service (with the previous slot's
     /// scale-down deadline).
-    async fn shift(&self, from: Option<Slot>, to: Slot, steps: &[u8]) -> RolloutResult<()> {
+    async fn shift(
+        &self,
+        from: Option<Slot>,
+        to: Slot,
+        steps: &[u8],
+        direction: Move,
+    ) -> RolloutResult<()> {
         let name = self.name().to_owned();
+        let check = self
+            .lb
+            .filter(|_| direction == Move::Forward && from.is_some());
+        if let (Some(lb), Some(from)) = (check, from)
+            && self.routes_through_lb()
+        {
+            let service = self.lb_service(to);
+            if let Err(problem) = lb
+                .serving(
+                    self.cluster,
+                    self.progress,
+                    &service,
+                    &self.selector(to),
+                    self.timeout,
+                )
+                .await?
+            {
+                return Err(self.not_serving(to, from, problem).await);
+            }
+        }
         if self.spec.ingress.is_some() {
             let already = self.observe().await?.slot(to).weight;
             let steps: Vec<u8> = match from {
@@ -646,6 +772,26 @@ impl BlueGreen<'_> {
                     && self.ensure(&ingress).await?
                 {
                     self.say(&format!("{percent}% of ALB traffic on {}", to.as_str()));
+                }
+                if let (Some(lb), Some(from)) = (check, from) {
+                    let (host, path) = self.host_and_path();
+                    let expected = [
+                        (self.slot_name(to), percent),
+                        (self.slot_name(from), 100 - percent),
+                    ];
+                    if let Err(seen) = lb
+                        .weights(
+                            self.cluster,
+                            self.progress,
+                            self.name(),
+                            &host,
+                            &path,
+                            &expected,
+                        )
+                        .await?
+                    {
+                        return Err(self.not_serving(to, from, seen).await);
+                    }
                 }
                 if percent < 100 {
                     self.cluster
@@ -773,6 +919,7 @@ impl BlueGreen<'_> {
         self.record_live(&state, live, previous, action).await?;
         let other = live.other();
         if Self::scale_down_due(&state, live) {
+            self.drain(other).await?;
             self.cluster.scale(&self.slot_name(other), 0).await?;
             self.say(&format!(
                 "scaled {} to 0 (its scale-down delay ended at {})",
@@ -826,6 +973,7 @@ impl BlueGreen<'_> {
                 by: self.by.to_owned(),
                 from_template: before.and_then(|b| b.template.clone()),
                 from_revision: before.and_then(|b| b.revision.clone()),
+                lb_verified: Some(self.lb.is_some()),
             },
         )
         .await?;
@@ -958,7 +1106,8 @@ impl BlueGreen<'_> {
             }
             _ => current,
         };
-        self.shift(Some(from), target, &[100]).await?;
+        self.shift(Some(from), target, &[100], Move::Forward)
+            .await?;
         self.converge(target, Some(from), "rollback").await
     }
 
@@ -1010,6 +1159,7 @@ impl BlueGreen<'_> {
             ));
             return Ok(());
         }
+        self.drain(previous).await?;
         self.cluster.scale(&self.slot_name(previous), 0).await?;
         self.say(&format!("scaled {} to 0", self.slot_name(previous)));
         Ok(())

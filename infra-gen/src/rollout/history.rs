@@ -42,6 +42,9 @@ pub struct Release {
     /// The revision of what was live before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_revision: Option<String>,
+    /// Whether the cutover was checked against the load balancer (`false`: `--no-verify-lb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lb_verified: Option<bool>,
 }
 
 impl Release {
@@ -156,6 +159,7 @@ mod tests {
             by: "ci".into(),
             from_template: from.map(str::to_owned),
             from_revision: from.map(|f| format!("rev-{f}")),
+            lb_verified: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod desired;
 pub mod history;
 pub mod progress;
 pub mod state;
+pub mod verify;
 
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -66,6 +67,23 @@ pub enum RolloutError {
     /// A precondition in the cluster or in AWS does not hold.
     #[error("{0}")]
     Preflight(String),
+    /// An ELBv2 call failed.
+    #[error(transparent)]
+    Elb(#[from] crate::elb::ElbError),
+    /// The load balancer is not ready for a slot (targets, gates, rule weights).
+    #[error(
+        "{workload}: the load balancer is not ready for {slot}, so traffic stays on {kept}: {problem}"
+    )]
+    NotServing {
+        /// Workload.
+        workload: String,
+        /// The slot traffic was to move to.
+        slot: String,
+        /// Where the traffic is.
+        kept: String,
+        /// What the load balancer showed.
+        problem: String,
+    },
     /// The deploy lock was lost; the run stopped before its next write.
     #[error(
         "{workload}: {reason}. Traffic was left where it is: {traffic} (each traffic step is a single write, so the step in progress had either completed or not started). The run holding the lock now finishes or reverts the cutover; `infra-gen status` shows it"

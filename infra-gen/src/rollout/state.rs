@@ -418,6 +418,7 @@ mod tests {
             by: "ci".into(),
             from_template: None,
             from_revision: None,
+            lb_verified: None,
         }
     }
 

@@ -9,6 +9,7 @@
 mod support;
 
 mod deploy;
+mod loadbalancer;
 mod lock;
 mod recovery;
 

@@ -17,6 +17,7 @@
 
 mod fields;
 mod kubelet;
+pub mod lb;
 pub mod validation;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -43,7 +44,7 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-pub const RESOURCES: [Resource; 15] = [
+pub const RESOURCES: [Resource; 16] = [
     Resource {
         group: "",
         version: "v1",
@@ -149,6 +150,15 @@ pub const RESOURCES: [Resource; 15] = [
         kind: "Job",
         namespaced: true,
     },
+    // Served only with a simulated AWS Load Balancer Controller (Options::lb), as a cluster
+    // serves it only with the controller's CRDs installed.
+    Resource {
+        group: "elbv2.k8s.aws",
+        version: "v1beta1",
+        plural: "targetgroupbindings",
+        kind: "TargetGroupBinding",
+        namespaced: true,
+    },
 ];
 
 impl Resource {
@@ -216,6 +226,12 @@ pub struct Data {
     /// When each simulated pod was created.
     pods: kubelet::Births,
     pod_ips: HashMap<Key, String>,
+    /// Readiness gates the (simulated) controller's webhook injected, per pod.
+    gates: HashMap<Key, Vec<String>>,
+    /// Gates the (simulated) controller set to True: the pod's target is healthy.
+    gates_passed: BTreeSet<(Key, String)>,
+    /// Whether the simulated controller's webhook injects readiness gates.
+    inject_gates: bool,
     events_made: BTreeSet<String>,
     next_cluster_ip: u32,
 }
@@ -229,6 +245,9 @@ pub struct Options {
     pub drop_watches_after: Option<Duration>,
     /// Accept only bearer tokens `test-token-<unix seconds>` younger than this.
     pub token_ttl: Option<Duration>,
+    /// A simulated AWS Load Balancer Controller on moto's ELBv2 (and the
+    /// TargetGroupBinding API); without it, the cluster has no controller.
+    pub lb: Option<lb::LbSim>,
 }
 
 impl Default for Options {
@@ -237,6 +256,7 @@ impl Default for Options {
             ready_after: Duration::from_millis(300),
             drop_watches_after: None,
             token_ttl: None,
+            lb: None,
         }
     }
 }
@@ -567,6 +587,11 @@ impl ApiServer {
             let _ = axum::serve(listener, app).await;
         });
         tokio::spawn(controllers(shared.clone()));
+        let sim = shared.options.lock().unwrap().lb.clone();
+        if let Some(sim) = sim {
+            shared.data.lock().unwrap().inject_gates = sim.inject_gates;
+            tokio::spawn(lb::run(shared.clone(), sim));
+        }
         ApiServer { shared, url }
     }
 
@@ -589,6 +614,17 @@ impl ApiServer {
         let path = dir.join("kubeconfig");
         std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
         path
+    }
+
+    /// Changes how the simulated load balancer controller behaves from now on.
+    pub fn set_lb(&self, change: impl FnOnce(&mut lb::LbSim)) {
+        let mut options = self.shared.options.lock().unwrap();
+        if let Some(sim) = options.lb.as_mut() {
+            change(sim);
+            let inject = sim.inject_gates;
+            drop(options);
+            self.shared.data.lock().unwrap().inject_gates = inject;
+        }
     }
 
     /// Every request seen so far.
@@ -718,7 +754,10 @@ async fn handle(
         return axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-double"}))
             .into_response();
     }
-    let Some(target) = parse_path(&path) else {
+    let controller = shared.options.lock().unwrap().lb.is_some();
+    let Some(target) =
+        parse_path(&path).filter(|t| controller || t.resource.kind != "TargetGroupBinding")
+    else {
         return status_error(
             404,
             "NotFound",

@@ -100,6 +100,10 @@ pub struct Harness {
     /// The commit being deployed: changes with every new environment file, like a CI
     /// pipeline of a new commit.
     revision: std::sync::Mutex<String>,
+    /// moto's endpoint when the cluster has a (simulated or real) AWS Load Balancer
+    /// Controller whose load balancer infra-gen checks; otherwise commands run with
+    /// `--no-verify-lb`.
+    pub lb_endpoint: Option<String>,
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -147,6 +151,15 @@ impl Harness {
 
     async fn create(options: Options, real: Option<std::ffi::OsString>) -> Self {
         let project = tempfile::tempdir().expect("temp project");
+        // On a real cluster with the controller (EKS), INFRA_GEN_E2E_VERIFY_LB=1 keeps the
+        // load-balancer checks on, with the real AWS credentials of the environment.
+        let lb_endpoint = match &real {
+            Some(_) => std::env::var("INFRA_GEN_E2E_VERIFY_LB")
+                .ok()
+                .filter(|v| v == "1")
+                .map(|_| String::new()),
+            None => options.lb.as_ref().map(|sim| sim.moto.clone()),
+        };
         let (double, kubeconfig) = match real {
             Some(path) => (None, PathBuf::from(path)),
             None => {
@@ -163,6 +176,7 @@ impl Harness {
             id: unique_id(),
             images,
             revision: std::sync::Mutex::new("0".repeat(40)),
+            lb_endpoint,
         }
     }
 
@@ -248,6 +262,24 @@ impl Harness {
 
     fn command_for(&self, args: &[String], env: &[(&str, &str)]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"));
+        let mut args = args.to_vec();
+        let moves_traffic = args
+            .first()
+            .is_some_and(|c| ["apply", "rollback", "finalize"].contains(&c.as_str()));
+        if moves_traffic
+            && self.lb_endpoint.is_none()
+            && !args.iter().any(|a| a == "--no-verify-lb")
+        {
+            args.push("--no-verify-lb".into());
+        }
+        if let Some(endpoint) = self.lb_endpoint.as_ref().filter(|e| !e.is_empty()) {
+            command
+                .env("AWS_ENDPOINT_URL", endpoint)
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env_remove("AWS_SESSION_TOKEN")
+                .env_remove("AWS_PROFILE");
+        }
         command
             .arg("--root")
             .arg(self.root())
@@ -400,8 +432,44 @@ impl Harness {
             "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
             "StatefulSet" => ("apps", "v1", "statefulsets"),
             "Pod" => ("", "v1", "pods"),
+            "TargetGroupBinding" => ("elbv2.k8s.aws", "v1beta1", "targetgroupbindings"),
             other => panic!("kind {other} not in the harness"),
         }
+    }
+
+    /// Every object of a kind in the test namespace.
+    pub async fn list(&self, kind: &str) -> Vec<Json> {
+        let (group, version, plural) = Self::resource_of(kind);
+        let api = self.api(self.client().await, group, version, kind, plural);
+        api.list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|o| serde_json::to_value(o).unwrap())
+            .collect()
+    }
+
+    /// The names of the pods of a slot Deployment `<workload>-<slot>`.
+    pub async fn pod_names(&self, deployment: &str) -> Vec<String> {
+        let (workload, slot) = deployment.rsplit_once('-').unwrap();
+        self.list("Pod")
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.pointer("/metadata/labels/app.kubernetes.io~1name")
+                    .and_then(Json::as_str)
+                    == Some(workload)
+                    && p.pointer("/metadata/labels/infra-gen.dev~1slot")
+                        .and_then(Json::as_str)
+                        == Some(slot)
+            })
+            .filter_map(|p| {
+                p.pointer("/metadata/name")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned)
+            })
+            .collect()
     }
 
     /// The slot the stable Service selects.

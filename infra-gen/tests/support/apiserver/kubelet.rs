@@ -55,6 +55,56 @@ fn behaviour(image: &str) -> Behaviour {
     }
 }
 
+/// The readiness gates the AWS Load Balancer Controller's webhook gives a pod being created:
+/// one per TargetGroupBinding whose Service selects it, when the namespace asks for them.
+fn injected_gates(data: &Data, namespace: &str, template: &Json) -> Vec<String> {
+    if !data.inject_gates {
+        return Vec::new();
+    }
+    let asks = data
+        .objects
+        .get(&Key {
+            resource: Resource::by_kind("Namespace"),
+            namespace: String::new(),
+            name: namespace.to_owned(),
+        })
+        .and_then(|ns| ns.pointer("/metadata/labels/elbv2.k8s.aws~1pod-readiness-gate-inject"))
+        .and_then(Json::as_str)
+        == Some("enabled");
+    if !asks {
+        return Vec::new();
+    }
+    let labels = template
+        .pointer("/metadata/labels")
+        .and_then(Json::as_object);
+    data.objects
+        .iter()
+        .filter(|(k, _)| k.resource.kind == "TargetGroupBinding" && k.namespace == namespace)
+        .filter(|(_, binding)| {
+            let service = binding
+                .pointer("/spec/serviceRef/name")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let selector = data
+                .objects
+                .get(&Key {
+                    resource: Resource::by_kind("Service"),
+                    namespace: namespace.to_owned(),
+                    name: service.to_owned(),
+                })
+                .and_then(|s| s.pointer("/spec/selector"))
+                .and_then(Json::as_object)
+                .cloned()
+                .unwrap_or_default();
+            !selector.is_empty()
+                && selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        })
+        .map(|(k, _)| format!("target-health.elbv2.k8s.aws/{}", k.name))
+        .collect()
+}
+
 /// A named probe port the container does not declare, as the kubelet's prober reports it.
 fn missing_probe_port(spec: &Json) -> Option<String> {
     let containers = spec.get("containers").and_then(Json::as_array)?;
@@ -297,6 +347,7 @@ fn pods_for(
     for k in &existing {
         if !wanted.iter().any(|(name, _)| *name == k.name) {
             data.pods.remove(k);
+            data.gates.remove(k);
             data.remove(k, events);
         }
     }
@@ -307,11 +358,21 @@ fn pods_for(
             namespace: namespace.to_owned(),
             name: pod_name.clone(),
         };
+        let first_seen = !data.pods.contains_key(&pod_key);
         let born = *data
             .pods
             .entry(pod_key.clone())
             .or_insert_with(Instant::now);
-        let spec = template.get("spec").cloned().unwrap_or(json!({}));
+        let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+        if first_seen {
+            let gates = injected_gates(data, namespace, template);
+            data.gates.insert(pod_key.clone(), gates);
+        }
+        let gates = data.gates.get(&pod_key).cloned().unwrap_or_default();
+        if !gates.is_empty() {
+            spec["readinessGates"] =
+                Json::Array(gates.iter().map(|g| json!({"conditionType": g})).collect());
+        }
         let image = spec
             .pointer("/containers/0/image")
             .and_then(Json::as_str)
@@ -349,15 +410,33 @@ fn pods_for(
             ));
             state.event = Some(("Unhealthy", error));
         }
+        // Containers ready; the pod is Ready only once every readiness gate passed too.
+        let containers_ready = state.ready;
+        let passed: Vec<bool> = gates
+            .iter()
+            .map(|g| data.gates_passed.contains(&(pod_key.clone(), g.clone())))
+            .collect();
+        if containers_ready && passed.iter().any(|p| !p) {
+            state.ready = false;
+            state.condition = Some((
+                "Ready",
+                "ReadinessGatesNotReady",
+                "the status of pod readiness gate is not \"True\", but \"False\"".to_owned(),
+            ));
+        }
         if state.ready {
             ready_count += 1;
         }
-        let conditions = match &state.condition {
+        let mut conditions = match &state.condition {
             Some((kind, reason, message)) => {
                 vec![json!({"type": kind, "status": "False", "reason": reason, "message": message})]
             }
             None => vec![json!({"type": "Ready", "status": "True"})],
         };
+        conditions.push(json!({"type": "ContainersReady", "status": if containers_ready { "True" } else { "False" }}));
+        for (gate, ok) in gates.iter().zip(&passed) {
+            conditions.push(json!({"type": gate, "status": if *ok { "True" } else { "False" }}));
+        }
         let mut statuses = Vec::new();
         if !state.state.is_null() {
             let mut status = json!({"name": container, "ready": state.ready, "restartCount": state.restarts, "image": image, "imageID": "", "state": state.state});

@@ -1,0 +1,268 @@
+//! Elastic Load Balancing (ELBv2): what the load balancer itself says, as opposed to the
+//! Kubernetes objects the AWS Load Balancer Controller reconciles later and separately —
+//! the health of a target group's targets, its deregistration delay, and the weights of the
+//! listener rule a host and path reach. Read-only: `elasticloadbalancing:Describe*`.
+//!
+//! Credentials and region come from the usual AWS chain, as for EKS; `AWS_ENDPOINT_URL`
+//! points it elsewhere (moto in tests).
+
+use aws_config::BehaviorVersion;
+use aws_sdk_elasticloadbalancingv2::Client;
+use aws_sdk_elasticloadbalancingv2::error::DisplayErrorContext;
+use aws_sdk_elasticloadbalancingv2::types::{Action, RuleCondition, TargetDescription};
+
+/// Why an ELBv2 call failed.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "ELBv2 {operation} ({what}) failed: {message}; the CI role needs read-only elasticloadbalancing:Describe* (or pass --no-verify-lb)"
+)]
+pub struct ElbError {
+    /// The operation.
+    pub operation: &'static str,
+    /// What it was about.
+    pub what: String,
+    /// What AWS said.
+    pub message: String,
+}
+
+/// One target of a target group, as DescribeTargetHealth reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The pod IP (IP targets).
+    pub id: String,
+    /// `initial`, `healthy`, `unhealthy`, `unused`, `draining`, `unavailable`.
+    pub state: String,
+    /// e.g. `Elb.RegistrationInProgress`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.id, self.state)?;
+        if !self.reason.is_empty() {
+            write!(f, " ({})", self.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// The forward action of the listener rule a host and path reach: (target group, weight).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The rule's ARN.
+    pub rule: String,
+    /// Target groups and their weights.
+    pub groups: Vec<(String, i32)>,
+}
+
+/// An ELBv2 client of one region.
+#[derive(Clone)]
+pub struct Elb {
+    client: Client,
+}
+
+fn error(operation: &'static str, what: &str, e: impl std::fmt::Display) -> ElbError {
+    ElbError {
+        operation,
+        what: what.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// The `path-pattern` the AWS Load Balancer Controller writes for a `Prefix` path.
+pub fn path_patterns(path: &str) -> Vec<String> {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        vec!["/*".to_owned()]
+    } else {
+        vec![trimmed.to_owned(), format!("{trimmed}/*")]
+    }
+}
+
+fn condition_values(condition: &RuleCondition) -> Vec<String> {
+    let mut values: Vec<String> = condition.values().to_vec();
+    if let Some(host) = condition.host_header_config() {
+        values.extend(host.values().iter().cloned());
+    }
+    if let Some(path) = condition.path_pattern_config() {
+        values.extend(path.values().iter().cloned());
+    }
+    values
+}
+
+fn forward_of(action: &Action) -> Option<Vec<(String, i32)>> {
+    if action.r#type().map(|t| t.as_str()) != Some("forward") {
+        return None;
+    }
+    if let Some(config) = action.forward_config()
+        && !config.target_groups().is_empty()
+    {
+        return Some(
+            config
+                .target_groups()
+                .iter()
+                .map(|g| {
+                    (
+                        g.target_group_arn().unwrap_or_default().to_owned(),
+                        g.weight().unwrap_or(1),
+                    )
+                })
+                .collect(),
+        );
+    }
+    action
+        .target_group_arn()
+        .map(|arn| vec![(arn.to_owned(), 1)])
+}
+
+impl Elb {
+    /// A client for `region`.
+    pub async fn connect(region: &str) -> Elb {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(aws_config::Region::new(region.to_owned()))
+            .load()
+            .await;
+        Elb {
+            client: Client::new(&config),
+        }
+    }
+
+    /// Every target of a target group (draining ones included).
+    pub async fn targets(&self, group: &str) -> Result<Vec<Target>, ElbError> {
+        let out = self
+            .client
+            .describe_target_health()
+            .target_group_arn(group)
+            .send()
+            .await
+            .map_err(|e| error("DescribeTargetHealth", group, DisplayErrorContext(e)))?;
+        Ok(out
+            .target_health_descriptions()
+            .iter()
+            .map(|d| Target {
+                id: d
+                    .target()
+                    .and_then(TargetDescription::id)
+                    .unwrap_or_default()
+                    .to_owned(),
+                state: d
+                    .target_health()
+                    .and_then(|h| h.state())
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                reason: d
+                    .target_health()
+                    .and_then(|h| h.reason())
+                    .map(|r| r.as_str().to_owned())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// The group's deregistration delay, seconds (AWS default 300).
+    pub async fn deregistration_delay(&self, group: &str) -> Result<u64, ElbError> {
+        let out = self
+            .client
+            .describe_target_group_attributes()
+            .target_group_arn(group)
+            .send()
+            .await
+            .map_err(|e| {
+                error(
+                    "DescribeTargetGroupAttributes",
+                    group,
+                    DisplayErrorContext(e),
+                )
+            })?;
+        Ok(out
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some("deregistration_delay.timeout_seconds"))
+            .and_then(|a| a.value())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300))
+    }
+
+    /// The forward action of the first listener rule of the load balancer `dns_name` that
+    /// matches `host` and the path-pattern of `path`; `None` when the load balancer or such
+    /// a rule does not exist (yet).
+    pub async fn forward_for(
+        &self,
+        dns_name: &str,
+        host: &str,
+        path: &str,
+    ) -> Result<Option<Forward>, ElbError> {
+        let balancers = self
+            .client
+            .describe_load_balancers()
+            .send()
+            .await
+            .map_err(|e| error("DescribeLoadBalancers", dns_name, DisplayErrorContext(e)))?;
+        let Some(balancer) = balancers.load_balancers().iter().find(|b| {
+            b.dns_name()
+                .is_some_and(|d| d.eq_ignore_ascii_case(dns_name))
+        }) else {
+            return Ok(None);
+        };
+        let arn = balancer.load_balancer_arn().unwrap_or_default();
+        let listeners = self
+            .client
+            .describe_listeners()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+            .map_err(|e| error("DescribeListeners", arn, DisplayErrorContext(e)))?;
+        let patterns = path_patterns(path);
+        for listener in listeners.listeners() {
+            let listener_arn = listener.listener_arn().unwrap_or_default();
+            let rules = self
+                .client
+                .describe_rules()
+                .listener_arn(listener_arn)
+                .send()
+                .await
+                .map_err(|e| error("DescribeRules", listener_arn, DisplayErrorContext(e)))?;
+            for rule in rules.rules() {
+                let field = |name: &str| {
+                    rule.conditions()
+                        .iter()
+                        .filter(|c| c.field() == Some(name))
+                        .flat_map(condition_values)
+                        .collect::<Vec<_>>()
+                };
+                let hosts = field("host-header");
+                let paths = field("path-pattern");
+                let host_ok = hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
+                let path_ok = patterns.iter().any(|p| paths.contains(p));
+                // A rule with more conditions (e.g. an http-header one) is not the host/path
+                // rule every request reaches.
+                let only_host_and_path = rule
+                    .conditions()
+                    .iter()
+                    .all(|c| matches!(c.field(), Some("host-header" | "path-pattern")));
+                if !(host_ok && path_ok && only_host_and_path) {
+                    continue;
+                }
+                if let Some(groups) = rule.actions().iter().find_map(forward_of) {
+                    return Ok(Some(Forward {
+                        rule: rule.rule_arn().unwrap_or_default().to_owned(),
+                        groups,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_paths_become_the_controller_s_path_patterns() {
+        assert_eq!(path_patterns("/"), ["/*"]);
+        assert_eq!(path_patterns("/api"), ["/api", "/api/*"]);
+        assert_eq!(path_patterns("/api/"), ["/api", "/api/*"]);
+    }
+}

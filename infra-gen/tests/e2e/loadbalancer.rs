@@ -1,0 +1,284 @@
+//! The cutover checked against the load balancer: healthy targets before any weight moves,
+//! the listener rule's weights after, drained targets before a scale-down, and the
+//! controller's objects never pruned. On the double, a simulated AWS Load Balancer
+//! Controller on moto's ELBv2 plays the controller, including its failures. The happy paths
+//! also run against an EKS cluster with the controller (`INFRA_GEN_E2E_KUBECONFIG` and
+//! `INFRA_GEN_E2E_VERIFY_LB=1`, with AWS credentials for ELBv2); the failures need the double.
+
+use std::time::{Duration, Instant};
+
+use crate::support::apiserver::Options;
+use crate::support::apiserver::lb::LbSim;
+use crate::support::harness::Harness;
+
+fn moto() -> String {
+    std::env::var("MOTO_ENDPOINT").expect(
+        "MOTO_ENDPOINT is not set: run ./scripts/test (it starts moto through scripts/moto-server.py)",
+    )
+}
+
+/// A cluster with an AWS Load Balancer Controller: the simulated one on the double; on a
+/// real cluster, only with `INFRA_GEN_E2E_VERIFY_LB=1` (EKS with the controller) — else
+/// `None`, said on the test's output (kind and k3d have no AWS load balancer to check).
+async fn with_controller() -> Option<Harness> {
+    let real = std::env::var_os("INFRA_GEN_E2E_KUBECONFIG").is_some();
+    if real && std::env::var("INFRA_GEN_E2E_VERIFY_LB").as_deref() != Ok("1") {
+        eprintln!(
+            "not run: this test needs an AWS Load Balancer Controller; against a real cluster set INFRA_GEN_E2E_VERIFY_LB=1 (EKS with the controller)"
+        );
+        return None;
+    }
+    let options = if real {
+        Options::default()
+    } else {
+        Options {
+            lb: Some(LbSim::new(&moto())),
+            ..Options::default()
+        }
+    };
+    Some(Harness::start_with(options).await)
+}
+
+/// The same, on the double only (the controller has to misbehave).
+async fn with_broken_controller(change: impl FnOnce(&mut LbSim)) -> Harness {
+    let mut sim = LbSim::new(&moto());
+    change(&mut sim);
+    Harness::double_only(Options {
+        lb: Some(sim),
+        ..Options::default()
+    })
+    .await
+}
+
+/// After the first deploy, the controller binds the Services the load balancer uses; pods
+/// created before that get no readiness gate (a real race, which the checks catch), so the
+/// tests wait for it, as a later deploy would find it done.
+async fn bound(h: &Harness, bindings: usize) {
+    h.until("the controller's TargetGroupBindings", 120, || async {
+        h.list("TargetGroupBinding").await.len() >= bindings
+    })
+    .await;
+}
+
+const STEPS: &str =
+    "    replicas: 2\n    rollout: {strategy: blue-green, steps: [50, 100], stepPauseSeconds: 1}\n";
+
+#[tokio::test]
+async fn the_cutover_waits_for_healthy_targets_and_checks_the_rule_weights() {
+    let Some(h) = with_controller().await else {
+        return;
+    };
+    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    let first = h.apply("prod", &[]).await;
+    assert!(first.ok, "{}", first.all());
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    let order: Vec<usize> = [
+        "web-green: every pod is a healthy target",
+        "50% of ALB traffic on green",
+        "web: the ALB rule for web.e2e.test/ forwards 50% to web-green, 50% to web-blue",
+        "100% of ALB traffic on green",
+        "web: the ALB rule for web.e2e.test/ forwards 100% to web-green, 0% to web-blue",
+        "switched web from blue to green",
+    ]
+    .iter()
+    .map(|needle| {
+        run.stderr
+            .find(needle)
+            .unwrap_or_else(|| panic!("missing {needle:?}: {}", run.all()))
+    })
+    .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {}",
+        run.all()
+    );
+    let pod = h
+        .get("Pod", &h.pod_names("web-green").await[0])
+        .await
+        .unwrap();
+    let gates = pod["spec"]["readinessGates"].to_string();
+    assert!(gates.contains("target-health.elbv2.k8s.aws/"), "{gates}");
+    assert_eq!(h.releases("web").await[0]["lbVerified"], true);
+}
+
+#[tokio::test]
+async fn pods_without_their_readiness_gate_abort_before_any_weight_moves() {
+    let h = with_broken_controller(|sim| sim.inject_gates = false).await;
+    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("the load balancer is not ready for web-green, so traffic stays on blue")
+            && run
+                .stderr
+                .contains("has no readiness gate target-health.elbv2.k8s.aws/")
+            && run.stderr.contains("failurePolicy: Ignore")
+            && run
+                .stderr
+                .contains("kubectl get mutatingwebhookconfiguration aws-load-balancer-webhook"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !run.stderr.contains("% of ALB traffic on green"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.replicas("web-green").await, Some(0));
+}
+
+#[tokio::test]
+async fn targets_stuck_initial_abort_at_the_timeout_with_traffic_untouched() {
+    let h = with_broken_controller(|_| {}).await;
+    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    // From now on every new target stays `initial` (e.g. a health check on the wrong port).
+    h.double().set_lb(|sim| sim.stuck_initial = true);
+    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    let run = h.apply("prod", &["--timeout", "6s"]).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("traffic stays on blue")
+            && run.stderr.contains("initial (Elb.RegistrationInProgress)"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.replicas("web-green").await, Some(0));
+}
+
+#[tokio::test]
+async fn rule_weights_the_controller_does_not_apply_are_moved_back() {
+    let h = with_broken_controller(|sim| sim.apply_weights = false).await;
+    h.write_env("prod", &h.web(&h.images.v1, crate::BLUE_GREEN))
+        .await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, crate::BLUE_GREEN))
+        .await;
+    let run = h.apply("prod", &["--lb-converge-timeout", "4s"]).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "forwards 100% to web-blue, 0% to web-green, not 100% to web-green, 0% to web-blue"
+        ) && run.stderr.contains("did not apply the weights")
+            && run.stderr.contains("moved all traffic back to blue"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
+}
+
+#[tokio::test]
+async fn finalize_waits_until_the_old_slot_has_drained() {
+    let Some(h) = with_controller().await else {
+        return;
+    };
+    let game = |image: &str| {
+        h.tcp(
+            image,
+            "    replicas: 2\n    probes: {readiness: {tcp: game}}\n    tcp: {deregistrationDelaySeconds: 4}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 60}\n",
+        )
+    };
+    h.write_env("prod", &game(&h.images.v1)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 1).await;
+    h.write_env("prod", &game(&h.images.v2)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("game: every pod is a healthy target"),
+        "the switch waited for NLB target health: {}",
+        run.all()
+    );
+    let started = Instant::now();
+    let finalize = h.command("finalize", "prod", &["--now"]).await;
+    assert!(finalize.ok, "{}", finalize.all());
+    assert!(
+        finalize.stderr.contains("still draining"),
+        "{}",
+        finalize.all()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it waited for the drain"
+    );
+    assert_eq!(h.replicas("game-blue").await, Some(0));
+}
+
+#[tokio::test]
+async fn prune_and_destroy_leave_the_controllers_objects_alone() {
+    let h = with_broken_controller(|_| {}).await;
+    let worker = "  jobs:\n    kind: worker\n    image: registry.test/jobs:v1\n    replicas: 1\n    resources: {cpu: 100m, memory: 128Mi}\n";
+    h.write_env(
+        "prod",
+        &format!("{}{worker}", h.web(&h.images.v1, crate::BLUE_GREEN)),
+    )
+    .await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    let before = h.list("TargetGroupBinding").await;
+    assert!(
+        before
+            .iter()
+            .all(|b| b["metadata"]["labels"]["infra-gen.dev/environment"] == "prod"),
+        "they even carry the environment's label: {before:#?}"
+    );
+    h.write_env("prod", &h.web(&h.images.v1, crate::BLUE_GREEN))
+        .await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(run.stderr.contains("pruning"), "{}", run.all());
+    let after = h.list("TargetGroupBinding").await;
+    assert_eq!(
+        after.len(),
+        before.len(),
+        "no binding pruned: {}",
+        run.all()
+    );
+
+    // A review instance: destroy removes the load balancers first and lets the controller
+    // clean up its bindings, then the namespace.
+    let review = format!(
+        "project: {{name: e2e, id: {}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nreview: true\nworkloads:\n{}",
+        h.id,
+        h.web(&h.images.v1, "    replicas: 1\n")
+    ) + "secrets:\n  app-db: {uri: {fromEnv: E2E_DB_URI}}\n";
+    std::fs::write(h.root().join("environments/review.yaml"), review).unwrap();
+    let up = h.command("apply", "review", &["--instance", "mr-1"]).await;
+    assert!(up.ok, "{}", up.all());
+    let down = h
+        .command("destroy", "review", &["--instance", "mr-1"])
+        .await;
+    assert!(down.ok, "{}", down.all());
+    let instance = format!("{}-mr-1", h.namespace());
+    let deletes: Vec<String> = h
+        .double()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains(&instance))
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        deletes.iter().all(|p| !p.contains("targetgroupbindings")),
+        "{deletes:#?}"
+    );
+    let ingress = deletes.iter().position(|p| p.contains("/ingresses/"));
+    let namespace = deletes
+        .iter()
+        .position(|p| *p == format!("/api/v1/namespaces/{instance}"));
+    assert!(
+        matches!((ingress, namespace), (Some(i), Some(n)) if i < n),
+        "the Ingress goes first, the namespace last: {deletes:#?}"
+    );
+}
