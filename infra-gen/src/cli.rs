@@ -37,6 +37,9 @@ pub enum Command {
     Finalize(FinalizeArgs),
     /// Show what runs: slots, revisions, ready replicas, HPA, weights, last releases.
     Status(StatusArgs),
+    /// Remove an old version of a stateful workload (never the one taking new connections).
+    #[command(disable_version_flag = true)]
+    Retire(RetireArgs),
     /// Show what apply would change (server-side dry run against the live objects).
     Diff(TargetArgs),
     /// Delete a review environment instance (its namespace and everything in it).
@@ -128,6 +131,23 @@ pub struct FinalizeArgs {
     /// Scale down now, even before the scale-down delay has passed.
     #[arg(long)]
     pub now: bool,
+}
+
+/// `infra-gen retire`.
+#[derive(Debug, Args)]
+pub struct RetireArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Load-balancer checks (its targets drain first).
+    #[command(flatten)]
+    pub lb: LbArgs,
+    /// The stateful workload.
+    #[arg(long, value_name = "NAME")]
+    pub workload: String,
+    /// The version to remove, as `infra-gen status` lists it (`2-6-0`) or as its tag (`2.6.0`).
+    #[arg(long, value_name = "VERSION")]
+    pub version: String,
 }
 
 /// `infra-gen status`.

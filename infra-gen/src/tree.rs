@@ -90,7 +90,7 @@ pub fn files(env: &Environment, manifests: &[Manifest]) -> Result<EnvFiles, Tree
         message: e.to_string(),
     })?;
     let text = format!(
-        "{}# `kubectl apply -k` works for rolling workloads; blue-green needs `infra-gen apply`.\n{yaml}",
+        "{}# `kubectl apply -k` works for rolling workloads; blue-green and stateful ones need `infra-gen apply`.\n{yaml}",
         header(env, None)
     );
     out.insert(KUSTOMIZATION.into(), text);

@@ -252,3 +252,155 @@ async fn killed_at_any_write_finalize_never_scales_a_slot_with_traffic() {
 async fn killed_at_any_write_rollback_returns_to_what_was_live() {
     kill_at_every_write_then(After::Rollback).await;
 }
+
+/// What runs after a stateful release was killed.
+#[derive(Debug, Clone, Copy)]
+enum AfterStateful {
+    /// The same CI job again.
+    SameApply,
+    /// The manual rollback job of the killed release's pipeline.
+    Rollback,
+    /// The delayed finalize job (`retireAfterSeconds` has passed for every old version).
+    Finalize,
+}
+
+/// Kills a release of a new stateful version after each of its first writes, runs `after`,
+/// and checks: new connections go where the command says, the servers that took connections
+/// before still run (same pod UIDs), and over the whole change log no server with players
+/// was restarted or removed and new connections only reached ready versions.
+async fn stateful_kill_at_every_write_then(after: AfterStateful) {
+    let h = Harness::double_only(Options {
+        ready_after: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let file = |version: &str| {
+        let image = if version.ends_with(['1', '3', '5', '7', '9']) {
+            h.images.v1.clone()
+        } else {
+            h.images.v2.clone()
+        };
+        let retire = match after {
+            AfterStateful::Finalize => "    retireAfterSeconds: 1\n",
+            _ => "",
+        };
+        h.stateful(
+            &image,
+            &format!(
+                "    replicas: 2\n    version: {version}\n    tcp: {{deregistrationDelaySeconds: 0}}\n{retire}"
+            ),
+        )
+    };
+    h.write_env("prod", &file("r0")).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let double = h.double().clone();
+    for kill_after in 1..=9usize {
+        let version = format!("r{kill_after}");
+        let live = h.live_version("connector").await.unwrap();
+        let players = h.version_pods("connector", &live).await;
+        h.write_env("prod", &file(&version)).await;
+        let candidate = h.revision();
+        let before = double.requests().iter().filter(|r| r.is_write()).count();
+        let mut child = h.spawn_apply("prod", &[], &[]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
+            if writes >= kill_after {
+                Harness::kill(&mut child).await;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = child.wait().await;
+        let context = format!("after a kill at write {kill_after} then {after:?}");
+        match after {
+            AfterStateful::SameApply => {
+                let run = h.apply("prod", &[]).await;
+                assert!(run.ok, "{context}: {}", run.all());
+                assert_eq!(
+                    h.live_version("connector").await,
+                    Some(version.clone()),
+                    "{context}"
+                );
+            }
+            AfterStateful::Rollback => {
+                let run = h
+                    .command("rollback", "prod", &["--revision", &candidate])
+                    .await;
+                assert!(run.ok, "{context}: {}", run.all());
+                assert_eq!(
+                    h.live_version("connector").await,
+                    Some(live.clone()),
+                    "{context}"
+                );
+            }
+            AfterStateful::Finalize => {
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+                let run = h.command("finalize", "prod", &[]).await;
+                assert!(run.ok, "{context}: {}", run.all());
+                let now = h.live_version("connector").await.unwrap();
+                assert!(
+                    h.get("StatefulSet", &format!("connector-{now}"))
+                        .await
+                        .is_some(),
+                    "{context}: finalize retired the live version"
+                );
+            }
+        }
+        // The servers that had players before still run, untouched, unless retired.
+        if h.get("StatefulSet", &format!("connector-{live}"))
+            .await
+            .is_some()
+        {
+            assert_eq!(
+                h.version_pods("connector", &live).await,
+                players,
+                "{context}"
+            );
+        }
+        // Whatever the command left, a deploy of the file converges, then old versions go.
+        let settled = h.apply("prod", &[]).await;
+        assert!(settled.ok, "{context}: {}", settled.all());
+        assert_eq!(
+            h.live_version("connector").await,
+            Some(version.clone()),
+            "{context}"
+        );
+        for set in h.list("StatefulSet").await {
+            let old = set["metadata"]["labels"]["infra-gen.dev/version"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if old != version {
+                let run = h
+                    .command(
+                        "retire",
+                        "prod",
+                        &["--workload", "connector", "--version", &old],
+                    )
+                    .await;
+                assert!(run.ok, "{context}: {}", run.all());
+            }
+        }
+    }
+    let violations = h.stateful_violations("connector");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn stateful_killed_at_any_write_the_same_apply_converges() {
+    stateful_kill_at_every_write_then(AfterStateful::SameApply).await;
+}
+
+#[tokio::test]
+async fn stateful_killed_at_any_write_rollback_returns_to_what_was_live() {
+    stateful_kill_at_every_write_then(AfterStateful::Rollback).await;
+}
+
+#[tokio::test]
+async fn stateful_killed_at_any_write_finalize_never_retires_the_live_version() {
+    stateful_kill_at_every_write_then(AfterStateful::Finalize).await;
+}

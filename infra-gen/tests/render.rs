@@ -613,3 +613,119 @@ fn a_project_template_naming_a_port_that_does_not_exist_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_stateful_connector_renders_stable_ids_and_keeps_players_connected() {
+    let tree = repo().join("examples/mini-hunter/manifests/production");
+    let set = yaml_file(&tree.join("statefulset-connector.yaml"));
+    assert_eq!(set["spec"]["podManagementPolicy"], "Parallel");
+    assert_eq!(set["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(
+        set["metadata"]["annotations"]["infra-gen.dev/version"],
+        "2-7-0"
+    );
+    let pod = &set["spec"]["template"]["spec"];
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let var = |name: &str| env.iter().find(|e| e["name"] == name).cloned();
+    assert_eq!(
+        var("SERVER_ID").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert_eq!(var("VERSION").unwrap()["value"], "2-7-0");
+    assert!(
+        set["spec"].get("volumeClaimTemplates").is_none(),
+        "identity, not storage"
+    );
+    // preStop 30 s + drain 60 s fit in the grace period.
+    assert!(pod["terminationGracePeriodSeconds"].as_i64().unwrap() >= 90);
+
+    let headless = yaml_file(&tree.join("service-connector-headless.yaml"));
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let pdb = yaml_file(&tree.join("poddisruptionbudget-connector.yaml"));
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+
+    let nlb = yaml_file(&tree.join("service-connector.yaml"));
+    let annotations = nlb["metadata"]["annotations"].as_object().unwrap();
+    assert_eq!(
+        annotations["service.beta.kubernetes.io/aws-load-balancer-target-group-attributes"],
+        "deregistration_delay.timeout_seconds=300,deregistration_delay.connection_termination.enabled=false"
+    );
+    let listeners: Vec<&String> = annotations
+        .keys()
+        .filter(|k| k.contains("listener-attributes"))
+        .collect();
+    assert_eq!(
+        listeners,
+        ["service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-3010"],
+        "one listener, the exposed port; the health port is none"
+    );
+    assert_eq!(
+        annotations["service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-3010"],
+        "tcp.idle_timeout.seconds=3600"
+    );
+
+    // The back end is not exposed: a headless Service for its stable names, no NLB.
+    assert!(tree.join("statefulset-battle.yaml").exists());
+    assert!(tree.join("service-battle-headless.yaml").exists());
+    assert!(!tree.join("service-battle.yaml").exists());
+}
+
+#[test]
+fn a_stateful_workload_behind_the_alb_forwards_to_its_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("environments")).unwrap();
+    std::fs::write(
+        dir.path().join("environments/prod.yaml"),
+        "project: {name: arena, id: 7}\ncluster: {name: c, region: eu-west-1, compute: ec2}\nworkloads:\n  lobby:\n    kind: stateful\n    image: r.example.com/lobby:3.1\n    replicas: 2\n    ports: [{name: http, port: 8080}]\n    probes: {readiness: /ready}\n    http: {host: lobby.example.com, idleTimeoutSeconds: 1200}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = infra_gen(dir.path(), &["render"]);
+    assert!(ok, "{stderr}");
+    let tree = dir.path().join("manifests/prod");
+    let ingress = yaml_file(&tree.join("ingress-lobby.yaml"));
+    let annotations = &ingress["metadata"]["annotations"];
+    let action: serde_json::Value = serde_json::from_str(
+        annotations["alb.ingress.kubernetes.io/actions.lobby"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        action["forwardConfig"]["targetGroups"],
+        serde_json::json!([{"serviceName": "lobby-headless", "servicePort": "http", "weight": 100}]),
+        "the tree forwards to its per-version Service; apply names it lobby-<version> and lists every running version"
+    );
+    let headless = yaml_file(&tree.join("service-lobby-headless.yaml"));
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    assert_eq!(
+        annotations["alb.ingress.kubernetes.io/load-balancer-attributes"],
+        "idle_timeout.timeout_seconds=1200"
+    );
+    let stable = yaml_file(&tree.join("service-lobby.yaml"));
+    assert_eq!(
+        stable["spec"]["type"], "ClusterIP",
+        "in-cluster clients reach the live version; the ALB's target groups are the versions' Services"
+    );
+}
+
+#[test]
+fn fargate_refuses_volume_claim_templates_on_a_stateful_workload() {
+    let template =
+        std::fs::read_to_string(repo().join("infra-gen/src/render/templates/statefulset.yaml.j2"))
+            .unwrap()
+            .replace(
+                "  podManagementPolicy: Parallel\n",
+                "  podManagementPolicy: Parallel\n  volumeClaimTemplates:\n  - metadata: {name: data}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            );
+    assert!(
+        template.contains("volumeClaimTemplates"),
+        "the template changed"
+    );
+    let project = project_with_template("statefulset.yaml.j2", &template);
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("StatefulSet/connector: volumeClaimTemplates need EBS volumes, which Fargate pods cannot mount"),
+        "{stderr}"
+    );
+}

@@ -662,6 +662,149 @@ fn workers_may_declare_ports_to_probe_but_never_expose_them() {
     assert_error(
         &exposed,
         "environments/staging.yaml:",
-        &["`expose` only applies to tcp workloads"],
+        &["`expose` only applies to workloads behind an NLB"],
+    );
+}
+
+const SERVER: &str = "\
+project: {name: mini, id: 1}
+cluster: {name: games, region: ap-northeast-1}
+workloads:
+  connector:
+    kind: stateful
+    image: registry.example.com/connector:2.7.0
+    replicas: 3
+    resources: {cpu: 500m, memory: 1Gi}
+    ports: [{name: socket, port: 3010}, {name: health, port: 8081, expose: false}]
+    probes: {readiness: {http: /ready, port: health}}
+    tcp: {deregistrationDelaySeconds: 300, idleTimeoutSeconds: 3600}
+    retireAfterSeconds: 86400
+";
+
+#[test]
+fn a_stateful_game_server_behind_an_nlb_is_valid() {
+    assert_eq!(errors(SERVER), Vec::<String>::new());
+    let backend = SERVER
+        .replace(
+            "    tcp: {deregistrationDelaySeconds: 300, idleTimeoutSeconds: 3600}\n",
+            "",
+        )
+        .replace(
+            ", {name: health, port: 8081, expose: false}",
+            ", {name: health, port: 8081}",
+        )
+        .replace("86400", "600");
+    assert_eq!(errors(&backend), Vec::<String>::new(), "not exposed");
+}
+
+#[test]
+fn stateful_versions_are_dns_labels_short_enough_for_their_pods() {
+    let long = SERVER.replace(
+        "    replicas: 3\n",
+        "    replicas: 3\n    version: 2.7.0-hotfix-for-the-winter-event-final-build-4\n",
+    );
+    assert_error(
+        &long,
+        "environments/staging.yaml:8:14",
+        &[
+            "workloads.connector.version",
+            "StatefulSet connector-2-7-0-hotfix-for-the-winter-event-final-build-4, 57 characters: at most 52",
+            "set a shorter `version:`",
+        ],
+    );
+    let empty = SERVER.replace(
+        "    replicas: 3\n",
+        "    replicas: 3\n    version: \"...\"\n",
+    );
+    assert_error(
+        &empty,
+        "environments/staging.yaml:8:14",
+        &["the version has no letters or digits"],
+    );
+    let on_web = format!("{BASE}    version: 1.0.0\n");
+    assert_error(
+        &on_web,
+        "environments/staging.yaml:11:14",
+        &[
+            "`version`",
+            "only stateful workloads run versions side by side",
+        ],
+    );
+}
+
+#[test]
+fn a_stateful_workload_has_no_rollout_and_one_way_in() {
+    let rollout = SERVER.replace(
+        "    retireAfterSeconds: 86400\n",
+        "    rollout: {strategy: blue-green}\n",
+    );
+    assert_error(
+        &rollout,
+        "environments/staging.yaml:12:5",
+        &["`rollout`", "versions run side by side"],
+    );
+    let port = SERVER.replace("    replicas: 3\n", "    replicas: 3\n    port: 8080\n");
+    assert_error(
+        &port,
+        "environments/staging.yaml:8:11",
+        &["`port`", "under `ports`"],
+    );
+    let both = SERVER.replace(
+        "    retireAfterSeconds: 86400\n",
+        "    http: {host: c.example.com}\n",
+    );
+    assert_error(
+        &both,
+        "environments/staging.yaml:4:3",
+        &["through the ALB (`http`) or an NLB (`tcp`), not both"],
+    );
+    let alb = SERVER
+        .replace(
+            "    tcp: {deregistrationDelaySeconds: 300, idleTimeoutSeconds: 3600}\n",
+            "    http: {host: c.example.com}\n",
+        )
+        .replace(", expose: false", "");
+    assert_error(
+        &alb,
+        "environments/staging.yaml:11:5",
+        &[
+            "the ALB forwards to the port named http",
+            "add {name: http, port: 8080}",
+        ],
+    );
+}
+
+#[test]
+fn old_versions_are_not_retired_before_their_targets_drained() {
+    let early = SERVER.replace("86400", "120");
+    assert_error(
+        &early,
+        "environments/staging.yaml:12:25",
+        &[
+            "an old version is retired 120 s after the switch, before its load-balancer targets finished draining (300 s)",
+            "at least 300",
+        ],
+    );
+}
+
+#[test]
+fn idle_timeouts_stay_within_what_aws_allows() {
+    let nlb = SERVER.replace("idleTimeoutSeconds: 3600", "idleTimeoutSeconds: 7200");
+    assert_error(
+        &nlb,
+        "environments/staging.yaml:11:",
+        &[
+            "workloads.connector.tcp.idleTimeoutSeconds",
+            "7200 s is outside the 60–6000 s an NLB TCP listener allows",
+        ],
+    );
+    let alb = format!("{BASE}    http: {{host: ct.example.com, idleTimeoutSeconds: 0}}\n");
+    assert_error(
+        &alb,
+        "environments/staging.yaml:11:",
+        &[
+            "workloads.web.http.idleTimeoutSeconds",
+            "0 s is outside the 1–4000 s an ALB allows",
+        ],
     );
 }

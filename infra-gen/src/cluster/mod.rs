@@ -120,6 +120,8 @@ pub enum Kind {
     Service,
     /// apps/v1 Deployment.
     Deployment,
+    /// apps/v1 StatefulSet.
+    StatefulSet,
     /// batch/v1 CronJob.
     CronJob,
     /// networking.k8s.io/v1 Ingress.
@@ -142,13 +144,14 @@ pub enum Kind {
 impl Kind {
     /// Kinds whose objects `apply` creates and prunes, in the order they are applied:
     /// what others depend on first, what exposes traffic last.
-    pub const APPLIED: [Kind; 10] = [
+    pub const APPLIED: [Kind; 11] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::ConfigMap,
         Kind::Secret,
         Kind::Service,
         Kind::Deployment,
+        Kind::StatefulSet,
         Kind::CronJob,
         Kind::Ingress,
         Kind::HorizontalPodAutoscaler,
@@ -164,6 +167,7 @@ impl Kind {
             Kind::Secret => ("", "v1", "Secret", "secrets", true),
             Kind::Service => ("", "v1", "Service", "services", true),
             Kind::Deployment => ("apps", "v1", "Deployment", "deployments", true),
+            Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets", true),
             Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs", true),
             Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
             Kind::HorizontalPodAutoscaler => (
@@ -594,9 +598,14 @@ impl Cluster {
     /// Sets `spec.replicas` of a Deployment (a merge patch: the rest of the object, and who
     /// owns it, stay as they are).
     pub async fn scale(&self, name: &str, replicas: i32) -> ClusterResult<()> {
-        let action = format!("scale Deployment/{name} to {replicas}");
+        self.scale_kind(Kind::Deployment, name, replicas).await
+    }
+
+    /// Sets `spec.replicas` of a Deployment or StatefulSet.
+    pub async fn scale_kind(&self, kind: Kind, name: &str, replicas: i32) -> ClusterResult<()> {
+        let action = format!("scale {}/{name} to {replicas}", kind.name());
         self.check_lock(&action)?;
-        let api = self.api(Kind::Deployment);
+        let api = self.api(kind);
         let patch = serde_json::json!({"spec": {"replicas": replicas}});
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -616,6 +625,11 @@ impl Cluster {
 
     /// The typed Deployment API (for the watcher).
     pub fn deployments(&self) -> Api<k8s_openapi::api::apps::v1::Deployment> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The typed StatefulSet API (for the watcher).
+    pub fn statefulsets(&self) -> Api<k8s_openapi::api::apps::v1::StatefulSet> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use kube::runtime::{WatchStreamExt, watcher};
 
 use super::diagnose::{self, PodProblem, Urgency};
@@ -89,6 +89,23 @@ impl Replicas {
         }
     }
 
+    /// Counts of a StatefulSet (OnDelete: pods of an older template count, they are the
+    /// version's servers too).
+    pub fn of_statefulset(set: &StatefulSet) -> Self {
+        let status = set.status.clone().unwrap_or_default();
+        let generation = set.metadata.generation.unwrap_or(0);
+        let desired = set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        Self {
+            desired,
+            updated: status.replicas,
+            available: status
+                .available_replicas
+                .unwrap_or(status.ready_replicas.unwrap_or(0)),
+            total: status.replicas,
+            observed: status.observed_generation.unwrap_or(0) >= generation,
+        }
+    }
+
     /// Every wanted replica runs the current template and is available, and no old pod is left.
     pub fn is_complete(&self) -> bool {
         self.observed
@@ -107,12 +124,55 @@ pub async fn deployment_ready(
     timeout: Duration,
     report: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(), WaitError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let events = watcher(cluster.deployments(), config)
+        .default_backoff()
+        .map(|e| {
+            e.map(|event| match event {
+                watcher::Event::Apply(d) | watcher::Event::InitApply(d) => Some(Replicas::of(&d)),
+                _ => None,
+            })
+        })
+        .boxed();
+    ready(cluster, name, selector, timeout, report, events).await
+}
+
+/// Waits until the StatefulSet `name` has every replica ready (see [`deployment_ready`]).
+pub async fn statefulset_ready(
+    cluster: &Cluster,
+    name: &str,
+    selector: &str,
+    timeout: Duration,
+    report: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), WaitError> {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let events = watcher(cluster.statefulsets(), config)
+        .default_backoff()
+        .map(|e| {
+            e.map(|event| match event {
+                watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                    Some(Replicas::of_statefulset(&s))
+                }
+                _ => None,
+            })
+        })
+        .boxed();
+    ready(cluster, name, selector, timeout, report, events).await
+}
+
+/// The replica counts a watch reports (`None`: an event without an object).
+type Events = futures::stream::BoxStream<'static, Result<Option<Replicas>, watcher::Error>>;
+
+async fn ready(
+    cluster: &Cluster,
+    name: &str,
+    selector: &str,
+    timeout: Duration,
+    report: &mut (dyn FnMut(&str) + Send),
+    mut events: Events,
+) -> Result<(), WaitError> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(cluster.deployments(), config)
-        .default_backoff()
-        .boxed();
     let mut pod_check = tokio::time::interval(Duration::from_secs(2));
     let mut lock_check = tokio::time::interval(Duration::from_millis(250));
     let mut replicas = Replicas::default();
@@ -123,8 +183,8 @@ pub async fn deployment_ready(
     loop {
         tokio::select! {
             event = events.next() => match event {
-                Some(Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))) => replicas = Replicas::of(&d),
-                Some(Ok(_)) => {}
+                Some(Ok(Some(r))) => replicas = r,
+                Some(Ok(None)) => {}
                 Some(Err(error)) => tracing::debug!(%error, "deployment watch interrupted; kube re-establishes it"),
                 None => {}
             },

@@ -62,6 +62,14 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
         let bg = session.blue_green(spec, Default::default(), "");
         desired.extend(bg.planned_objects().await?);
     }
+    for spec in &session.desired.stateful {
+        desired.extend(
+            session
+                .stateful(spec, Default::default(), "")
+                .planned_objects()
+                .await?,
+        );
+    }
     let mut changed = 0;
     for object in &desired {
         let kind = Kind::of(object)?;

@@ -8,6 +8,7 @@ pub mod eks;
 pub mod finalize;
 pub mod plan;
 pub mod render;
+pub mod retire;
 pub mod rollback;
 pub mod schema;
 pub mod status;
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Rollback(args) => block_on(rollback::run(&root, &args)),
         Command::Finalize(args) => block_on(finalize::run(&root, &args)),
         Command::Status(args) => block_on(status::run(&root, &args)),
+        Command::Retire(args) => block_on(retire::run(&root, &args)),
         Command::Diff(args) => block_on(diff::run(&root, &args)),
         Command::Destroy(args) => block_on(destroy::run(&root, &args)),
         Command::Eks(EksCommand::Token(args)) => block_on(eks::token(&args)),

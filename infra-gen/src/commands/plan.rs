@@ -6,44 +6,82 @@ use crate::cli::{PlanArgs, PlanFormat};
 use crate::env::model::{Compute, Strategy, WorkloadKind};
 use crate::env::{Environment, rules};
 use crate::error::Result;
+use crate::render::Manifest;
 use crate::render::context::annotations;
 
 /// Prints the plan.
 pub fn run(root: &Path, args: &PlanArgs) -> Result<()> {
     let environments = super::load_environments(root, &args.envs, args.instance.as_deref())?;
     let manifests = root.join("manifests");
-    match args.output {
-        PlanFormat::Table => {
-            for env in &environments {
+    let renderer = super::render::renderer(root)?;
+    let mut docs = Vec::new();
+    for env in &environments {
+        let rendered = renderer.render(env)?;
+        let changes = one_time_changes(&manifests, env, &rendered);
+        match args.output {
+            PlanFormat::Table => {
                 print!("{}", plan(env));
-                for change in one_time_changes(&manifests, env) {
+                for change in changes {
                     println!("  one-time change: {change}");
                 }
             }
+            PlanFormat::Json => {
+                let mut doc = plan_json(env);
+                doc["oneTimeChanges"] = serde_json::json!(changes);
+                docs.push(doc);
+            }
         }
-        PlanFormat::Json => {
-            let doc: Vec<serde_json::Value> = environments
-                .iter()
-                .map(|env| {
-                    let mut doc = plan_json(env);
-                    doc["oneTimeChanges"] = serde_json::json!(one_time_changes(&manifests, env));
-                    doc
-                })
-                .collect();
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
+    }
+    if args.output == PlanFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&docs).unwrap_or_default()
+        );
     }
     Ok(())
 }
 
-/// The rollout strategy the committed tree has for a workload (`None`: not committed yet).
-fn committed_strategy(manifests: &Path, env: &str, workload: &str) -> Option<Strategy> {
+/// The committed tree's object of `kind` for a workload (`None`: not committed yet).
+fn committed(manifests: &Path, env: &str, kind: &str, workload: &str) -> Option<serde_json::Value> {
     let file = manifests
         .join(env)
-        .join(format!("deployment-{workload}.yaml"));
+        .join(format!("{}-{workload}.yaml", kind.to_ascii_lowercase()));
     let text = std::fs::read_to_string(&file).ok()?;
     let arc: std::sync::Arc<Path> = std::sync::Arc::from(file.as_path());
-    let object = crate::env::yaml::parse(&arc, &text).ok()??.to_json();
+    Some(crate::env::yaml::parse(&arc, &text).ok()??.to_json())
+}
+
+/// A running version whose pod template changes: its pods are not restarted (OnDelete).
+fn stateful_change(
+    manifests: &Path,
+    env: &Environment,
+    name: &str,
+    rendered: &[Manifest],
+) -> Option<String> {
+    let committed = committed(manifests, &env.name, "StatefulSet", name)?;
+    let now = rendered
+        .iter()
+        .find(|m| m.kind == "StatefulSet" && m.name == name)?;
+    let version = |o: &serde_json::Value| {
+        o.pointer("/metadata/annotations")
+            .and_then(|a| a.get(annotations::VERSION))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let v = version(&now.body)?;
+    let same_version = version(&committed).as_deref() == Some(v.as_str());
+    let template_changed =
+        committed.pointer("/spec/template") != now.body.pointer("/spec/template");
+    (same_version && template_changed).then(|| {
+        format!(
+            "{name} keeps version {v} but changes its pod template: the running pod(s) of {name}-{v} keep the old one (updateStrategy OnDelete), only pods created later (a scale-up, a replaced pod) get it. To roll it out to every server, release a new version (a new image tag, or `version:`)"
+        )
+    })
+}
+
+/// The rollout strategy the committed tree has for a workload (`None`: not committed yet).
+fn committed_strategy(manifests: &Path, env: &str, workload: &str) -> Option<Strategy> {
+    let object = committed(manifests, env, "Deployment", workload)?;
     match object
         .pointer("/metadata/annotations")?
         .get(annotations::ROLLOUT)?
@@ -55,10 +93,15 @@ fn committed_strategy(manifests: &Path, env: &str, workload: &str) -> Option<Str
 }
 
 /// Changes the next apply makes once, and what they do to the load balancer: a workload
-/// switching between rolling and blue-green (against the committed tree, before `render`).
-pub fn one_time_changes(manifests: &Path, env: &Environment) -> Vec<String> {
+/// switching between rolling and blue-green, a running stateful version whose template
+/// changes (against the committed tree, before `render`; `rendered` is the tree to come).
+pub fn one_time_changes(manifests: &Path, env: &Environment, rendered: &[Manifest]) -> Vec<String> {
     let mut out = Vec::new();
     for (name, w) in &env.spec.workloads {
+        if w.kind == WorkloadKind::Stateful {
+            out.extend(stateful_change(manifests, env, name, rendered));
+            continue;
+        }
         if w.kind == WorkloadKind::Cron {
             continue;
         }
@@ -161,6 +204,7 @@ pub fn plan(env: &Environment) -> String {
             WorkloadKind::Tcp => "tcp",
             WorkloadKind::Worker => "worker",
             WorkloadKind::Cron => "cron",
+            WorkloadKind::Stateful => "stateful",
         };
         let replicas = match (w.kind, &w.autoscaling) {
             (WorkloadKind::Cron, _) => w.schedule.clone().unwrap_or_default(),
@@ -179,6 +223,7 @@ pub fn plan(env: &Environment) -> String {
         };
         let rollout = match (w.kind, w.rollout.as_ref().map(|r| r.strategy)) {
             (WorkloadKind::Cron, _) => "-",
+            (WorkloadKind::Stateful, _) => "versions",
             (_, Some(Strategy::BlueGreen)) => "blue-green",
             _ => "rolling",
         };
@@ -189,7 +234,7 @@ pub fn plan(env: &Environment) -> String {
                 .and_then(|r| r.preview_host.clone())
                 .map(|h| format!("{h} (preview)")),
         );
-        if w.kind == WorkloadKind::Tcp {
+        if w.kind == WorkloadKind::Tcp || (w.kind == WorkloadKind::Stateful && w.tcp.is_some()) {
             let ports: Vec<String> = w
                 .ports
                 .iter()

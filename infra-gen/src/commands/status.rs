@@ -54,6 +54,27 @@ pub struct WorkloadStatus {
     pub scale_down_after: Option<String>,
     /// Newest releases first.
     pub releases: Vec<Release>,
+    /// `stateful`: every running version, oldest first.
+    pub versions: Vec<VersionStatus>,
+}
+
+/// One running version of a stateful workload.
+#[derive(Debug, Serialize)]
+pub struct VersionStatus {
+    /// The version.
+    pub version: String,
+    /// `<name>-<version>`.
+    pub name: String,
+    /// Pods wanted.
+    pub replicas: i32,
+    /// Pods ready.
+    pub ready: i32,
+    /// Seconds since it started.
+    pub age_seconds: Option<i64>,
+    /// Whether it takes the new connections.
+    pub new_connections: bool,
+    /// When `finalize` retires it.
+    pub retire_at: Option<String>,
 }
 
 fn deployment_status(name: &str, d: Option<&Json>) -> Option<DeploymentStatus> {
@@ -135,6 +156,39 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             weights: state::weights(live.ingress.as_ref(), &spec.name),
             scale_down_after: live.scale_down_after.map(history::time_text),
             releases: releases.get(&spec.name).cloned().unwrap_or_default(),
+            versions: Vec::new(),
+        });
+    }
+    for spec in &session.desired.stateful {
+        let state = session
+            .stateful(spec, Default::default(), "")
+            .observe()
+            .await?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        out.push(WorkloadStatus {
+            name: spec.name.clone(),
+            strategy: "stateful".into(),
+            live: state.live.clone(),
+            traffic: None,
+            interrupted: None,
+            deployments: Vec::new(),
+            hpa: hpa_status(cluster, &spec.name).await?,
+            weights: None,
+            scale_down_after: None,
+            releases: releases.get(&spec.name).cloned().unwrap_or_default(),
+            versions: state
+                .versions
+                .iter()
+                .map(|v| VersionStatus {
+                    version: v.version.clone(),
+                    name: v.name.clone(),
+                    replicas: v.replicas,
+                    ready: v.ready,
+                    age_seconds: v.created.map(|c| now.duration_since(c).as_secs()),
+                    new_connections: state.live.as_deref() == Some(v.version.as_str()),
+                    retire_at: v.retire_at.map(history::time_text),
+                })
+                .collect(),
         });
     }
     for name in &session.desired.rolling {
@@ -150,6 +204,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             weights: None,
             scale_down_after: None,
             releases: releases.get(name).cloned().unwrap_or_default(),
+            versions: Vec::new(),
         });
     }
     Ok(out)
@@ -193,6 +248,24 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
             println!(
                 "  {marker} {:<28} {}/{} available  revision {revision:<12}  {}",
                 d.name, d.available, d.desired, d.image
+            );
+        }
+        for v in &w.versions {
+            let age = v.age_seconds.map_or("-".to_owned(), |s| match s {
+                s if s >= 86_400 => format!("{}d", s / 86_400),
+                s if s >= 3600 => format!("{}h", s / 3600),
+                s if s >= 60 => format!("{}m", s / 60),
+                s => format!("{s}s"),
+            });
+            let marker = if v.new_connections { "*" } else { " " };
+            let note = match (&v.retire_at, v.new_connections) {
+                (_, true) => "takes new connections".to_owned(),
+                (Some(at), false) => format!("retired by finalize after {at}"),
+                (None, false) => "keeps its players until `infra-gen retire`".to_owned(),
+            };
+            println!(
+                "  {marker} {:<28} {}/{} ready  age {age:<5}  {note}",
+                v.name, v.ready, v.replicas
             );
         }
         if let Some(h) = &w.hpa {

@@ -12,8 +12,9 @@ use crate::env::Environment;
 use crate::error::{Error, Result};
 use crate::rollout::RolloutError;
 use crate::rollout::bluegreen::BlueGreen;
-use crate::rollout::desired::{self, BlueGreenSpec, Desired};
+use crate::rollout::desired::{self, BlueGreenSpec, Desired, StatefulSpec};
 use crate::rollout::progress::Progress;
+use crate::rollout::stateful::Stateful;
 use crate::rollout::verify::LbCheck;
 use crate::tree;
 
@@ -178,6 +179,24 @@ impl Session {
         }
     }
 
+    /// The operations of one stateful workload of this session.
+    pub fn stateful<'a>(
+        &'a self,
+        spec: &'a StatefulSpec,
+        timeout: Duration,
+        by: &'a str,
+    ) -> Stateful<'a> {
+        Stateful {
+            cluster: &self.cluster,
+            spec,
+            progress: &self.progress,
+            timeout,
+            by,
+            revision: &self.desired.revision,
+            lb: self.lb.as_ref(),
+        }
+    }
+
     /// The revision a rollback without `--revision` undoes: the newest deploy that is live in
     /// some workload. A workload whose live release is another revision is left alone, so a
     /// rollback that failed half-way finishes on a re-run instead of going back further.
@@ -233,6 +252,33 @@ impl Session {
             match op {
                 SlotOp::Rollback { .. } => bg.rollback(revision.as_deref()).await?,
                 SlotOp::Finalize { now } => bg.finalize(*now).await?,
+            }
+        }
+        for spec in &self.desired.stateful {
+            let workload = self.stateful(spec, timeout, by);
+            match op {
+                SlotOp::Rollback { .. } => {
+                    let state = workload.observe().await?;
+                    let live_revision = state
+                        .live
+                        .as_deref()
+                        .and_then(|l| state.releases.iter().find(|r| r.slot == l))
+                        .map(|r| r.revision.clone());
+                    match (&revision, live_revision) {
+                        (Some(r), Some(live))
+                            if !crate::rollout::bluegreen::same_revision(r, &live) =>
+                        {
+                            workload.settle().await?;
+                            self.progress.step(&format!(
+                                "{}: revision {} is not the one taking new connections; nothing to roll back",
+                                spec.name,
+                                crate::rollout::bluegreen::short(r)
+                            ));
+                        }
+                        _ => workload.rollback().await?,
+                    }
+                }
+                SlotOp::Finalize { .. } => workload.finalize().await?,
             }
         }
         Ok(())

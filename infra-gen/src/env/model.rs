@@ -128,13 +128,18 @@ pub enum WorkloadKind {
     Worker,
     /// Scheduled job (CronJob).
     Cron,
+    /// A game server that keeps players or state (socket/connector, back end): one
+    /// StatefulSet per version (`<name>-<version>`), pods with stable names (`SERVER_ID`),
+    /// never restarted by an update; new connections go to the newest version, old ones stay
+    /// until retired. Exposed through an NLB (`tcp`), the ALB (`http`), or not at all.
+    Stateful,
 }
 
 /// A workload: a Deployment (or a CronJob for `cron`) and what exposes it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Workload {
-    /// `web`, `tcp`, `worker` or `cron`.
+    /// `web`, `tcp`, `worker`, `cron` or `stateful`.
     pub kind: WorkloadKind,
     /// Image with a tag, e.g. `registry.gitlab.example.com/games/app:1.4.2`. `${VAR}` is
     /// replaced at apply time (e.g. `${CI_COMMIT_SHA}`).
@@ -188,6 +193,14 @@ pub struct Workload {
     /// The pod's service account (IRSA role).
     #[serde(default)]
     pub service_account: Option<ServiceAccountSpec>,
+    /// `stateful`: the version's name (a DNS label once slugified, e.g. `1.4.2` → `1-4-2`);
+    /// default: the image tag.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// `stateful`: seconds after an old version stopped getting new connections before the
+    /// delayed `infra-gen finalize` retires it (default: only `infra-gen retire` does).
+    #[serde(default)]
+    pub retire_after_seconds: Option<u32>,
 }
 
 /// A port of a `tcp` workload.
@@ -403,6 +416,10 @@ pub struct Http {
     /// ALB group name, to share one ALB between Ingresses.
     #[serde(default)]
     pub group_name: Option<String>,
+    /// Seconds an idle connection (a quiet WebSocket) stays open through the ALB (1–4000;
+    /// AWS default 60).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u32>,
 }
 
 /// NLB of a `tcp` workload.
@@ -421,6 +438,9 @@ pub struct Tcp {
     /// players stay connected to an old version's pods until they leave or the pods stop).
     #[serde(default)]
     pub connection_termination: Option<bool>,
+    /// Seconds an idle TCP connection stays open through the NLB (60–6000; AWS default 350).
+    #[serde(default)]
+    pub idle_timeout_seconds: Option<u32>,
 }
 
 /// Horizontal Pod Autoscaler.

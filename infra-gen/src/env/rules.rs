@@ -384,6 +384,89 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 }
             }
         }
+        WorkloadKind::Stateful => {
+            forbid(
+                c,
+                w.port.is_some(),
+                "port",
+                "list the ports under `ports` with a name each (the ALB needs one named http)",
+            );
+            forbid(
+                c,
+                w.rollout.is_some(),
+                "rollout",
+                "versions run side by side: each release is its own StatefulSet, so there is no rollout strategy",
+            );
+            if w.http.is_some() && w.tcp.is_some() {
+                c.error(
+                    &base,
+                    "a stateful workload is exposed through the ALB (`http`) or an NLB (`tcp`), not both",
+                    "keep one",
+                );
+            }
+            let ports = w.ports.as_deref().unwrap_or_default();
+            if w.http.is_some()
+                && !ports
+                    .iter()
+                    .any(|p| p.name == "http" && p.protocol == Protocol::Tcp)
+            {
+                c.error(
+                    &at("http"),
+                    "the ALB forwards to the port named http, which this workload does not declare",
+                    "add {name: http, port: 8080} to ports",
+                );
+            }
+            if w.tcp.is_some() && ports.is_empty() {
+                c.error(
+                    &base,
+                    "an NLB needs `ports`",
+                    "e.g. ports: [{name: game, port: 7777}]",
+                );
+            }
+            for (i, p) in ports.iter().enumerate() {
+                if !is_dns_label(&p.name) || p.name.len() > 15 {
+                    c.error(
+                        &format!("{base}.ports[{i}].name"),
+                        format!(
+                            "port name {:?} must be a DNS-1123 label of at most 15 characters",
+                            p.name
+                        ),
+                        "e.g. game",
+                    );
+                }
+            }
+            match version_slug(w) {
+                Some(v) if v.is_empty() => c.error(
+                    &at(if w.version.is_some() { "version" } else { "image" }),
+                    "the version has no letters or digits to name the release by",
+                    "e.g. version: 1.4.2",
+                ),
+                Some(v) if name.len() + 1 + v.len() > MAX_VERSIONED_NAME => c.error(
+                    &at(if w.version.is_some() { "version" } else { "image" }),
+                    format!(
+                        "each release is a StatefulSet {name}-{v}, {} characters: at most {MAX_VERSIONED_NAME} (its pods' controller-revision-hash label must fit 63)",
+                        name.len() + 1 + v.len()
+                    ),
+                    "set a shorter `version:`, or shorten the workload name",
+                ),
+                _ => {}
+            }
+            if let Some(seconds) = w.retire_after_seconds {
+                let (pre_stop, drain, _) = shutdown_timing(w);
+                let draining = if w.tcp.is_some() {
+                    nlb_draining(w).0
+                } else {
+                    pre_stop + drain
+                };
+                if seconds < draining {
+                    c.error(
+                        &at("retireAfterSeconds"),
+                        format!("an old version is retired {seconds} s after the switch, before its load-balancer targets finished draining ({draining} s)"),
+                        format!("at least {draining}"),
+                    );
+                }
+            }
+        }
         WorkloadKind::Worker | WorkloadKind::Cron => {
             let why = "only web and tcp workloads are exposed";
             forbid(c, w.port.is_some(), "port", why);
@@ -414,6 +497,16 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 "blue-green needs traffic to move; use strategy rolling",
             );
         }
+    }
+    if w.kind != WorkloadKind::Stateful {
+        let why = "only stateful workloads run versions side by side";
+        forbid(c, w.version.is_some(), "version", why);
+        forbid(
+            c,
+            w.retire_after_seconds.is_some(),
+            "retireAfterSeconds",
+            why,
+        );
     }
     if w.kind == WorkloadKind::Cron {
         let why = "a CronJob runs one pod per schedule";
@@ -677,8 +770,9 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
             }
         }
     }
+    let nlb = w.kind == WorkloadKind::Tcp || (w.kind == WorkloadKind::Stateful && w.tcp.is_some());
     if let Some(ports) = &w.ports
-        && w.kind == WorkloadKind::Tcp
+        && nlb
     {
         if !ports.iter().any(|p| p.expose != Some(false)) {
             c.error(
@@ -708,20 +802,40 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
     }
     if let Some(ports) = &w.ports {
         for (i, p) in ports.iter().enumerate() {
-            if p.expose.is_some() && w.kind != WorkloadKind::Tcp {
+            if p.expose.is_some() && !nlb {
                 c.error(
                     &format!("{base}.ports[{i}].expose"),
-                    format!("`expose` only applies to tcp workloads; a {} workload's ports are never exposed", kind_name(w.kind)),
+                    format!("`expose` only applies to workloads behind an NLB; a {} workload's ports here are not exposed through one", kind_name(w.kind)),
                     "drop it",
                 );
             }
         }
     }
 
+    // Idle timeouts within what AWS accepts (NLB TCP listener 60–6000 s, ALB 1–4000 s).
+    if let Some(seconds) = w.tcp.as_ref().and_then(|t| t.idle_timeout_seconds)
+        && !(60..=6000).contains(&seconds)
+    {
+        c.error(
+            &at("tcp.idleTimeoutSeconds"),
+            format!("{seconds} s is outside the 60–6000 s an NLB TCP listener allows"),
+            "between 60 and 6000 (AWS default 350)",
+        );
+    }
+    if let Some(seconds) = w.http.as_ref().and_then(|h| h.idle_timeout_seconds)
+        && !(1..=4000).contains(&seconds)
+    {
+        c.error(
+            &at("http.idleTimeoutSeconds"),
+            format!("{seconds} s is outside the 1–4000 s an ALB allows"),
+            "between 1 and 4000 (AWS default 60)",
+        );
+    }
+
     // Draining: the old version must outlive its targets' draining, and a draining pod must
     // not be cut off before it is done.
     let (pre_stop, drain, _) = shutdown_timing(w);
-    let deregistration = if w.kind == WorkloadKind::Tcp {
+    let deregistration = if nlb {
         let (delay, termination) = nlb_draining(w);
         if delay > 3600 {
             c.error(
@@ -882,7 +996,31 @@ fn kind_name(kind: WorkloadKind) -> &'static str {
         WorkloadKind::Tcp => "tcp",
         WorkloadKind::Worker => "worker",
         WorkloadKind::Cron => "cron",
+        WorkloadKind::Stateful => "stateful",
     }
+}
+
+/// The longest `<workload>-<version>`: the StatefulSet's pods carry
+/// `controller-revision-hash: <name>-<10 characters>`, a label value of at most 63.
+pub const MAX_VERSIONED_NAME: usize = 52;
+
+/// The version a `stateful` workload's release is named by: `version:`, else the image tag,
+/// slugified to a DNS label (`1.4.2` → `1-4-2`). `None` while the tag is a `${VARIABLE}`
+/// (known at apply time: [`version_of_image`]).
+pub fn version_slug(workload: &Workload) -> Option<String> {
+    match &workload.version {
+        Some(v) => Some(super::slugify(v)),
+        None => image_tag(&workload.image)
+            .filter(|t| !t.contains("${"))
+            .map(super::slugify),
+    }
+}
+
+/// The version of a resolved image reference (its tag, slugified).
+pub fn version_of_image(image: &str) -> Option<String> {
+    image_tag(image)
+        .map(super::slugify)
+        .filter(|v| !v.is_empty())
 }
 
 /// Names of the `${VAR}` placeholders in a text.

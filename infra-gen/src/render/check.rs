@@ -27,6 +27,7 @@ pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
         ("v1", "ConfigMap") => roundtrip::<core::v1::ConfigMap>(body)?,
         ("apps/v1", "Deployment") => roundtrip::<apps::v1::Deployment>(body)?,
         ("apps/v1", "DaemonSet") => roundtrip::<apps::v1::DaemonSet>(body)?,
+        ("apps/v1", "StatefulSet") => roundtrip::<apps::v1::StatefulSet>(body)?,
         ("batch/v1", "CronJob") => roundtrip::<batch::v1::CronJob>(body)?,
         ("networking.k8s.io/v1", "Ingress") => roundtrip::<networking::v1::Ingress>(body)?,
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
@@ -35,7 +36,7 @@ pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
         ("policy/v1", "PodDisruptionBudget") => roundtrip::<policy::v1::PodDisruptionBudget>(body)?,
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget)"
+                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, StatefulSet, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget)"
             ));
         }
     }
@@ -105,8 +106,18 @@ pub fn environment_rules(env: &Environment, manifests: &[Manifest]) -> Result<()
         if fargate && m.kind == "DaemonSet" {
             problems.push(format!("{id}: DaemonSets do not run on Fargate"));
         }
+        if fargate
+            && m.kind == "StatefulSet"
+            && m.body
+                .pointer("/spec/volumeClaimTemplates")
+                .is_some_and(|v| !is_empty(v))
+        {
+            problems.push(format!(
+                "{id}: volumeClaimTemplates need EBS volumes, which Fargate pods cannot mount; a stateful workload gives identity (stable names), not storage — keep state in a database or cache"
+            ));
+        }
         let pod = match m.kind.as_str() {
-            "Deployment" | "DaemonSet" => m.body.pointer("/spec/template/spec"),
+            "Deployment" | "DaemonSet" | "StatefulSet" => m.body.pointer("/spec/template/spec"),
             "CronJob" => m.body.pointer("/spec/jobTemplate/spec/template/spec"),
             _ => None,
         };

@@ -28,6 +28,9 @@ pub mod labels {
     pub const ENVIRONMENT: &str = "infra-gen.dev/environment";
     /// The blue-green slot of a pod.
     pub const SLOT: &str = "infra-gen.dev/slot";
+    /// The release of a `stateful` workload a pod, StatefulSet or headless Service belongs
+    /// to (set by `infra-gen apply`).
+    pub const RELEASE: &str = "infra-gen.dev/version";
     /// Namespace label that makes the AWS LB Controller inject pod readiness gates.
     pub const READINESS_GATE: &str = "elbv2.k8s.aws/pod-readiness-gate-inject";
 }
@@ -48,6 +51,11 @@ pub mod annotations {
     pub const OVERLAP: &str = "infra-gen.dev/overlap-seconds";
     /// The workload kind.
     pub const KIND: &str = "infra-gen.dev/kind";
+    /// `stateful`: the version of the release (a DNS label, or a `${VARIABLE}` resolved by
+    /// `apply`); apply names the StatefulSet `<name>-<version>`.
+    pub const VERSION: &str = "infra-gen.dev/version";
+    /// `stateful`: seconds after the switch an old version is retired by `finalize`.
+    pub const RETIRE_AFTER: &str = "infra-gen.dev/retire-after-seconds";
 }
 
 /// The two blue-green slots.
@@ -133,6 +141,20 @@ pub struct WorkloadContext {
     pub pdb: bool,
     /// Whether the workload is blue-green.
     pub blue_green: bool,
+    /// Whether it is `stateful` (a StatefulSet per version).
+    pub stateful: bool,
+    /// Whether its Ingress forwards through the weighted action (blue-green, stateful).
+    pub weighted: bool,
+    /// Whether an NLB exposes it (`tcp`, or `stateful` with `tcp`).
+    pub nlb: bool,
+    /// The kind of its pods' controller: `Deployment` or `StatefulSet`.
+    pub controller: &'static str,
+    /// `stateful`: the version (annotation value).
+    pub version: Option<String>,
+    /// Load-balancer attributes of the ALB (idle timeout), if any.
+    pub alb_attributes: Option<String>,
+    /// NLB listener attributes per `TCP-<port>` (idle timeout).
+    pub nlb_listener_attributes: BTreeMap<String, String>,
     /// Preview host (blue-green web).
     pub preview_host: Option<String>,
     /// Cron schedule.
@@ -198,7 +220,7 @@ pub fn build(env: &Environment) -> EnvContext {
         .spec
         .workloads
         .values()
-        .any(|w| w.http.is_some() || w.kind == WorkloadKind::Tcp);
+        .any(|w| w.http.is_some() || w.tcp.is_some() || w.kind == WorkloadKind::Tcp);
     let mut namespace_labels = BTreeMap::from([
         (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
         (labels::ENVIRONMENT.to_owned(), id.clone()),
@@ -232,6 +254,7 @@ fn kind_str(kind: WorkloadKind) -> &'static str {
         WorkloadKind::Tcp => "tcp",
         WorkloadKind::Worker => "worker",
         WorkloadKind::Cron => "cron",
+        WorkloadKind::Stateful => "stateful",
     }
 }
 
@@ -258,9 +281,19 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
     let (pre_stop, drain, grace) = rules::shutdown_timing(w);
     let mut annotations =
         BTreeMap::from([(annotations::KIND.to_owned(), kind_str(w.kind).to_owned())]);
-    if w.kind != WorkloadKind::Cron {
+    if !matches!(w.kind, WorkloadKind::Cron | WorkloadKind::Stateful) {
         let strategy = if blue_green { "blue-green" } else { "rolling" };
         annotations.insert(annotations::ROLLOUT.to_owned(), strategy.to_owned());
+    }
+    if w.kind == WorkloadKind::Stateful {
+        if let Some(v) =
+            rules::version_slug(w).or_else(|| rules::image_tag(&w.image).map(str::to_owned))
+        {
+            annotations.insert(annotations::VERSION.to_owned(), v);
+        }
+        if let Some(seconds) = w.retire_after_seconds {
+            annotations.insert(annotations::RETIRE_AFTER.to_owned(), seconds.to_string());
+        }
     }
     if env.spec.cluster.compute == Compute::Fargate
         && let Ok(size) = rules::fargate_size(w)
@@ -321,7 +354,13 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         }
     };
 
-    let env_list = w
+    let stateful = w.kind == WorkloadKind::Stateful;
+    // The version names the release: a slug, or the tag's `${VARIABLE}` that apply resolves.
+    let version = stateful.then(|| {
+        rules::version_slug(w)
+            .unwrap_or_else(|| rules::image_tag(&w.image).unwrap_or_default().to_owned())
+    });
+    let mut env_list: Vec<serde_json::Value> = w
         .env
         .iter()
         .map(|(var, value)| match value {
@@ -333,6 +372,16 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
             EnvValue::Field(f) => serde_json::json!({"name": var, "valueFrom": {"fieldRef": {"fieldPath": f.field}}}),
         })
         .collect();
+    if let Some(version) = &version {
+        // A server's stable identity (`<name>-<version>-<ordinal>`) and its release.
+        if !w.env.contains_key("SERVER_ID") {
+            env_list.push(serde_json::json!({"name": "SERVER_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}));
+        }
+        if !w.env.contains_key("VERSION") {
+            env_list.push(serde_json::json!({"name": "VERSION", "value": version}));
+        }
+    }
+    let nlb = w.kind == WorkloadKind::Tcp || (stateful && w.tcp.is_some());
 
     let readiness = w
         .probes
@@ -372,10 +421,23 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         if let Some(group) = &h.group_name {
             a.insert(key("group.name"), group.clone());
         }
+        if let Some(seconds) = h.idle_timeout_seconds {
+            a.insert(
+                key("load-balancer-attributes"),
+                format!("idle_timeout.timeout_seconds={seconds}"),
+            );
+        }
         if blue_green {
             a.insert(
                 key(&format!("actions.{name}")),
                 forward_action(name, 100, 0),
+            );
+        }
+        if w.kind == WorkloadKind::Stateful {
+            // `apply` lists every running version here, the newest with all the weight.
+            a.insert(
+                key(&format!("actions.{name}")),
+                versions_action(&[(format!("{name}-headless"), 100)]),
             );
         }
         HttpContext {
@@ -400,9 +462,7 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         .as_ref()
         .map_or(w.replicas.unwrap_or(1), |a| a.min);
 
-    let nlb_health = (w.kind == WorkloadKind::Tcp)
-        .then(|| nlb_health(w, &ports))
-        .flatten();
+    let nlb_health = nlb.then(|| nlb_health(w, &ports)).flatten();
     let service_ports: Vec<PortContext> = ports
         .iter()
         .filter(|p| {
@@ -414,7 +474,39 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         })
         .cloned()
         .collect();
+    // One listener per exposed TCP port (AWS Load Balancer Controller v2.10+:
+    // `service.beta.kubernetes.io/aws-load-balancer-listener-attributes.${Protocol}-${Port}`;
+    // NLB TCP idle timeout 60–6000 s, default 350 s).
+    let nlb_listener_attributes: BTreeMap<String, String> = w
+        .tcp
+        .as_ref()
+        .and_then(|t| t.idle_timeout_seconds)
+        .filter(|_| nlb)
+        .map(|seconds| {
+            service_ports
+                .iter()
+                .filter(|p| p.protocol == "TCP")
+                .map(|p| {
+                    (
+                        format!("service.beta.kubernetes.io/aws-load-balancer-listener-attributes.TCP-{}", p.port),
+                        format!("tcp.idle_timeout.seconds={seconds}"),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     WorkloadContext {
+        weighted: blue_green || stateful,
+        stateful,
+        nlb,
+        controller: if stateful { "StatefulSet" } else { "Deployment" },
+        version: version.clone(),
+        alb_attributes: w
+            .http
+            .as_ref()
+            .and_then(|h| h.idle_timeout_seconds)
+            .map(|s| format!("idle_timeout.timeout_seconds={s}")),
+        nlb_listener_attributes,
         name: name.to_owned(),
         kind: kind_str(w.kind),
         image: w.image.clone(),
@@ -454,7 +546,7 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         readiness,
         liveness: w.probes.as_ref().and_then(|p| p.liveness.as_ref()).and_then(http_path),
         nlb_health,
-        nlb_target_group_attributes: (w.kind == WorkloadKind::Tcp).then(|| {
+        nlb_target_group_attributes: nlb.then(|| {
             let (delay, termination) = rules::nlb_draining(w);
             format!(
                 "deregistration_delay.timeout_seconds={delay},deregistration_delay.connection_termination.enabled={termination}"
@@ -465,7 +557,7 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         grace_seconds: grace,
         deregistration_delay: pre_stop + drain,
         http,
-        nlb_scheme: (w.kind == WorkloadKind::Tcp).then(|| {
+        nlb_scheme: nlb.then(|| {
             w.tcp
                 .as_ref()
                 .map(|t| t.scheme)
@@ -580,6 +672,16 @@ pub fn instance_host(env: &Environment, host: &str) -> String {
         Some(instance) => format!("{instance}.{host}"),
         None => host.to_owned(),
     }
+}
+
+/// The AWS LB Controller forward action over the Services of a stateful workload's versions
+/// (`<name>-<version>`), with their weights.
+pub fn versions_action(services: &[(String, u8)]) -> String {
+    let groups: Vec<serde_json::Value> = services
+        .iter()
+        .map(|(service, weight)| serde_json::json!({"serviceName": service, "servicePort": "http", "weight": weight}))
+        .collect();
+    serde_json::json!({"type": "forward", "forwardConfig": {"targetGroups": groups}}).to_string()
 }
 
 /// The AWS LB Controller forward action sending `blue`% to the blue slot and `green`% to

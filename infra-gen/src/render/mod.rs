@@ -18,7 +18,7 @@ use context::{EnvContext, SLOTS, WorkloadContext};
 
 /// The embedded templates, by file name. A file of the same name in the project's
 /// `templates/` folder replaces one.
-pub const TEMPLATES: [(&str, &str); 11] = [
+pub const TEMPLATES: [(&str, &str); 13] = [
     ("_pod.yaml.j2", include_str!("templates/_pod.yaml.j2")),
     (
         "namespace.yaml.j2",
@@ -45,6 +45,14 @@ pub const TEMPLATES: [(&str, &str); 11] = [
     ("ingress.yaml.j2", include_str!("templates/ingress.yaml.j2")),
     ("hpa.yaml.j2", include_str!("templates/hpa.yaml.j2")),
     ("pdb.yaml.j2", include_str!("templates/pdb.yaml.j2")),
+    (
+        "statefulset.yaml.j2",
+        include_str!("templates/statefulset.yaml.j2"),
+    ),
+    (
+        "service-headless.yaml.j2",
+        include_str!("templates/service-headless.yaml.j2"),
+    ),
 ];
 
 /// Why rendering failed.
@@ -106,6 +114,7 @@ impl Manifest {
 }
 
 const BLUE_GREEN_NOTE: &str = "Blue-green: `infra-gen apply` fills in the live slot (names, selectors, weights) from the cluster.";
+const STATEFUL_NOTE: &str = "Stateful: `infra-gen apply` makes each version `<name>-<version>` and points new connections (selector, weights) at the newest.";
 
 /// Renders environments with a fixed set of templates.
 pub struct Renderer {
@@ -156,6 +165,22 @@ impl Renderer {
             out.push(self.one(env, "serviceaccount.yaml.j2", &ctx, Some(w), None, None)?);
             if w.kind == "cron" {
                 out.push(self.one(env, "cronjob.yaml.j2", &ctx, Some(w), None, None)?);
+                continue;
+            }
+            if w.stateful {
+                let note = Some(STATEFUL_NOTE);
+                out.push(self.one(env, "statefulset.yaml.j2", &ctx, Some(w), None, note)?);
+                out.push(self.one(env, "service-headless.yaml.j2", &ctx, Some(w), None, note)?);
+                if w.nlb || w.http.is_some() {
+                    out.push(self.one(env, "service.yaml.j2", &ctx, Some(w), None, note)?);
+                }
+                if w.http.is_some() {
+                    out.push(self.one(env, "ingress.yaml.j2", &ctx, Some(w), None, note)?);
+                }
+                if w.autoscaling.is_some() {
+                    out.push(self.one(env, "hpa.yaml.j2", &ctx, Some(w), None, note)?);
+                }
+                out.push(self.one(env, "pdb.yaml.j2", &ctx, Some(w), None, None)?);
                 continue;
             }
             out.push(self.one(env, "deployment.yaml.j2", &ctx, Some(w), None, note)?);

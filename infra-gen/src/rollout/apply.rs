@@ -2,14 +2,15 @@
 //! It first works out, reading only, whether anything differs; an apply of what already runs
 //! makes no write at all (not even the lock).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value as Json;
 
 use super::bluegreen::BlueGreen;
-use super::desired::{BlueGreenSpec, Desired};
+use super::desired::{BlueGreenSpec, Desired, StatefulSpec};
 use super::progress::Progress;
+use super::stateful::Stateful;
 use super::{RolloutError, RolloutResult, is_up_to_date, stamped};
 use crate::cluster::lease::{self, Lease};
 use crate::cluster::wait::{self, Replicas, WaitError};
@@ -58,12 +59,33 @@ fn workload<'a>(
     }
 }
 
+/// The operations of one stateful workload of this apply.
+fn stateful<'a>(
+    cluster: &'a Cluster,
+    desired: &'a Desired,
+    spec: &'a StatefulSpec,
+    options: &'a ApplyOptions,
+    progress: &'a Progress,
+    by: &'a str,
+) -> Stateful<'a> {
+    Stateful {
+        cluster,
+        spec,
+        progress,
+        timeout: options.timeout,
+        by,
+        revision: &desired.revision,
+        lb: options.lb.as_ref(),
+    }
+}
+
 /// What differs between the tree and the cluster (read-only).
 #[derive(Debug, Default)]
 struct Plan {
     objects: Vec<Json>,
     rolling: Vec<String>,
     blue_green: Vec<usize>,
+    stateful: Vec<usize>,
     prune: Prune,
 }
 
@@ -72,6 +94,7 @@ impl Plan {
         self.objects.is_empty()
             && self.rolling.is_empty()
             && self.blue_green.is_empty()
+            && self.stateful.is_empty()
             && self.prune.delete.is_empty()
     }
 }
@@ -180,12 +203,59 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
             wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
         }
     }
+    for st in &desired.stateful {
+        if st.stable.is_some() {
+            wanted.insert((Kind::Service, st.name.clone()));
+        }
+        if st.ingress.is_some() {
+            wanted.insert((Kind::Ingress, st.name.clone()));
+        }
+        if st.hpa.is_some() {
+            wanted.insert((Kind::HorizontalPodAutoscaler, st.name.clone()));
+        }
+    }
     let selector = environment_selector(desired);
     let mut candidates = Vec::new();
+    // A stateful workload that left the tree while versions of it still run: its servers may
+    // have players, so nothing of it (versions, NLB Service, Ingress, PDB…) is pruned until
+    // every version is retired.
+    let name_label = |object: &Json| {
+        object
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(labels::NAME))
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut departed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for set in cluster.list(Kind::StatefulSet, &selector, None).await? {
+        let workload = name_label(&set);
+        let versioned = set
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(labels::RELEASE))
+            .is_some();
+        if versioned && !desired.stateful.iter().any(|s| s.name == workload) {
+            departed
+                .entry(workload)
+                .or_default()
+                .push(name_of(&set).to_owned());
+        }
+    }
+    let stateful_left: Vec<String> = departed
+        .iter()
+        .map(|(workload, versions)| {
+            format!(
+                "kept every object of stateful workload {workload}: it left the tree, but {} still run(s) and may have players; retire each with `infra-gen retire --env {} --workload {workload} --version …` (see `infra-gen status`), the next apply then prunes the rest",
+                versions.join(", "),
+                desired.environment
+            )
+        })
+        .collect();
     let mut users: Vec<Json> = desired
         .objects
         .iter()
         .chain(desired.blue_green.iter().map(|b| &b.deployment))
+        .chain(desired.stateful.iter().map(|s| &s.statefulset))
         .cloned()
         .collect();
     for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
@@ -199,15 +269,27 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
             if owned {
                 continue;
             }
-            if matches!(kind, Kind::Deployment | Kind::CronJob) {
+            // A version of a stateful workload has players: only `retire` removes it.
+            let versioned = object
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(labels::RELEASE))
+                .is_some();
+            // Running workloads keep the Secrets they use, old versions included.
+            if matches!(kind, Kind::Deployment | Kind::StatefulSet | Kind::CronJob) {
                 users.push(object.clone());
+            }
+            if versioned || departed.contains_key(&name_label(&object)) {
+                continue;
             }
             if !wanted.contains(&(kind, name.clone())) {
                 candidates.push((kind, name));
             }
         }
     }
-    let mut prune = Prune::default();
+    let mut prune = Prune {
+        kept: stateful_left,
+        ..Prune::default()
+    };
     for (kind, name) in candidates {
         if kind == Kind::Secret {
             let using: Vec<String> = users
@@ -268,6 +350,14 @@ async fn plan(
         let bg = workload(cluster, desired, spec, options, progress, by);
         if !bg.is_converged().await? {
             plan.blue_green.push(i);
+        }
+    }
+    for (i, spec) in desired.stateful.iter().enumerate() {
+        if !stateful(cluster, desired, spec, options, progress, by)
+            .is_converged()
+            .await?
+        {
+            plan.stateful.push(i);
         }
     }
     if options.prune {
@@ -456,6 +546,12 @@ async fn locked(
         let spec = &desired.blue_green[*index];
         let bg = workload(cluster, desired, spec, options, progress, by);
         bg.deploy().await?;
+    }
+    for index in &plan.stateful {
+        let spec = &desired.stateful[*index];
+        stateful(cluster, desired, spec, options, progress, by)
+            .deploy()
+            .await?;
     }
     for kept in &plan.prune.kept {
         progress.step(&format!("warning: {kept}"));

@@ -974,6 +974,7 @@ impl BlueGreen<'_> {
                 from_template: before.and_then(|b| b.template.clone()),
                 from_revision: before.and_then(|b| b.revision.clone()),
                 lb_verified: Some(self.lb.is_some()),
+                object: None,
             },
         )
         .await?;
@@ -1167,7 +1168,7 @@ impl BlueGreen<'_> {
 }
 
 /// Whether two revisions name the same commit (a short sha names its full one).
-fn same_revision(a: &str, b: &str) -> bool {
+pub fn same_revision(a: &str, b: &str) -> bool {
     a == b || (a.len().min(b.len()) >= 7 && (a.starts_with(b) || b.starts_with(a)))
 }
 

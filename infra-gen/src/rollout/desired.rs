@@ -48,6 +48,32 @@ pub struct BlueGreenSpec {
     pub overlap: Duration,
 }
 
+/// A stateful workload's objects from the tree: the release's spec, instantiated by `apply`
+/// as `<name>-<version>`.
+#[derive(Debug, Clone)]
+pub struct StatefulSpec {
+    /// Workload name.
+    pub name: String,
+    /// The version of this release (a DNS label).
+    pub version: String,
+    /// The StatefulSet the release is made from.
+    pub statefulset: Json,
+    /// The headless Service the release's is made from.
+    pub headless: Json,
+    /// The stable Service (NLB, or ClusterIP behind the ALB), when exposed.
+    pub stable: Option<Json>,
+    /// The Ingress with the weighted action over the versions.
+    pub ingress: Option<Json>,
+    /// The HPA (pointed at the newest version).
+    pub hpa: Option<Json>,
+    /// Exposed through an NLB.
+    pub nlb: bool,
+    /// How long after the switch `finalize` retires an old version.
+    pub retire_after: Option<Duration>,
+    /// Left the tree (rebuilt from what runs, to retire it): every version may be retired.
+    pub departed: bool,
+}
+
 /// Everything one apply wants.
 #[derive(Debug, Clone)]
 pub struct Desired {
@@ -61,6 +87,8 @@ pub struct Desired {
     pub objects: Vec<Json>,
     /// Blue-green workloads.
     pub blue_green: Vec<BlueGreenSpec>,
+    /// Stateful workloads.
+    pub stateful: Vec<StatefulSpec>,
     /// Names of rolling Deployments (waited for after applying).
     pub rolling: Vec<String>,
 }
@@ -79,9 +107,10 @@ impl Desired {
             .objects
             .iter()
             .chain(self.blue_green.iter().map(|b| &b.deployment))
+            .chain(self.stateful.iter().map(|s| &s.statefulset))
             .filter_map(|o| {
                 let path = match o.get("kind").and_then(Json::as_str)? {
-                    "Deployment" => "/spec/template/metadata/labels",
+                    "Deployment" | "StatefulSet" => "/spec/template/metadata/labels",
                     "CronJob" => "/spec/jobTemplate/spec/template/metadata/labels",
                     _ => return None,
                 };
@@ -354,6 +383,85 @@ pub fn build(
             name,
         });
     }
+    let mut stateful = Vec::new();
+    for set in tree
+        .iter()
+        .filter(|o| o.get("kind").and_then(Json::as_str) == Some("StatefulSet"))
+    {
+        let name = name_of(set).to_owned();
+        let missing_object = |what: &str| {
+            RolloutError::Input(format!(
+                "the tree has stateful StatefulSet {name} but no {what}; run `infra-gen render`"
+            ))
+        };
+        let headless = find("Service", &format!("{name}-headless"))
+            .ok_or_else(|| missing_object(&format!("Service {name}-headless")))?;
+        // The version: the file's, or the tag of the image as resolved now.
+        let written = annotation(set, annotations::VERSION).unwrap_or_default();
+        let version = if written.contains("${") || written.is_empty() {
+            set.pointer("/spec/template/spec/containers/0/image")
+                .and_then(Json::as_str)
+                .and_then(crate::env::rules::version_of_image)
+        } else {
+            Some(written.to_owned())
+        }
+        .ok_or_else(|| {
+            RolloutError::Input(format!(
+                "stateful workload {name}: no version (its image has no tag); set `version:` in the environment file"
+            ))
+        })?;
+        if name.len() + 1 + version.len() > crate::env::rules::MAX_VERSIONED_NAME {
+            return Err(RolloutError::Input(format!(
+                "stateful workload {name}: the release {name}-{version} is longer than {} characters; set a shorter `version:`",
+                crate::env::rules::MAX_VERSIONED_NAME
+            )));
+        }
+        let nlb = env
+            .spec
+            .workloads
+            .get(&name)
+            .is_some_and(|w| w.tcp.is_some());
+        for (kind, object_name) in [
+            ("StatefulSet", name.clone()),
+            ("Service", format!("{name}-headless")),
+            ("Service", name.clone()),
+            ("Ingress", name.clone()),
+            ("HorizontalPodAutoscaler", name.clone()),
+        ] {
+            set_aside.push((kind.to_owned(), object_name));
+        }
+        let mut statefulset = set.clone();
+        // VERSION as resolved (the file may say `${CI_COMMIT_SHA}` through the image tag).
+        if let Some(env_list) = statefulset
+            .pointer_mut("/spec/template/spec/containers/0/env")
+            .and_then(Json::as_array_mut)
+        {
+            for var in env_list.iter_mut() {
+                if var.get("name").and_then(Json::as_str) == Some("VERSION")
+                    && var
+                        .get("value")
+                        .and_then(Json::as_str)
+                        .is_some_and(|v| v.contains("${"))
+                {
+                    var["value"] = Json::String(version.clone());
+                }
+            }
+        }
+        stateful.push(StatefulSpec {
+            retire_after: annotation(set, annotations::RETIRE_AFTER)
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs),
+            statefulset,
+            headless,
+            stable: find("Service", &name),
+            ingress: find("Ingress", &name),
+            hpa: find("HorizontalPodAutoscaler", &name),
+            nlb,
+            version,
+            name,
+            departed: false,
+        });
+    }
     let mut objects: Vec<Json> = tree
         .into_iter()
         .filter(|o| {
@@ -375,6 +483,7 @@ pub fn build(
         revision: revision.to_owned(),
         objects,
         blue_green,
+        stateful,
         rolling,
     })
 }

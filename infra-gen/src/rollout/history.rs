@@ -45,6 +45,10 @@ pub struct Release {
     /// Whether the cutover was checked against the load balancer (`false`: `--no-verify-lb`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lb_verified: Option<bool>,
+    /// `stateful`: the version's StatefulSet, so a rollback can start it again after it was
+    /// retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Json>,
 }
 
 impl Release {
@@ -160,6 +164,7 @@ mod tests {
             from_template: from.map(str::to_owned),
             from_revision: from.map(|f| format!("rev-{f}")),
             lb_verified: None,
+            object: None,
         }
     }
 

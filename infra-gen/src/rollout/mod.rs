@@ -10,6 +10,7 @@ pub mod desired;
 pub mod history;
 pub mod progress;
 pub mod state;
+pub mod stateful;
 pub mod verify;
 
 use serde_json::Value as Json;

@@ -419,6 +419,7 @@ mod tests {
             from_template: None,
             from_revision: None,
             lb_verified: None,
+            object: None,
         }
     }
 

@@ -282,3 +282,36 @@ async fn prune_and_destroy_leave_the_controllers_objects_alone() {
         "the Ingress goes first, the namespace last: {deletes:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_new_stateful_version_gets_connections_once_its_nlb_targets_are_healthy() {
+    let Some(h) = with_controller().await else {
+        return;
+    };
+    let extra = "    replicas: 2\n    tcp: {deregistrationDelaySeconds: 0}\n";
+    h.write_env("prod", &h.stateful(&h.images.v1, extra)).await;
+    let first = h.apply("prod", &[]).await;
+    assert!(first.ok, "{}", first.all());
+    bound(&h, 1).await;
+    h.write_env("prod", &h.stateful(&h.images.v2, extra)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    let v2 = Harness::version_of(&h.images.v2);
+    let healthy = run
+        .stderr
+        .find("every pod is a healthy target")
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    let switched = run
+        .stderr
+        .find(&format!("new connections go to {v2} now"))
+        .unwrap_or_else(|| panic!("{}", run.all()));
+    assert!(healthy < switched, "{}", run.all());
+    let pod = h.get("Pod", &format!("connector-{v2}-0")).await.unwrap();
+    assert!(
+        pod["spec"]["readinessGates"]
+            .to_string()
+            .contains("target-health.elbv2.k8s.aws/"),
+        "{pod}"
+    );
+    assert_eq!(h.releases("connector").await[0]["lbVerified"], true);
+}

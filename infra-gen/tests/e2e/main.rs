@@ -12,6 +12,7 @@ mod deploy;
 mod loadbalancer;
 mod lock;
 mod recovery;
+mod stateful;
 
 /// A blue-green web workload with two replicas and the default delay.
 const BLUE_GREEN: &str =

@@ -226,6 +226,8 @@ pub struct Data {
     /// When each simulated pod was created.
     pods: kubelet::Births,
     pod_ips: HashMap<Key, String>,
+    /// The template each StatefulSet pod was created from (OnDelete keeps it).
+    pod_templates: HashMap<Key, Json>,
     /// Readiness gates the (simulated) controller's webhook injected, per pod.
     gates: HashMap<Key, Vec<String>>,
     /// Gates the (simulated) controller set to True: the pod's target is healthy.
@@ -657,6 +659,24 @@ impl ApiServer {
             .faults
             .iter()
             .all(|f| f.remaining == 0)
+    }
+
+    /// Every change stored so far, oldest first, with its watch event type (`ADDED`,
+    /// `MODIFIED`, `DELETED`): (resourceVersion, type, kind, name, object).
+    pub fn events(&self) -> Vec<(u64, &'static str, String, String, Json)> {
+        let data = self.shared.data.lock().unwrap();
+        data.log
+            .iter()
+            .map(|e| {
+                (
+                    e.rv,
+                    e.kind,
+                    e.key.resource.kind.to_owned(),
+                    e.key.name.clone(),
+                    e.object.clone(),
+                )
+            })
+            .collect()
     }
 
     /// Every change stored so far, oldest first: (resourceVersion, kind, name, object).

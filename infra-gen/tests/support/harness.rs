@@ -203,6 +203,13 @@ impl Harness {
 
     /// [`Harness::write_env`] with more `secrets:` entries (YAML, indented by 2).
     pub async fn write_env_with_secrets(&self, env: &str, workloads: &str, secrets: &str) {
+        self.write_env_file(env, workloads, secrets);
+        let run = self.run(&["render"], &[]).await;
+        assert!(run.ok, "render failed: {}", run.all());
+    }
+
+    /// Writes `environments/<env>.yaml` without rendering (as an edit before `plan`).
+    pub fn write_env_file(&self, env: &str, workloads: &str, secrets: &str) {
         let text = format!(
             "project: {{name: e2e, id: {id}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nregistry: {{server: registry.test, pullSecret: pull}}\nworkloads:\n{workloads}\nsecrets:\n  app-db: {{uri: {{fromEnv: E2E_DB_URI}}}}\n{secrets}",
             id = self.id
@@ -211,8 +218,6 @@ impl Harness {
         std::fs::create_dir_all(&dir).unwrap();
         *self.revision.lock().unwrap() = Self::revision_of(&text);
         std::fs::write(dir.join(format!("{env}.yaml")), text).unwrap();
-        let run = self.run(&["render"], &[]).await;
-        assert!(run.ok, "render failed: {}", run.all());
     }
 
     /// The commit a pipeline for this environment file would deploy (40 hex digits).
@@ -250,6 +255,65 @@ impl Harness {
         )
     }
 
+    /// A `stateful` game server `connector` on port 8080 behind an NLB (`tcp:`).
+    pub fn stateful(&self, image: &str, extra: &str) -> String {
+        format!(
+            "  connector:\n    kind: stateful\n    image: {image}\n{}    ports: [{{name: socket, port: 8080}}]\n    resources: {{cpu: 100m, memory: 128Mi}}\n    probes: {{readiness: {{http: {ready}, port: socket}}}}\n{extra}",
+            self.args_line(image),
+            ready = self.images.ready_path
+        )
+    }
+
+    /// The version infra-gen takes from an image's tag (slugified to a DNS label).
+    pub fn version_of(image: &str) -> String {
+        let tag = image.rsplit_once(':').map_or("latest", |(_, t)| t);
+        let mut out = String::new();
+        for c in tag.chars() {
+            if c.is_ascii_alphanumeric() {
+                out.push(c.to_ascii_lowercase());
+            } else if !out.ends_with('-') {
+                out.push('-');
+            }
+        }
+        out.trim_matches('-').to_owned()
+    }
+
+    /// The pods of one version of a stateful workload: name → UID.
+    pub async fn version_pods(
+        &self,
+        workload: &str,
+        version: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        self.list("Pod")
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.pointer("/metadata/labels/app.kubernetes.io~1name")
+                    .and_then(Json::as_str)
+                    == Some(workload)
+                    && p.pointer("/metadata/labels/infra-gen.dev~1version")
+                        .and_then(Json::as_str)
+                        == Some(version)
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+            })
+            .filter_map(|p| {
+                Some((
+                    p.pointer("/metadata/name")?.as_str()?.to_owned(),
+                    p.pointer("/metadata/uid")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// The version the stable Service of a stateful workload sends new connections to.
+    pub async fn live_version(&self, workload: &str) -> Option<String> {
+        self.get("Service", workload)
+            .await?
+            .pointer("/spec/selector/infra-gen.dev~1version")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+    }
+
     /// The `args:` line an image needs on a real cluster (none on the double).
     pub fn args_line(&self, image: &str) -> String {
         let args = if image == self.images.crash_once {
@@ -265,7 +329,7 @@ impl Harness {
         let mut args = args.to_vec();
         let moves_traffic = args
             .first()
-            .is_some_and(|c| ["apply", "rollback", "finalize"].contains(&c.as_str()));
+            .is_some_and(|c| ["apply", "rollback", "finalize", "retire"].contains(&c.as_str()));
         if moves_traffic
             && self.lb_endpoint.is_none()
             && !args.iter().any(|a| a == "--no-verify-lb")
@@ -744,6 +808,88 @@ impl Harness {
                     }
                 }
                 before[i] = now;
+            }
+        }
+        out
+    }
+}
+
+impl Harness {
+    /// Over the double's whole change log, for a stateful workload: every moment its stable
+    /// Service started sending new connections to a version that was not fully ready, every
+    /// pod of a version deleted while its StatefulSet still wanted it (a restarted server:
+    /// its players dropped), every version removed or scaled down while or after it took
+    /// connections other than by `retire`, and the live version removed. Empty: players were
+    /// never dropped, new connections only reached ready servers.
+    pub fn stateful_violations(&self, workload: &str) -> Vec<String> {
+        let prefix = format!("{workload}-");
+        let mut sets: std::collections::HashMap<String, Json> = Default::default();
+        let mut pinned: Option<String> = None;
+        let mut ever_live: std::collections::HashSet<String> = Default::default();
+        let mut out = Vec::new();
+        let int = |o: &Json, p: &str| o.pointer(p).and_then(Json::as_i64).unwrap_or(0);
+        for (rv, event, kind, name, object) in self.double().events() {
+            match kind.as_str() {
+                "StatefulSet" if name.starts_with(&prefix) => {
+                    let version = name[prefix.len()..].to_owned();
+                    if event == "DELETED" {
+                        if pinned.as_deref() == Some(version.as_str()) {
+                            out.push(format!(
+                                "rv {rv}: {name} was deleted while it took new connections"
+                            ));
+                        }
+                        sets.remove(&name);
+                        continue;
+                    }
+                    if let Some(was) = sets.get(&name)
+                        && ever_live.contains(&version)
+                        && int(&object, "/spec/replicas") < int(was, "/spec/replicas")
+                    {
+                        out.push(format!(
+                            "rv {rv}: {name} was scaled from {} to {} after it took connections",
+                            int(was, "/spec/replicas"),
+                            int(&object, "/spec/replicas")
+                        ));
+                    }
+                    sets.insert(name, object);
+                }
+                "Service" if name == workload => {
+                    let now = object
+                        .pointer("/spec/selector/infra-gen.dev~1version")
+                        .and_then(Json::as_str)
+                        .map(str::to_owned);
+                    if let Some(version) = &now
+                        && now != pinned
+                    {
+                        let set = sets.get(&format!("{prefix}{version}"));
+                        let (replicas, ready) = set.map_or((0, 0), |s| {
+                            (int(s, "/spec/replicas"), int(s, "/status/readyReplicas"))
+                        });
+                        if replicas == 0 || ready < replicas {
+                            out.push(format!(
+                                "rv {rv}: new connections went to {version} with {ready}/{replicas} ready"
+                            ));
+                        }
+                        ever_live.insert(version.clone());
+                    }
+                    if now.is_some() {
+                        pinned = now;
+                    }
+                }
+                "Pod" if event == "DELETED" && name.starts_with(&prefix) => {
+                    let Some((set, ordinal)) = name.rsplit_once('-') else {
+                        continue;
+                    };
+                    let ordinal: i64 = ordinal.parse().unwrap_or(-1);
+                    if let Some(owner) = sets.get(set)
+                        && ordinal < int(owner, "/spec/replicas")
+                    {
+                        out.push(format!(
+                            "rv {rv}: pod {name} was deleted while {set} still ran it"
+                        ));
+                    }
+                }
+                _ => {}
             }
         }
         out

@@ -298,6 +298,15 @@ pub fn reconcile_all(
     for (key, deployment) in deployments {
         reconcile_deployment(data, events, &key, &deployment, ready_after);
     }
+    let sets: Vec<(Key, Json)> = data
+        .objects
+        .iter()
+        .filter(|(k, _)| k.resource.kind == "StatefulSet")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (key, set) in sets {
+        reconcile_statefulset(data, events, &key, &set, ready_after);
+    }
     // Pods whose owner is gone go too.
     let orphans: Vec<Key> = data
         .objects
@@ -348,6 +357,7 @@ fn pods_for(
         if !wanted.iter().any(|(name, _)| *name == k.name) {
             data.pods.remove(k);
             data.gates.remove(k);
+            data.pod_templates.remove(k);
             data.remove(k, events);
         }
     }
@@ -556,6 +566,75 @@ fn reconcile_deployment(
         let mut updated = deployment.clone();
         updated["status"] = status;
         data.store(key.clone(), updated, events);
+    }
+}
+
+/// A StatefulSet: pods `<name>-<ordinal>`, all started at once (Parallel). With `OnDelete`
+/// a pod keeps the template it was created from until it is deleted; with `RollingUpdate`
+/// it is replaced by one of the current template.
+fn reconcile_statefulset(
+    data: &mut Data,
+    events: &broadcast::Sender<WatchEvent>,
+    key: &Key,
+    set: &Json,
+    ready_after: Duration,
+) {
+    let replicas = set
+        .pointer("/spec/replicas")
+        .and_then(Json::as_i64)
+        .unwrap_or(1)
+        .max(0);
+    let template = set.pointer("/spec/template").cloned().unwrap_or(Json::Null);
+    let on_delete = set
+        .pointer("/spec/updateStrategy/type")
+        .and_then(Json::as_str)
+        == Some("OnDelete");
+    let pod_resource = Resource::by_kind("Pod");
+    let mut wanted = Vec::new();
+    let mut updated = 0;
+    for ordinal in 0..replicas {
+        let name = format!("{}-{ordinal}", key.name);
+        let pod_key = Key {
+            resource: pod_resource,
+            namespace: key.namespace.clone(),
+            name: name.clone(),
+        };
+        let kept = data
+            .pod_templates
+            .entry(pod_key.clone())
+            .or_insert_with(|| template.clone());
+        if !on_delete {
+            *kept = template.clone();
+        }
+        if *kept == template {
+            updated += 1;
+        }
+        let mut pod_template = kept.clone();
+        // The StatefulSet controller labels each pod with its own name.
+        pod_template["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"] = json!(name);
+        wanted.push((name, pod_template));
+    }
+    let owner = format!("StatefulSet/{}", key.name);
+    let ready = pods_for(data, events, &key.namespace, &owner, &wanted, ready_after);
+    let generation = set
+        .pointer("/metadata/generation")
+        .and_then(Json::as_i64)
+        .unwrap_or(1);
+    let revision = format!("{}-{}", key.name, template_id(&template));
+    let status = json!({
+        "observedGeneration": generation,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "currentReplicas": replicas,
+        "updatedReplicas": updated,
+        "currentRevision": revision,
+        "updateRevision": revision,
+    });
+    if set.get("status") != Some(&status) {
+        let mut changed = set.clone();
+        changed["status"] = status;
+        data.store(key.clone(), changed, events);
     }
 }
 
