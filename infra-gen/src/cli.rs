@@ -35,6 +35,10 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Scale down the previous slot of blue-green workloads once their delay has passed.
     Finalize(FinalizeArgs),
+    /// Move every request to the grey release (`rollout.canary`) and remove its header rule.
+    Promote(CanaryArgs),
+    /// Give the grey release up: remove its header rule, scale its slot down.
+    Abort(CanaryArgs),
     /// Show what runs: slots, revisions, ready replicas, HPA, weights, last releases.
     Status(StatusArgs),
     /// Remove an old version of a stateful workload (never the one taking new connections).
@@ -115,6 +119,25 @@ pub struct RollbackArgs {
     /// Undo this revision (git commit; the CI job passes `$CI_COMMIT_SHA`): workloads where it
     /// is not live are left alone, so a retried rollback never goes back further. Default:
     /// the newest deploy that is live.
+    #[arg(long, value_name = "COMMIT")]
+    pub revision: Option<String>,
+}
+
+/// `infra-gen promote` / `infra-gen abort`.
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Load-balancer checks.
+    #[command(flatten)]
+    pub lb: LbArgs,
+    /// How long a slot may take to become ready (promote: the canary slot sized to the live load).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Only a canary of this revision (git commit; the CI job passes `$CI_COMMIT_SHA`), so a
+    /// job of an older pipeline never promotes or aborts a newer canary. Default: the one
+    /// that runs.
     #[arg(long, value_name = "COMMIT")]
     pub revision: Option<String>,
 }

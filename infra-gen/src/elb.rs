@@ -183,15 +183,15 @@ impl Elb {
             .unwrap_or(300))
     }
 
-    /// The forward action of the first listener rule of the load balancer `dns_name` that
-    /// matches `host` and the path-pattern of `path`; `None` when the load balancer or such
-    /// a rule does not exist (yet).
-    pub async fn forward_for(
+    /// The listener rules of the load balancer `dns_name` that match `host` and the
+    /// path-pattern of `path`, lowest priority number (evaluated first) first; `None` when
+    /// the load balancer does not exist (yet).
+    async fn rules_for(
         &self,
         dns_name: &str,
         host: &str,
         path: &str,
-    ) -> Result<Option<Forward>, ElbError> {
+    ) -> Result<Option<Vec<HostPathRule>>, ElbError> {
         let balancers = self
             .client
             .describe_load_balancers()
@@ -213,6 +213,7 @@ impl Elb {
             .await
             .map_err(|e| error("DescribeListeners", arn, DisplayErrorContext(e)))?;
         let patterns = path_patterns(path);
+        let mut out = Vec::new();
         for listener in listeners.listeners() {
             let listener_arn = listener.listener_arn().unwrap_or_default();
             let rules = self
@@ -234,25 +235,118 @@ impl Elb {
                 let paths = field("path-pattern");
                 let host_ok = hosts.iter().any(|h| h.eq_ignore_ascii_case(host));
                 let path_ok = patterns.iter().any(|p| paths.contains(p));
-                // A rule with more conditions (e.g. an http-header one) is not the host/path
-                // rule every request reaches.
+                if !(host_ok && path_ok) {
+                    continue;
+                }
+                let header = rule
+                    .conditions()
+                    .iter()
+                    .find(|c| c.field() == Some("http-header"))
+                    .and_then(|c| c.http_header_config())
+                    .map(|h| {
+                        (
+                            h.http_header_name().unwrap_or_default().to_owned(),
+                            h.values().to_vec(),
+                        )
+                    });
                 let only_host_and_path = rule
                     .conditions()
                     .iter()
                     .all(|c| matches!(c.field(), Some("host-header" | "path-pattern")));
-                if !(host_ok && path_ok && only_host_and_path) {
+                let Some(groups) = rule.actions().iter().find_map(forward_of) else {
                     continue;
-                }
-                if let Some(groups) = rule.actions().iter().find_map(forward_of) {
-                    return Ok(Some(Forward {
+                };
+                out.push(HostPathRule {
+                    priority: rule
+                        .priority()
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .unwrap_or(i64::MAX),
+                    header,
+                    only_host_and_path,
+                    forward: Forward {
                         rule: rule.rule_arn().unwrap_or_default().to_owned(),
                         groups,
-                    }));
-                }
+                    },
+                });
             }
         }
-        Ok(None)
+        out.sort_by_key(|r| r.priority);
+        Ok(Some(out))
     }
+
+    /// The forward action of the listener rule of the load balancer `dns_name` every request
+    /// for `host` and `path` reaches (host and path conditions only); `None` when the load
+    /// balancer or such a rule does not exist (yet).
+    pub async fn forward_for(
+        &self,
+        dns_name: &str,
+        host: &str,
+        path: &str,
+    ) -> Result<Option<Forward>, ElbError> {
+        Ok(self
+            .rules_for(dns_name, host, path)
+            .await?
+            .and_then(|rules| {
+                rules
+                    .into_iter()
+                    .find(|r| r.only_host_and_path)
+                    .map(|r| r.forward)
+            }))
+    }
+
+    /// The header rules for `host` and `path` (a grey release), each with whether the ALB
+    /// evaluates it before the host/path rule every request reaches; `None` when the load
+    /// balancer does not exist (yet).
+    pub async fn header_rules(
+        &self,
+        dns_name: &str,
+        host: &str,
+        path: &str,
+    ) -> Result<Option<Vec<HeaderRule>>, ElbError> {
+        let Some(rules) = self.rules_for(dns_name, host, path).await? else {
+            return Ok(None);
+        };
+        let main = rules
+            .iter()
+            .find(|r| r.only_host_and_path)
+            .map_or(i64::MAX, |r| r.priority);
+        Ok(Some(
+            rules
+                .into_iter()
+                .filter_map(|r| {
+                    let (header, values) = r.header?;
+                    Some(HeaderRule {
+                        header,
+                        values,
+                        before_main: r.priority < main,
+                        forward: r.forward,
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
+/// A listener rule matching a host and path.
+#[derive(Debug, Clone)]
+struct HostPathRule {
+    priority: i64,
+    header: Option<(String, Vec<String>)>,
+    only_host_and_path: bool,
+    forward: Forward,
+}
+
+/// A listener rule that also matches a request header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderRule {
+    /// The header name.
+    pub header: String,
+    /// The values it matches.
+    pub values: Vec<String>,
+    /// Whether it is evaluated before the host/path rule every request reaches.
+    pub before_main: bool,
+    /// Where it forwards.
+    pub forward: Forward,
 }
 
 #[cfg(test)]

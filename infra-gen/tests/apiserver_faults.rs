@@ -404,3 +404,94 @@ async fn stateful_killed_at_any_write_rollback_returns_to_what_was_live() {
 async fn stateful_killed_at_any_write_finalize_never_retires_the_live_version() {
     stateful_kill_at_every_write_then(AfterStateful::Finalize).await;
 }
+
+/// Kills `promote` (or `abort`) after each of its first writes, runs it again, and checks:
+/// it converges (promote: everyone on the new version; abort: everyone on the old one, the
+/// canary slot scaled down), the header rule is gone either way, and over the whole change
+/// log no slot got traffic (weights, selector or header rule) while not every replica was
+/// available.
+async fn canary_kill_at_every_write_of(command: &str) {
+    let h = Harness::double_only(Options {
+        ready_after: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let extra = "    replicas: 2\n    rollout: {strategy: blue-green, steps: [50, 100], stepPauseSeconds: 1, canary: {header: Version, values: [\"2.0.0\"]}}\n";
+    let images = [
+        h.images.v1.clone(),
+        h.images.v2.clone(),
+        h.images.v3.clone(),
+    ];
+    h.write_env("prod", &h.web(&images[0], extra)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let double = h.double().clone();
+    for kill_after in 1..=8usize {
+        let live_slot = h.live_slot("web").await.unwrap();
+        let live_image = h.image(&format!("web-{live_slot}")).await.unwrap();
+        let image = images
+            .iter()
+            .find(|i| {
+                **i != live_image && images.iter().position(|x| x == *i) != Some(kill_after % 3)
+            })
+            .or_else(|| images.iter().find(|i| **i != live_image))
+            .cloned()
+            .unwrap();
+        h.write_env("prod", &h.web(&image, extra)).await;
+        let canary = h.apply("prod", &[]).await;
+        assert!(canary.ok, "{}", canary.all());
+        let before = double.requests().iter().filter(|r| r.is_write()).count();
+        let mut child = h.spawn_command(command, "prod", &[]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
+            if writes >= kill_after {
+                Harness::kill(&mut child).await;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = child.wait().await;
+        let context = format!("after a kill of {command} at write {kill_after}");
+        let run = h.command(command, "prod", &[]).await;
+        assert!(run.ok, "{context}: {}", run.all());
+        let live = h.live_slot("web").await.unwrap();
+        let ingress = h.get("Ingress", "web").await.unwrap();
+        assert!(
+            !ingress.to_string().contains("web-canary"),
+            "{context}: the header rule is left: {ingress}"
+        );
+        let (blue, green) = h.weights("web").await.unwrap();
+        assert_eq!(if live == "blue" { blue } else { green }, 100, "{context}");
+        match command {
+            "promote" => assert_eq!(
+                h.image(&format!("web-{live}")).await.as_deref(),
+                Some(image.as_str()),
+                "{context}"
+            ),
+            _ => {
+                assert_eq!(live, live_slot, "{context}");
+                let other = if live == "blue" { "green" } else { "blue" };
+                assert_eq!(
+                    h.replicas(&format!("web-{other}")).await,
+                    Some(0),
+                    "{context}"
+                );
+            }
+        }
+    }
+    let violations = h.traffic_violations("web");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn promote_killed_at_any_write_converges_when_run_again() {
+    canary_kill_at_every_write_of("promote").await;
+}
+
+#[tokio::test]
+async fn abort_killed_at_any_write_converges_when_run_again() {
+    canary_kill_at_every_write_of("abort").await;
+}

@@ -729,3 +729,37 @@ fn fargate_refuses_volume_claim_templates_on_a_stateful_workload() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_grey_release_is_in_the_tree_as_the_deployment_s_canary_and_the_ingress_stays_plain() {
+    let tree = repo().join("examples/mini-hunter/manifests/production");
+    let deployment = yaml_file(&tree.join("deployment-gateway.yaml"));
+    let canary: serde_json::Value = serde_json::from_str(
+        deployment["metadata"]["annotations"]["infra-gen.dev/canary"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        canary,
+        serde_json::json!({"header": "Version", "values": ["2.8.*"]})
+    );
+    let ingress = yaml_file(&tree.join("ingress-gateway.yaml"));
+    let paths = ingress["spec"]["rules"][0]["http"]["paths"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        paths.len(),
+        1,
+        "apply adds the header rule, only while a canary runs"
+    );
+    assert_eq!(paths[0]["backend"]["service"]["name"], "gateway");
+    assert!(
+        !ingress["metadata"]["annotations"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("conditions.")),
+        "{ingress}"
+    );
+}

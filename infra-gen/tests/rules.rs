@@ -808,3 +808,71 @@ fn idle_timeouts_stay_within_what_aws_allows() {
         ],
     );
 }
+
+#[test]
+fn a_canary_matches_a_header_within_what_the_alb_allows() {
+    let web = format!(
+        "{BASE}    http: {{host: ct.example.com}}\n    rollout:\n      strategy: blue-green\n      canary: {{header: Version, values: [\"1.4.2\"]}}\n"
+    );
+    assert_eq!(errors(&web), Vec::<String>::new());
+    let bad_header = web.replace("header: Version", "header: \"Client Version\"");
+    assert_error(
+        &bad_header,
+        "environments/staging.yaml:14:",
+        &[
+            "workloads.web.rollout.canary.header",
+            "\"Client Version\" is not a header name the ALB matches",
+        ],
+    );
+    let host = web.replace("header: Version", "header: host");
+    assert_error(
+        &host,
+        "environments/staging.yaml:14:",
+        &["the ALB matches Host with a host condition"],
+    );
+    let many = web.replace(
+        "[\"1.4.2\"]",
+        "[\"1.4.2\", \"1.4.3\", \"1.4.4\", \"1.5.0\"]",
+    );
+    assert_error(
+        &many,
+        "environments/staging.yaml:14:",
+        &[
+            "workloads.web.rollout.canary.values",
+            "4 value(s): the ALB allows 3 per condition and 5 per rule, and this rule's host and path take 2, so 1 to 3",
+            "use a wildcard",
+        ],
+    );
+    // A longer path takes two path patterns (/api and /api/*): one value fewer.
+    let api = many
+        .replace("host: ct.example.com", "host: ct.example.com, path: /api")
+        .replace(", \"1.4.4\", \"1.5.0\"", ", \"1.4.4\"");
+    assert_error(
+        &api,
+        "environments/staging.yaml:14:",
+        &["3 value(s)", "take 3, so 1 to 2"],
+    );
+    let empty = web.replace("[\"1.4.2\"]", "[\"\"]");
+    assert_error(
+        &empty,
+        "environments/staging.yaml:14:",
+        &[
+            "workloads.web.rollout.canary.values[0]",
+            "1 to 128 printable characters",
+        ],
+    );
+    let rolling = web.replace("strategy: blue-green", "strategy: rolling");
+    assert_error(
+        &rolling,
+        "environments/staging.yaml:14:",
+        &[
+            "a canary routes requests by header on the ALB: it needs a blue-green web workload with `http`",
+        ],
+    );
+    let unknown = web.replace("values:", "value:");
+    assert_error(
+        &unknown,
+        "environments/staging.yaml:14:",
+        &["value", "values"],
+    );
+}

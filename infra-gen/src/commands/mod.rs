@@ -2,6 +2,7 @@
 //! command works on, with every diagnostic printed.
 
 pub mod apply;
+pub mod canary;
 pub mod destroy;
 pub mod diff;
 pub mod eks;
@@ -33,6 +34,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Apply(args) => block_on(apply::run(&root, &args)),
         Command::Rollback(args) => block_on(rollback::run(&root, &args)),
         Command::Finalize(args) => block_on(finalize::run(&root, &args)),
+        Command::Promote(args) => block_on(canary::run(&root, &args, true)),
+        Command::Abort(args) => block_on(canary::run(&root, &args, false)),
         Command::Status(args) => block_on(status::run(&root, &args)),
         Command::Retire(args) => block_on(retire::run(&root, &args)),
         Command::Diff(args) => block_on(diff::run(&root, &args)),

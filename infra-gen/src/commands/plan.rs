@@ -221,9 +221,11 @@ pub fn plan(env: &Environment) -> String {
             }
             Compute::Ec2 => "-".into(),
         };
+        let canary = w.rollout.as_ref().is_some_and(|r| r.canary.is_some());
         let rollout = match (w.kind, w.rollout.as_ref().map(|r| r.strategy)) {
             (WorkloadKind::Cron, _) => "-",
             (WorkloadKind::Stateful, _) => "versions",
+            (_, Some(Strategy::BlueGreen)) if canary => "canary",
             (_, Some(Strategy::BlueGreen)) => "blue-green",
             _ => "rolling",
         };

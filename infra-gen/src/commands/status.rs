@@ -56,6 +56,23 @@ pub struct WorkloadStatus {
     pub releases: Vec<Release>,
     /// `stateful`: every running version, oldest first.
     pub versions: Vec<VersionStatus>,
+    /// A grey release on the ALB (blue-green `web`).
+    pub canary: Option<CanaryStatus>,
+}
+
+/// A grey release that runs.
+#[derive(Debug, Serialize)]
+pub struct CanaryStatus {
+    /// The slot header requests go to.
+    pub slot: Option<String>,
+    /// The header.
+    pub header: Option<String>,
+    /// The values matched.
+    pub values: Vec<String>,
+    /// When it started (its `canary` record).
+    pub since: Option<String>,
+    /// Its revision.
+    pub revision: Option<String>,
 }
 
 /// One running version of a stateful workload.
@@ -157,6 +174,29 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             scale_down_after: live.scale_down_after.map(history::time_text),
             releases: releases.get(&spec.name).cloned().unwrap_or_default(),
             versions: Vec::new(),
+            canary: live.canary.as_ref().map(|c| {
+                let slot = c.slot.map(|s| s.as_str().to_owned());
+                let view = c.slot.map(|s| live.slot(s));
+                CanaryStatus {
+                    since: live
+                        .canaries
+                        .iter()
+                        .find(|r| {
+                            r.action == "canary"
+                                && Some(&r.slot) == slot.as_ref()
+                                && Some(&r.template) == view.and_then(|v| v.template.as_ref())
+                        })
+                        .map(|r| r.at.clone()),
+                    revision: view.and_then(|v| v.revision.clone()),
+                    header: c.rule.as_ref().map(|r| r.header.clone()),
+                    values: c
+                        .rule
+                        .as_ref()
+                        .map(|r| r.values.clone())
+                        .unwrap_or_default(),
+                    slot,
+                }
+            }),
         });
     }
     for spec in &session.desired.stateful {
@@ -189,6 +229,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
                     retire_at: v.retire_at.map(history::time_text),
                 })
                 .collect(),
+            canary: None,
         });
     }
     for name in &session.desired.rolling {
@@ -205,6 +246,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             scale_down_after: None,
             releases: releases.get(name).cloned().unwrap_or_default(),
             versions: Vec::new(),
+            canary: None,
         });
     }
     Ok(out)
@@ -284,6 +326,18 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
         }
         if let Some((blue, green)) = w.weights {
             println!("    ALB weights: blue {blue}%, green {green}%");
+        }
+        if let Some(c) = &w.canary {
+            println!(
+                "    canary: requests with {}: {} go to {} (revision {}) since {}; `infra-gen promote` or `infra-gen abort`",
+                c.header.as_deref().unwrap_or("?"),
+                c.values.join(" | "),
+                c.slot.as_deref().unwrap_or("?"),
+                c.revision
+                    .as_deref()
+                    .map_or("?", |r| r.get(..12).unwrap_or(r)),
+                c.since.as_deref().unwrap_or("?")
+            );
         }
         if let Some(deadline) = &w.scale_down_after {
             let due = history::parse_time(deadline)

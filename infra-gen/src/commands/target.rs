@@ -245,13 +245,19 @@ impl Session {
                 }
                 newest
             }
-            SlotOp::Finalize { .. } => None,
+            _ => None,
         };
         for spec in &self.desired.blue_green {
             let bg = self.blue_green(spec, timeout, by);
             match op {
+                // Without --revision during a grey release, the newest deploy is the canary.
+                SlotOp::Rollback { revision: None } if bg.observe().await?.canary.is_some() => {
+                    bg.rollback(None).await?
+                }
                 SlotOp::Rollback { .. } => bg.rollback(revision.as_deref()).await?,
                 SlotOp::Finalize { now } => bg.finalize(*now).await?,
+                SlotOp::Promote { revision } => bg.promote(revision.as_deref()).await?,
+                SlotOp::Abort { revision } => bg.abort(revision.as_deref()).await?,
             }
         }
         for spec in &self.desired.stateful {
@@ -279,6 +285,9 @@ impl Session {
                     }
                 }
                 SlotOp::Finalize { .. } => workload.finalize().await?,
+                // Stateful versions have no grey release: each takes the new connections
+                // once ready.
+                SlotOp::Promote { .. } | SlotOp::Abort { .. } => {}
             }
         }
         Ok(())
@@ -297,6 +306,16 @@ pub enum SlotOp {
     Finalize {
         /// Do not wait for the delay.
         now: bool,
+    },
+    /// Move everyone to the grey release's slot.
+    Promote {
+        /// Only a canary of this revision.
+        revision: Option<String>,
+    },
+    /// Give the grey release up.
+    Abort {
+        /// Only a canary of this revision.
+        revision: Option<String>,
     },
 }
 

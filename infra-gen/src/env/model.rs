@@ -514,6 +514,23 @@ pub struct Rollout {
     /// target health, not for a fixed time).
     #[serde(default)]
     pub overlap_seconds: Option<u32>,
+    /// Grey release on the ALB (blue-green `web`): `apply` stops once requests whose
+    /// `header` has one of `values` go to the new slot and every other request stays on the
+    /// live one; `infra-gen promote` moves everyone, `infra-gen abort` gives up.
+    #[serde(default)]
+    pub canary: Option<Canary>,
+}
+
+/// Which requests a grey release sends to the new version first.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Canary {
+    /// The request header, e.g. `Version` (at most 40 characters of RFC 7230 token; not
+    /// `Host`). Matched case-insensitively by the ALB.
+    pub header: String,
+    /// Values that go to the new version, e.g. `["1.4.2"]`, or `["1.4.*"]` (`*` and `?` are
+    /// wildcards; case-insensitive; 1 to 3 values of at most 128 characters).
+    pub values: Vec<String>,
 }
 
 /// The pod's service account.

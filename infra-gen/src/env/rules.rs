@@ -7,7 +7,7 @@ use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
 use super::model::{
-    Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Strategy, Workload, WorkloadKind,
+    Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Strategy, Workload, WorkloadKind,
 };
 
 /// Longest DNS-1123 label.
@@ -957,6 +957,9 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 );
             }
         }
+        if let Some(canary) = &r.canary {
+            check_canary(c, &at("rollout.canary"), w, blue_green, canary);
+        }
         if r.overlap_seconds.is_some() && w.kind != WorkloadKind::Tcp {
             c.error(
                 &at("rollout.overlapSeconds"),
@@ -997,6 +1000,82 @@ fn kind_name(kind: WorkloadKind) -> &'static str {
         WorkloadKind::Worker => "worker",
         WorkloadKind::Cron => "cron",
         WorkloadKind::Stateful => "stateful",
+    }
+}
+
+/// A character of an RFC 7230 `token` (a header field name).
+fn is_token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// The ALB's limits on a listener rule's conditions ("Listener rules for your Application
+/// Load Balancer": at most 3 match values per condition and 5 per rule; HttpHeaderConditionConfig:
+/// a header name of at most 40 RFC 7230 token characters, values of at most 128).
+pub const ALB_VALUES_PER_CONDITION: usize = 3;
+/// See [`ALB_VALUES_PER_CONDITION`].
+pub const ALB_VALUES_PER_RULE: usize = 5;
+
+/// The match values the canary rule spends on the host and path conditions it shares with
+/// the rule every request reaches (the AWS Load Balancer Controller writes `/*` for the
+/// Prefix path `/`, and `/p` plus `/p/*` for any other).
+pub fn canary_host_path_values(w: &Workload) -> usize {
+    let Some(http) = &w.http else {
+        return 0;
+    };
+    let path = http.path.as_deref().unwrap_or("/");
+    1 + if path.trim_end_matches('/').is_empty() {
+        1
+    } else {
+        2
+    }
+}
+
+fn check_canary(c: &mut Checker<'_>, base: &str, w: &Workload, blue_green: bool, canary: &Canary) {
+    if w.http.is_none() || !blue_green || w.kind != WorkloadKind::Web {
+        c.error(
+            base,
+            "a canary routes requests by header on the ALB: it needs a blue-green web workload with `http`",
+            "use kind web with http and strategy blue-green, or drop canary",
+        );
+    }
+    let header = &canary.header;
+    if header.is_empty() || header.len() > 40 || !header.chars().all(is_token_char) {
+        c.error(
+            &format!("{base}.header"),
+            format!("{header:?} is not a header name the ALB matches (1 to 40 letters, digits or !#$%&'*+-.^_`|~)"),
+            "e.g. Version",
+        );
+    } else if header.eq_ignore_ascii_case("host") {
+        c.error(
+            &format!("{base}.header"),
+            "the ALB matches Host with a host condition, not a header condition",
+            "use another header (e.g. a test header such as X-Canary)",
+        );
+    }
+    let budget = ALB_VALUES_PER_RULE
+        .saturating_sub(canary_host_path_values(w))
+        .min(ALB_VALUES_PER_CONDITION);
+    if canary.values.is_empty() || canary.values.len() > budget {
+        c.error(
+            &format!("{base}.values"),
+            format!(
+                "{} value(s): the ALB allows {ALB_VALUES_PER_CONDITION} per condition and {ALB_VALUES_PER_RULE} per rule, and this rule's host and path take {}, so 1 to {budget}",
+                canary.values.len(),
+                canary_host_path_values(w)
+            ),
+            "list fewer values, or use a wildcard (`1.4.*`)",
+        );
+    }
+    for (i, value) in canary.values.iter().enumerate() {
+        if value.is_empty() || value.len() > 128 || value.chars().any(|ch| ch.is_control()) {
+            c.error(
+                &format!("{base}.values[{i}]"),
+                format!(
+                    "{value:?} is not a value the ALB compares (1 to 128 printable characters)"
+                ),
+                "e.g. \"1.4.2\"",
+            );
+        }
     }
 }
 

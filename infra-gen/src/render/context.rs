@@ -49,6 +49,8 @@ pub mod annotations {
     pub const STEP_PAUSE: &str = "infra-gen.dev/step-pause-seconds";
     /// tcp: seconds both slots stay selected.
     pub const OVERLAP: &str = "infra-gen.dev/overlap-seconds";
+    /// Grey release: `{"header": …, "values": […]}` (`rollout.canary`).
+    pub const CANARY: &str = "infra-gen.dev/canary";
     /// The workload kind.
     pub const KIND: &str = "infra-gen.dev/kind";
     /// `stateful`: the version of the release (a DNS label, or a `${VARIABLE}` resolved by
@@ -316,6 +318,12 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
             annotations.insert(
                 annotations::OVERLAP.to_owned(),
                 r.overlap_seconds.unwrap_or(0).to_string(),
+            );
+        }
+        if let Some(canary) = &r.canary {
+            annotations.insert(
+                annotations::CANARY.to_owned(),
+                serde_json::to_string(canary).unwrap_or_default(),
             );
         }
     }

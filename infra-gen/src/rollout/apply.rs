@@ -380,6 +380,19 @@ pub async fn apply(
             "nothing to do: namespace {} already runs this revision",
             desired.namespace
         ));
+        for spec in desired.blue_green.iter().filter(|s| s.canary.is_some()) {
+            let state = workload(cluster, desired, spec, options, progress, &by)
+                .observe()
+                .await?;
+            if let (Some(found), Some(rule)) = (&state.canary, &spec.canary) {
+                progress.step(&format!(
+                    "{}: the canary runs ({} go to {}); `infra-gen promote` moves everyone, `infra-gen abort` gives it up",
+                    spec.name,
+                    super::canary::describe(rule),
+                    found.slot.map_or("?", |s| s.as_str())
+                ));
+            }
+        }
         return Ok(Summary {
             nothing_to_do: true,
             ..Summary::default()

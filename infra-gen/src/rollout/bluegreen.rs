@@ -20,6 +20,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde_json::{Value as Json, json};
 
+use super::canary;
 use super::desired::BlueGreenSpec;
 use super::history::{self, Release};
 use super::progress::Progress;
@@ -31,6 +32,7 @@ use super::{
 };
 use crate::cluster::wait::{self, WaitError};
 use crate::cluster::{Cluster, Kind, diagnose};
+use crate::env::model as canary_model;
 use crate::render::context::{forward_action, labels};
 
 /// Which way an interrupted cutover is settled.
@@ -212,6 +214,23 @@ impl BlueGreen<'_> {
         Some(ingress)
     }
 
+    /// The Ingress with `percent`% on `to`, and — while a grey release runs — the header
+    /// rule sending the canary's requests to `canary`.
+    fn weighted(&self, to: Slot, percent: u8, canary: Option<Slot>) -> RolloutResult<Option<Json>> {
+        let Some(ingress) = self.ingress(to, percent) else {
+            return Ok(None);
+        };
+        match (canary, &self.spec.canary) {
+            (Some(slot), Some(rule)) => Ok(Some(canary::with_canary(
+                &ingress,
+                self.name(),
+                slot,
+                rule,
+            )?)),
+            _ => Ok(Some(ingress)),
+        }
+    }
+
     fn hpa(&self, slot: Slot) -> Option<Json> {
         let mut hpa = self.spec.hpa.clone()?;
         hpa["spec"]["scaleTargetRef"]["name"] = Json::String(self.slot_name(slot));
@@ -292,6 +311,14 @@ impl BlueGreen<'_> {
             out.push(stamped(&self.slot_deployment(target, replicas)));
         }
         let deadline = Self::deadline_text(&state);
+        // A grey release stops with the header rule, everyone else on the live slot.
+        if let (Some(live), Some(_)) = (live.filter(|l| *l != target), &self.spec.canary) {
+            out.push(stamped(&self.stable(Some(live), deadline.as_deref())));
+            out.push(stamped(&self.preview(target)));
+            out.extend(self.weighted(live, 100, Some(target))?.iter().map(stamped));
+            out.extend(self.hpa(live).iter().map(stamped));
+            return Ok(out);
+        }
         out.extend(
             self.live_objects(target, deadline.as_deref())
                 .iter()
@@ -307,6 +334,9 @@ impl BlueGreen<'_> {
         let Some(live) = state.live() else {
             return Ok(false);
         };
+        if self.spec.canary.is_some() && !state.slot(live).runs(&self.template_hash()) {
+            return self.is_in_canary(&state, live).await;
+        }
         let view = state.slot(live);
         if !view.runs(&self.template_hash()) || !view.complete {
             return Ok(false);
@@ -329,6 +359,37 @@ impl BlueGreen<'_> {
             view.template.as_deref().unwrap_or_default(),
             live.as_str(),
         ))
+    }
+
+    /// Whether the grey release of the desired version runs as asked: its slot ready, the
+    /// header rule, the live-state objects and the record (read-only).
+    async fn is_in_canary(&self, state: &State, live: Slot) -> RolloutResult<bool> {
+        let target = live.other();
+        let view = state.slot(target);
+        let in_canary = state
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.slot == Some(target));
+        if !in_canary || !view.runs(&self.template_hash()) || !view.complete {
+            return Ok(false);
+        }
+        let deadline = Self::deadline_text(state);
+        let mut objects = vec![
+            self.stable(Some(live), deadline.as_deref()),
+            self.preview(target),
+        ];
+        objects.extend(self.weighted(live, 100, Some(target))?);
+        objects.extend(self.hpa(live));
+        for object in objects {
+            if !self.is_current(&object).await? {
+                return Ok(false);
+            }
+        }
+        Ok(state.canaries.first().is_some_and(|r| {
+            r.action == "canary"
+                && r.slot == target.as_str()
+                && Some(&r.template) == view.template.as_ref()
+        }))
     }
 
     /// Turns a lost lock into a message that says where the traffic was left.
@@ -378,7 +439,12 @@ impl BlueGreen<'_> {
                 self.say(&format!("{} already runs this version", live.as_str()));
                 self.converge(live, None, "deploy").await
             }
-            Routing::Live(live) => self.release_into(&state, live.other(), Some(live)).await,
+            Routing::Live(live) => match &self.spec.canary {
+                Some(rule) if self.spec.ingress.is_some() => {
+                    self.canary_into(&state, live.other(), live, rule).await
+                }
+                _ => self.release_into(&state, live.other(), Some(live)).await,
+            },
             Routing::Idle => {
                 let target = Slot::BOTH
                     .into_iter()
@@ -417,7 +483,7 @@ impl BlueGreen<'_> {
             Settle::Complete => {
                 self.say(&format!("{found}; completing it"));
                 self.ready_or_abort(to, Some(from)).await?;
-                self.shift(Some(from), to, &self.spec.steps, Move::Forward)
+                self.shift(Some(from), to, &self.spec.steps, Move::Forward, None)
                     .await?;
                 self.converge(to, Some(from), "deploy").await?;
             }
@@ -431,7 +497,7 @@ impl BlueGreen<'_> {
                 if let Err(cause) = self.wait_ready(from).await {
                     return Err(self.stuck(cause, state));
                 }
-                self.shift(Some(to), from, &[100], Move::Back).await?;
+                self.shift(Some(to), from, &[100], Move::Back, None).await?;
             }
         }
         self.observe().await
@@ -458,6 +524,20 @@ impl BlueGreen<'_> {
         target: Slot,
         live: Option<Slot>,
     ) -> RolloutResult<()> {
+        self.start_slot(state, target, live).await?;
+        self.shift(live, target, &self.spec.steps, Move::Forward, None)
+            .await?;
+        self.converge(target, live, "deploy").await
+    }
+
+    /// Puts the desired version in `target` (which has no traffic) with the live load's
+    /// replicas and waits until every replica is available (else aborts).
+    async fn start_slot(
+        &self,
+        state: &State,
+        target: Slot,
+        live: Option<Slot>,
+    ) -> RolloutResult<()> {
         let view = state.slot(target);
         if view.has_traffic() {
             return Err(RolloutError::Preflight(format!(
@@ -468,6 +548,9 @@ impl BlueGreen<'_> {
             )));
         }
         if let Some(live) = live {
+            // A grey release of an older version in `target`: its header requests go back
+            // to the live slot before `target` changes.
+            self.clear_canary(state, live).await?;
             self.record_live(state, live, None, "deploy").await?;
         }
         if self.spec.tcp && live.is_some() && self.ensure(&self.stable(None, None)).await? {
@@ -494,10 +577,377 @@ impl BlueGreen<'_> {
         if self.ensure(&self.preview(target)).await? {
             self.say(&format!("preview now shows {}", target.as_str()));
         }
-        self.ready_or_abort(target, live).await?;
-        self.shift(live, target, &self.spec.steps, Move::Forward)
-            .await?;
-        self.converge(target, live, "deploy").await
+        self.ready_or_abort(target, live).await
+    }
+
+    /// Removes a grey release's header rule, so every request goes to `live` again; waits
+    /// until the ALB has no header rule left. Says whether there was one.
+    async fn clear_canary(&self, state: &State, live: Slot) -> RolloutResult<bool> {
+        let Some(found) = &state.canary else {
+            return Ok(false);
+        };
+        if let Some(ingress) = self.ingress(live, 100) {
+            self.ensure(&ingress).await?;
+        }
+        let was = found
+            .rule
+            .as_ref()
+            .map_or_else(|| "a leftover".to_owned(), canary::describe);
+        self.say(&format!(
+            "removed the header rule ({was}): every request goes to {} again",
+            live.as_str()
+        ));
+        if let Some(lb) = self.lb {
+            let (host, path) = self.host_and_path();
+            if let Err(seen) = lb
+                .canary(self.cluster, self.progress, self.name(), &host, &path, None)
+                .await?
+            {
+                return Err(RolloutError::NotServing {
+                    workload: self.name().to_owned(),
+                    slot: found
+                        .slot
+                        .map_or_else(|| self.name().to_owned(), |s| self.slot_name(s)),
+                    kept: format!("{} ({})", live.as_str(), self.slot_name(live)),
+                    problem: seen,
+                });
+            }
+        }
+        Ok(true)
+    }
+
+    /// The grey release of the desired version: `target` started and ready, then the header
+    /// rule; every other request stays on `live`. Stops there (`promote`/`abort` continue).
+    async fn canary_into(
+        &self,
+        state: &State,
+        target: Slot,
+        live: Slot,
+        rule: &canary_model::Canary,
+    ) -> RolloutResult<()> {
+        let desired = self.template_hash();
+        let already = state
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.slot == Some(target))
+            && state.slot(target).runs(&desired);
+        if !already {
+            self.start_slot(state, target, Some(live)).await?;
+        } else if !state.slot(target).complete {
+            self.ready_or_abort(target, Some(live)).await?;
+        }
+        if let (Some(lb), true) = (self.lb, self.routes_through_lb()) {
+            let service = self.lb_service(target);
+            if let Err(problem) = lb
+                .serving(
+                    self.cluster,
+                    self.progress,
+                    &service,
+                    &self.selector(target),
+                    self.timeout,
+                )
+                .await?
+            {
+                return Err(self.not_serving(target, live, problem).await);
+            }
+        }
+        if let Some(ingress) = self.weighted(live, 100, Some(target))?
+            && self.ensure(&ingress).await?
+            && let Some(lb) = self.lb
+        {
+            let (host, path) = self.host_and_path();
+            let service = self.slot_name(target);
+            if let Err(seen) = lb
+                .canary(
+                    self.cluster,
+                    self.progress,
+                    self.name(),
+                    &host,
+                    &path,
+                    Some((rule, &service)),
+                )
+                .await?
+            {
+                return Err(self.not_serving(target, live, seen).await);
+            }
+        }
+        let state = self.observe().await?;
+        let deadline = Self::deadline_text(&state);
+        for object in [self.stable(Some(live), deadline.as_deref())]
+            .into_iter()
+            .chain(self.hpa(live))
+        {
+            self.ensure(&object).await?;
+        }
+        self.record_canary(&state, target, live, "canary").await?;
+        self.progress.step(&format!(
+            "{}: canary — requests with {} go to {} (the new version), every other request stays on {}. Watch it, then `infra-gen promote --env …` moves everyone{}, or `infra-gen abort --env …` gives it up",
+            self.name(),
+            canary::describe(rule),
+            self.slot_name(target),
+            self.slot_name(live),
+            if self.spec.steps.len() > 1 {
+                format!(
+                    " by steps {}",
+                    self.spec
+                        .steps
+                        .iter()
+                        .map(|s| format!("{s}%"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            } else {
+                String::new()
+            }
+        ));
+        Ok(())
+    }
+
+    /// Records a grey release starting (`canary`) or given up (`abort`) in `target`, unless
+    /// the newest such record already says so.
+    async fn record_canary(
+        &self,
+        state: &State,
+        target: Slot,
+        live: Slot,
+        action: &str,
+    ) -> RolloutResult<()> {
+        let view = state.slot(target);
+        let template = view.template.clone().unwrap_or_default();
+        let done = state.canaries.first().is_some_and(|r| {
+            r.action == action && r.slot == target.as_str() && r.template == template
+        });
+        if done {
+            return Ok(());
+        }
+        let before = state.slot(live);
+        history::record(
+            self.cluster,
+            self.name(),
+            Release {
+                action: action.to_owned(),
+                revision: view
+                    .revision
+                    .clone()
+                    .unwrap_or_else(|| self.revision.to_owned()),
+                image: view.image.clone().unwrap_or_default(),
+                slot: target.as_str().to_owned(),
+                template,
+                at: history::time_text(Timestamp::now()),
+                by: self.by.to_owned(),
+                from_template: before.template.clone(),
+                from_revision: before.revision.clone(),
+                lb_verified: Some(self.lb.is_some()),
+                object: None,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The grey release running now, if its new slot runs `revision` (any, without one):
+    /// (live slot, canary slot).
+    fn running_canary(
+        &self,
+        state: &State,
+        revision: Option<&str>,
+    ) -> RolloutResult<Option<(Slot, Slot)>> {
+        let (Some(live), Some(found)) = (state.live(), &state.canary) else {
+            return Ok(None);
+        };
+        let Some(slot) = found.slot.filter(|s| *s != live) else {
+            return Ok(None);
+        };
+        if let (Some(revision), Some(running)) = (revision, state.slot(slot).revision.as_deref())
+            && !same_revision(revision, running)
+        {
+            return Err(RolloutError::Preflight(format!(
+                "{}: the canary in {} runs revision {}, not {}; promote or abort it from its own pipeline (or without --revision)",
+                self.name(),
+                self.slot_name(slot),
+                short(running),
+                short(revision)
+            )));
+        }
+        Ok(Some((live, slot)))
+    }
+
+    /// Moves everyone to the grey release's slot (at once or by `rollout.steps`, the header
+    /// rule kept until the last step), removes the header rule and records the release as
+    /// live. With `revision`, only a canary of that revision.
+    pub async fn promote(&self, revision: Option<&str>) -> RolloutResult<()> {
+        self.guarded(self.promote_steps(revision)).await
+    }
+
+    async fn promote_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
+        let state = self.observe().await?;
+        // A promote killed half-way: finish it.
+        if let Routing::Split { from, to } = state.routing {
+            self.say(&format!(
+                "found a promotion from {} to {} that did not finish ({}); completing it",
+                from.as_str(),
+                to.as_str(),
+                state.traffic()
+            ));
+            self.ready_or_abort(to, Some(from)).await?;
+            let keep = state
+                .canary
+                .as_ref()
+                .and_then(|c| c.slot)
+                .filter(|s| *s == to);
+            self.shift(Some(from), to, &self.spec.steps, Move::Forward, keep)
+                .await?;
+            return self.converge(to, Some(from), "deploy").await;
+        }
+        let Some((live, target)) = self.running_canary(&state, revision)? else {
+            let Some(live) = state.live() else {
+                return Err(RolloutError::Preflight(format!(
+                    "{}: nothing is deployed, so there is no canary to promote",
+                    self.name()
+                )));
+            };
+            if state.canary.is_some() {
+                self.clear_canary(&state, live).await?;
+            }
+            let runs = state.slot(live).revision.as_deref().map_or("?", short);
+            match revision {
+                Some(r)
+                    if state
+                        .slot(live)
+                        .revision
+                        .as_deref()
+                        .is_some_and(|l| same_revision(l, r)) =>
+                {
+                    self.say(&format!(
+                        "{} already runs revision {} for everyone: nothing to promote",
+                        live.as_str(),
+                        short(r)
+                    ));
+                    return self.converge(live, None, "deploy").await;
+                }
+                _ => {
+                    self.say(&format!(
+                        "no canary runs ({} is live with revision {runs}): nothing to promote",
+                        live.as_str()
+                    ));
+                    return Ok(());
+                }
+            }
+        };
+        self.say(&format!(
+            "promoting {} (revision {}): every request moves to it",
+            self.slot_name(target),
+            state.slot(target).revision.as_deref().map_or("?", short)
+        ));
+        self.ready_or_abort(target, Some(live)).await?;
+        self.shift(
+            Some(live),
+            target,
+            &self.spec.steps,
+            Move::Forward,
+            Some(target),
+        )
+        .await?;
+        self.converge(target, Some(live), "deploy").await?;
+        if let Some(lb) = self.lb {
+            let (host, path) = self.host_and_path();
+            if let Err(seen) = lb
+                .canary(self.cluster, self.progress, self.name(), &host, &path, None)
+                .await?
+            {
+                self.say(&format!(
+                    "warning: the header rule is still on the ALB ({seen}); it forwards to {} like every other request, and the controller removes it with the next reconcile",
+                    target.as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the grey release up: removes the header rule (every request on the live slot),
+    /// then scales its slot to 0 once its targets drained. With `revision`, only a canary
+    /// of that revision.
+    pub async fn abort(&self, revision: Option<&str>) -> RolloutResult<()> {
+        self.guarded(self.abort_steps(revision)).await
+    }
+
+    async fn abort_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
+        let mut state = self.observe().await?;
+        // A promote killed half-way: move everyone back first.
+        if let Routing::Split { from, to } = state.routing {
+            state = self.settle(&state, from, to, Settle::Revert).await?;
+        }
+        let Some(live) = state.live() else {
+            return Err(RolloutError::Preflight(format!(
+                "{}: nothing is deployed, so there is no canary to abort",
+                self.name()
+            )));
+        };
+        let target = self
+            .running_canary(&state, revision)?
+            .map(|(_, target)| target);
+        let removed = self.clear_canary(&state, live).await?;
+        // The slot of an aborted canary (found by its rule, or — after a killed abort — by
+        // running the revision being aborted while it has no traffic).
+        let other = live.other();
+        let view = state.slot(other);
+        let aborted = target.or_else(|| {
+            let matches = match revision {
+                Some(r) => view
+                    .revision
+                    .as_deref()
+                    .is_some_and(|v| same_revision(v, r)),
+                None => view.runs(&self.template_hash()),
+            };
+            (matches
+                && !state
+                    .slot(live)
+                    .runs(view.template.as_deref().unwrap_or_default()))
+            .then_some(other)
+        });
+        match aborted {
+            Some(slot) if state.slot(slot).replicas > 0 => {
+                self.drain(slot).await?;
+                self.cluster.scale(&self.slot_name(slot), 0).await?;
+                self.say(&format!(
+                    "aborted the canary: scaled {} to 0; every request stays on {}",
+                    self.slot_name(slot),
+                    self.slot_name(live)
+                ));
+                let state = self.observe().await?;
+                self.record_canary(&state, slot, live, "abort").await
+            }
+            Some(slot) => {
+                self.say(&format!(
+                    "{} is already scaled down; every request goes to {}",
+                    self.slot_name(slot),
+                    self.slot_name(live)
+                ));
+                let state = self.observe().await?;
+                self.record_canary(&state, slot, live, "abort").await
+            }
+            None if removed => Ok(()),
+            None => {
+                if revision.is_some_and(|r| {
+                    state
+                        .slot(live)
+                        .revision
+                        .as_deref()
+                        .is_some_and(|l| same_revision(l, r))
+                }) {
+                    return Err(RolloutError::Preflight(format!(
+                        "{}: revision {} is live for everyone already (promoted); `infra-gen rollback` goes back to the release before it",
+                        self.name(),
+                        revision.map_or("?", short)
+                    )));
+                }
+                self.say(&format!(
+                    "no canary runs ({} is live): nothing to abort",
+                    live.as_str()
+                ));
+                Ok(())
+            }
+        }
     }
 
     fn selector(&self, slot: Slot) -> String {
@@ -561,8 +1011,12 @@ impl BlueGreen<'_> {
             hint = format!("the load balancer: {seen}; {hint}");
         }
         let state = self.observe().await?;
+        let canary_traffic = state
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.slot == Some(target));
         if let Some(live) = live
-            && state.slot(target).has_traffic()
+            && (state.slot(target).has_traffic() || canary_traffic)
         {
             self.move_back(live).await?;
             self.drain(target).await?;
@@ -618,7 +1072,8 @@ impl BlueGreen<'_> {
     async fn not_serving(&self, to: Slot, from: Slot, problem: String) -> RolloutError {
         let undo = async {
             let state = self.observe().await?;
-            if state.slot(to).has_traffic() {
+            let canary_traffic = state.canary.as_ref().is_some_and(|c| c.slot == Some(to));
+            if state.slot(to).has_traffic() || canary_traffic {
                 self.move_back(from).await?;
             }
             if state.release_in(to).is_none() || state.last_live() == Some(from) {
@@ -736,6 +1191,7 @@ impl BlueGreen<'_> {
         to: Slot,
         steps: &[u8],
         direction: Move,
+        canary: Option<Slot>,
     ) -> RolloutResult<()> {
         let name = self.name().to_owned();
         let check = self
@@ -768,7 +1224,8 @@ impl BlueGreen<'_> {
                 if let Some(from) = from {
                     self.follow_load(from, to).await?;
                 }
-                if let Some(ingress) = self.ingress(to, percent)
+                if let Some(ingress) =
+                    self.weighted(to, percent, canary.filter(|_| percent < 100))?
                     && self.ensure(&ingress).await?
                 {
                     self.say(&format!("{percent}% of ALB traffic on {}", to.as_str()));
@@ -1001,6 +1458,26 @@ impl BlueGreen<'_> {
                 .await?;
             state = self.observe().await?;
         }
+        // During a grey release the newest deploy is the canary: rolling it back is aborting it.
+        if let (Some(live), Some(found)) = (state.live(), &state.canary) {
+            let live_revision = state.slot(live).revision.clone().unwrap_or_default();
+            let canary_revision = found
+                .slot
+                .and_then(|s| state.slot(s).revision.clone())
+                .unwrap_or_default();
+            if let Some(r) = revision
+                && same_revision(r, &live_revision)
+                && !same_revision(r, &canary_revision)
+            {
+                return Err(RolloutError::Preflight(format!(
+                    "{name}: a canary of revision {} runs on top of revision {}; `infra-gen abort` (or promote) it first, then roll back",
+                    short(&canary_revision),
+                    short(r)
+                )));
+            }
+            self.say("a canary runs: rolling it back gives it up");
+            return self.abort_steps(revision).await;
+        }
         let Some(current) = state.last_live() else {
             return Err(RolloutError::Preflight(format!(
                 "{name} has no live slot: nothing to roll back"
@@ -1107,7 +1584,7 @@ impl BlueGreen<'_> {
             }
             _ => current,
         };
-        self.shift(Some(from), target, &[100], Move::Forward)
+        self.shift(Some(from), target, &[100], Move::Forward, None)
             .await?;
         self.converge(target, Some(from), "rollback").await
     }
@@ -1132,6 +1609,14 @@ impl BlueGreen<'_> {
             self.say("not deployed yet");
             return Ok(());
         };
+        if let Some(found) = &state.canary {
+            self.say(&format!(
+                "a canary runs in {} ({}): `infra-gen promote` or `infra-gen abort` it; nothing is scaled down",
+                found.slot.map_or_else(|| "no slot".to_owned(), |s| self.slot_name(s)),
+                found.rule.as_ref().map_or_else(|| "no header rule".to_owned(), canary::describe)
+            ));
+            return Ok(());
+        }
         let previous = live.other();
         let view = state.slot(previous);
         if view.replicas == 0 {

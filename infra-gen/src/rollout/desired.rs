@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::{RolloutError, RolloutResult};
 use crate::cluster::{Kind, name_of, typed_to_json};
 use crate::env::Environment;
-use crate::env::model::WorkloadKind;
+use crate::env::model::{Canary, WorkloadKind};
 use crate::env::rules::placeholders;
 use crate::render::context::{annotations, labels};
 
@@ -46,6 +46,8 @@ pub struct BlueGreenSpec {
     pub scale_down_delay: Duration,
     /// tcp: how long both slots stay selected.
     pub overlap: Duration,
+    /// Grey release by request header (`rollout.canary`).
+    pub canary: Option<Canary>,
 }
 
 /// A stateful workload's objects from the tree: the release's spec, instantiated by `apply`
@@ -380,6 +382,16 @@ pub fn build(
             step_pause: seconds(deployment, annotations::STEP_PAUSE, 30),
             scale_down_delay: seconds(deployment, annotations::SCALE_DOWN_DELAY, 600),
             overlap: seconds(deployment, annotations::OVERLAP, 0),
+            canary: annotation(deployment, annotations::CANARY)
+                .map(|text| {
+                    serde_json::from_str::<Canary>(text).map_err(|e| {
+                        RolloutError::Input(format!(
+                            "Deployment {name}: annotation {} is not {{\"header\": …, \"values\": […]}} ({e}); run `infra-gen render`",
+                            annotations::CANARY
+                        ))
+                    })
+                })
+                .transpose()?,
             name,
         });
     }

@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod bluegreen;
+pub mod canary;
 pub mod desired;
 pub mod history;
 pub mod progress;

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value as Json;
 
+use super::canary::{self, CanaryState};
 use super::history::{self, Release};
 use super::{REVISION, SCALE_DOWN_AFTER, TEMPLATE};
 use crate::cluster::wait::Replicas;
@@ -131,9 +132,16 @@ pub struct State {
     pub rolling: Option<Json>,
     /// When the slot that is not live may be scaled down.
     pub scale_down_after: Option<Timestamp>,
-    /// This workload's releases, newest first.
+    /// This workload's releases that went live, newest first.
     pub releases: Vec<Release>,
+    /// A grey release on the ALB (the header rule), if the Ingress has one.
+    pub canary: Option<CanaryState>,
+    /// Grey releases started and ended (`canary`, `abort` records), newest first.
+    pub canaries: Vec<Release>,
 }
+
+/// Release-history actions that are not a release going live.
+pub const CANARY_ACTIONS: [&str; 2] = ["canary", "abort"];
 
 /// The live objects [`observe`] derives the state from.
 #[derive(Debug, Clone, Default)]
@@ -232,6 +240,10 @@ fn view(slot: Slot, deployment: Option<&Json>, stable: Option<&Json>, weight: u8
 
 /// Derives the state from the live objects (pure: the tests feed it objects directly).
 pub fn observe(name: &str, objects: Objects) -> State {
+    let (canaries, releases): (Vec<Release>, Vec<Release>) = objects
+        .releases
+        .into_iter()
+        .partition(|r| CANARY_ACTIONS.contains(&r.action.as_str()));
     let (blue_weight, green_weight) = weights(objects.ingress.as_ref(), name).unwrap_or((0, 0));
     let stable = objects.stable.as_ref();
     let blue = view(Slot::Blue, objects.blue.as_ref(), stable, blue_weight);
@@ -241,7 +253,7 @@ pub fn observe(name: &str, objects: Objects) -> State {
         (true, false) => Routing::Live(Slot::Blue),
         (false, true) => Routing::Live(Slot::Green),
         (true, true) => {
-            let from = split_origin(&objects.releases, &blue, &green, stable);
+            let from = split_origin(&releases, &blue, &green, stable);
             Routing::Split {
                 from,
                 to: from.other(),
@@ -254,10 +266,12 @@ pub fn observe(name: &str, objects: Objects) -> State {
         green,
         routing,
         scale_down_after: annotation(stable, SCALE_DOWN_AFTER).and_then(history::parse_time),
+        canary: canary::observe(objects.ingress.as_ref(), name),
         stable: objects.stable,
         ingress: objects.ingress,
         rolling: objects.rolling,
-        releases: objects.releases,
+        releases,
+        canaries,
     }
 }
 

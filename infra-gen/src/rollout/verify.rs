@@ -22,6 +22,7 @@ use super::progress::Progress;
 use super::{RolloutError, RolloutResult};
 use crate::cluster::{Cluster, ClusterError, Kind, name_of};
 use crate::elb::Elb;
+use crate::env::model::Canary;
 use crate::render::context::labels;
 
 /// The readiness gate the controller injects, per TargetGroupBinding.
@@ -276,6 +277,114 @@ impl LbCheck {
             ));
             cluster
                 .pause(EVERY, &format!("wait for the weights of Ingress {ingress}"))
+                .await?;
+        }
+    }
+
+    /// Waits (up to `converge`) until the ALB has the grey-release rule `expected` asks for:
+    /// `Some((canary, service))`, a header rule for the Ingress's host and path matching
+    /// `canary`, forwarding everything to `service`'s target group and evaluated before the
+    /// host/path rule every request reaches; `None`, no header rule left for them.
+    /// `Ok(Err(what was seen))` otherwise.
+    pub async fn canary(
+        &self,
+        cluster: &Cluster,
+        progress: &Progress,
+        ingress: &str,
+        host: &str,
+        path: &str,
+        expected: Option<(&Canary, &str)>,
+    ) -> RolloutResult<Result<(), String>> {
+        let started = Instant::now();
+        let mut seen = String::from("no load balancer in the Ingress status yet");
+        loop {
+            cluster.check_lock(&format!("check the header rule of Ingress {ingress}"))?;
+            let live = cluster
+                .get(Kind::Ingress, ingress)
+                .await?
+                .unwrap_or_default();
+            let dns = text(&live, "/status/loadBalancer/ingress/0/hostname").to_owned();
+            if !dns.is_empty() {
+                let rules = self
+                    .elb
+                    .header_rules(&dns, host, path)
+                    .await
+                    .map_err(RolloutError::from)?
+                    .unwrap_or_default();
+                let groups: Vec<String> = match expected {
+                    Some((_, service)) => match self.bindings(cluster, service).await? {
+                        Ok(bindings) => bindings.into_iter().map(|b| b.group).collect(),
+                        Err(problem) => return Ok(Err(problem)),
+                    },
+                    None => Vec::new(),
+                };
+                let done = match expected {
+                    None => rules.is_empty(),
+                    Some((canary, _)) => rules.iter().any(|r| {
+                        let mut want: Vec<String> = canary
+                            .values
+                            .iter()
+                            .map(|v| v.to_ascii_lowercase())
+                            .collect();
+                        let mut have: Vec<String> =
+                            r.values.iter().map(|v| v.to_ascii_lowercase()).collect();
+                        want.sort();
+                        have.sort();
+                        r.header.eq_ignore_ascii_case(&canary.header)
+                            && want == have
+                            && r.before_main
+                            && !r.forward.groups.is_empty()
+                            && r.forward.groups.iter().all(|(arn, w)| {
+                                if groups.contains(arn) {
+                                    *w > 0
+                                } else {
+                                    *w == 0
+                                }
+                            })
+                    }),
+                };
+                if done {
+                    progress.step(&match expected {
+                        Some((canary, service)) => format!(
+                            "{ingress}: the ALB sends {host}{path} requests with {} to {service}, before the rule for everyone else",
+                            super::canary::describe(canary)
+                        ),
+                        None => format!("{ingress}: the ALB has no header rule left for {host}{path}"),
+                    });
+                    return Ok(Ok(()));
+                }
+                seen = if rules.is_empty() {
+                    format!("no header rule of {dns} matches {host}{path}")
+                } else {
+                    rules
+                        .iter()
+                        .map(|r| {
+                            format!(
+                                "a rule {} for {}: {} ({} the rule for everyone else)",
+                                r.forward.rule,
+                                r.header,
+                                r.values.join(" | "),
+                                if r.before_main { "before" } else { "after" }
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                };
+            }
+            if started.elapsed() >= self.converge {
+                return Ok(Err(format!(
+                    "after {:?}: {seen}: the AWS Load Balancer Controller did not apply the header rule (see its logs)",
+                    self.converge
+                )));
+            }
+            progress.status(&format!(
+                "{ingress}: waiting for the ALB's header rule — {seen}"
+            ));
+            cluster
+                .pause(
+                    EVERY,
+                    &format!("wait for the header rule of Ingress {ingress}"),
+                )
                 .await?;
         }
     }

@@ -315,3 +315,57 @@ async fn a_new_stateful_version_gets_connections_once_its_nlb_targets_are_health
     );
     assert_eq!(h.releases("connector").await[0]["lbVerified"], true);
 }
+
+const CANARY: &str = "    replicas: 2\n    rollout: {strategy: blue-green, canary: {header: Version, values: [\"2.0.0\"]}}\n";
+
+#[tokio::test]
+async fn the_canary_rule_is_checked_on_the_alb_before_the_rule_for_everyone() {
+    let Some(h) = with_controller().await else {
+        return;
+    };
+    h.write_env("prod", &h.web(&h.images.v1, CANARY)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, CANARY)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "web: the ALB sends web.e2e.test/ requests with Version: 2.0.0 to web-green, before the rule for everyone else"
+        ),
+        "{}",
+        run.all()
+    );
+    let promote = h.command("promote", "prod", &[]).await;
+    assert!(promote.ok, "{}", promote.all());
+    assert!(
+        promote
+            .stderr
+            .contains("web: the ALB has no header rule left for web.e2e.test/"),
+        "{}",
+        promote.all()
+    );
+}
+
+#[tokio::test]
+async fn a_header_rule_the_controller_does_not_apply_gives_the_canary_up() {
+    let h = with_broken_controller(|sim| sim.apply_conditions = false).await;
+    h.write_env("prod", &h.web(&h.images.v1, CANARY)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, CANARY)).await;
+    let run = h.apply("prod", &["--lb-converge-timeout", "4s"]).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("no header rule of")
+            && run
+                .stderr
+                .contains("the AWS Load Balancer Controller did not apply the header rule"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.replicas("web-green").await, Some(0));
+    let ingress = h.get("Ingress", "web").await.unwrap();
+    assert!(!ingress.to_string().contains("web-canary"), "{ingress}");
+}

@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod canary;
 mod deploy;
 mod loadbalancer;
 mod lock;

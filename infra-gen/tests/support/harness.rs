@@ -327,9 +327,12 @@ impl Harness {
     fn command_for(&self, args: &[String], env: &[(&str, &str)]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"));
         let mut args = args.to_vec();
-        let moves_traffic = args
-            .first()
-            .is_some_and(|c| ["apply", "rollback", "finalize", "retire"].contains(&c.as_str()));
+        let moves_traffic = args.first().is_some_and(|c| {
+            [
+                "apply", "rollback", "finalize", "retire", "promote", "abort",
+            ]
+            .contains(&c.as_str())
+        });
         if moves_traffic
             && self.lb_endpoint.is_none()
             && !args.iter().any(|a| a == "--no-verify-lb")
@@ -407,6 +410,21 @@ impl Harness {
         vars: &[(&str, &str)],
     ) -> tokio::process::Child {
         let mut command = self.command_for(&self.apply_args(env, extra), vars);
+        command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        command.spawn().expect("start infra-gen")
+    }
+
+    /// Starts another cluster command (`promote`, `abort`, …) without waiting for it.
+    pub fn spawn_command(&self, command: &str, env: &str, extra: &[&str]) -> tokio::process::Child {
+        let mut args: Vec<String> = [command, "--env", env, "--kubeconfig"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(self.kubeconfig.to_string_lossy().to_string());
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut command = self.command_for(&args, &[]);
         command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -685,6 +703,8 @@ impl Harness {
 #[derive(Debug, Clone, Default)]
 struct SlotTraffic {
     weight: u64,
+    /// A grey release's header rule sends requests to it.
+    canary: bool,
     selected: bool,
     /// The stable Service selects this slot only (not both, as during an NLB overlap,
     /// when its Endpoints hold only the pods that are ready).
@@ -696,7 +716,7 @@ struct SlotTraffic {
 
 impl SlotTraffic {
     fn has_traffic(&self) -> bool {
-        self.weight > 0 || (self.selected && self.replicas > 0)
+        self.weight > 0 || self.canary || (self.selected && self.replicas > 0)
     }
 }
 
@@ -710,6 +730,7 @@ impl Harness {
         let slots = ["blue", "green"];
         let mut deployments: std::collections::HashMap<String, Json> = Default::default();
         let mut weights = (0u64, 0u64);
+        let mut canary: Option<String> = None;
         let mut selector: Option<Json> = None;
         let mut before: [SlotTraffic; 2] = Default::default();
         let mut out = Vec::new();
@@ -739,6 +760,29 @@ impl Harness {
                             .unwrap_or(0)
                     };
                     weights = (weight("blue"), weight("green"));
+                    // The header rule: a path to `<workload>-canary` and its action's slot.
+                    let backend = format!("{workload}-canary");
+                    let has_path = object
+                        .pointer("/spec/rules/0/http/paths")
+                        .and_then(Json::as_array)
+                        .is_some_and(|p| {
+                            p.iter().any(|p| {
+                                p.pointer("/backend/service/name").and_then(Json::as_str)
+                                    == Some(backend.as_str())
+                            })
+                        });
+                    canary = object
+                        .pointer(&format!(
+                            "/metadata/annotations/alb.ingress.kubernetes.io~1actions.{backend}"
+                        ))
+                        .and_then(Json::as_str)
+                        .and_then(|a| serde_json::from_str::<Json>(a).ok())
+                        .and_then(|a| {
+                            a.pointer("/forwardConfig/targetGroups/0/serviceName")
+                                .and_then(Json::as_str)
+                                .map(str::to_owned)
+                        })
+                        .filter(|_| has_path);
                 }
                 "Service" if name == workload => {
                     selector = object.pointer("/spec/selector").cloned();
@@ -768,6 +812,7 @@ impl Harness {
                     == Some(*slot);
                 let now = SlotTraffic {
                     weight: if i == 0 { weights.0 } else { weights.1 },
+                    canary: canary.as_deref() == Some(format!("{workload}-{slot}").as_str()),
                     selected,
                     pinned,
                     available: int("/status/availableReplicas"),
@@ -778,14 +823,16 @@ impl Harness {
                         .unwrap_or(Json::Null),
                 };
                 let was = &before[i];
-                let gained = now.weight > was.weight || (now.pinned && !was.pinned);
+                let gained = now.weight > was.weight
+                    || (now.pinned && !was.pinned)
+                    || (now.canary && !was.canary);
                 if now.has_traffic()
                     && gained
                     && (now.replicas == 0 || now.available < now.replicas)
                 {
                     out.push(format!(
-                        "rv {rv}: {slot} got traffic (weight {}, selected alone {}) with {}/{} replicas available",
-                        now.weight, now.pinned, now.available, now.replicas
+                        "rv {rv}: {slot} got traffic (weight {}, selected alone {}, header rule {}) with {}/{} replicas available",
+                        now.weight, now.pinned, now.canary, now.available, now.replicas
                     ));
                 }
                 if was.has_traffic() && now.has_traffic() {

@@ -2,7 +2,10 @@
 //! load-balancer checks talk to. Like the real controller it
 //!
 //! - makes an ALB per `alb` Ingress (listener :80, a rule per host/path forwarding to the
-//!   Services of the backend or of the `actions.<name>` weighted forward) and an NLB per
+//!   Services of the backend or of the `actions.<name>` weighted forward, with the
+//!   `conditions.<name>` header conditions, numbered in the controller's order: paths of a
+//!   rule Exact first, then Prefix longest first — a stable sort — then the rest as listed)
+//!   and an NLB per
 //!   `service.k8s.aws/nlb` Service (a target group per port), writes the load balancer's DNS
 //!   name into the object's status, and a TargetGroupBinding per (Service, port);
 //! - registers the IPs of the pods a bound Service selects once their containers are ready,
@@ -40,6 +43,9 @@ pub struct LbSim {
     pub stuck_initial: bool,
     /// New forward weights reach the listener rule (false: the rule keeps its first ones).
     pub apply_weights: bool,
+    /// `conditions.<action>` annotations become rule conditions (false: ignored, as by a
+    /// controller older than v2.0 or one that fails to parse them).
+    pub apply_conditions: bool,
 }
 
 impl LbSim {
@@ -52,6 +58,7 @@ impl LbSim {
             initial_seconds: 1,
             stuck_initial: false,
             apply_weights: true,
+            apply_conditions: true,
         }
     }
 }
@@ -60,8 +67,17 @@ impl LbSim {
 type Owner = (String, String);
 /// A load balancer: ARN, DNS name, listener ARN by port.
 type Balancer = (String, String, BTreeMap<i32, String>);
-/// A rule: ARN and the forward (target group, weight) it was last given.
-type RuleState = (String, Vec<(String, i32)>);
+/// A listener rule the sim made: ARN, what it matches (host, path, header condition) and
+/// the forward (target group, weight) it was last given.
+#[derive(Debug, Clone, PartialEq)]
+struct RuleState {
+    arn: String,
+    matches: String,
+    groups: Vec<(String, i32)>,
+}
+
+/// A rule the controller wants: conditions, what they match (for comparison), forward groups.
+type DesiredRule = (Vec<RuleCondition>, String, Vec<(String, i32)>);
 
 #[derive(Default)]
 struct Aws {
@@ -71,8 +87,8 @@ struct Aws {
     balancers: HashMap<Owner, Balancer>,
     /// (namespace, service, port) → target group ARN.
     groups: HashMap<(String, String, i32), String>,
-    /// (listener, host, path) → (rule ARN, forward it was created or last modified with).
-    rules: HashMap<(String, String, String), RuleState>,
+    /// (namespace, Ingress) → its listener rules, in priority order.
+    rules: HashMap<Owner, Vec<RuleState>>,
     next_priority: i32,
 }
 
@@ -480,6 +496,8 @@ async fn reconcile_ingress(
     let Some(listener) = ensure_listener(elb, aws, &key, 80, ProtocolEnum::Http, None).await else {
         return;
     };
+    // (conditions, what they match, forward groups), in the controller's priority order.
+    let mut desired: Vec<DesiredRule> = Vec::new();
     for rule in ingress
         .pointer("/spec/rules")
         .and_then(Json::as_array)
@@ -487,12 +505,19 @@ async fn reconcile_ingress(
         .flatten()
     {
         let host = text(rule, "/host").to_owned();
-        for path in rule
+        let mut paths: Vec<&Json> = rule
             .pointer("/http/paths")
             .and_then(Json::as_array)
             .into_iter()
             .flatten()
-        {
+            .collect();
+        // sortIngressPaths: Exact, then Prefix by length (stable), then the others in order.
+        paths.sort_by_key(|p| match text(p, "/pathType") {
+            "Exact" => (0, 0),
+            "Prefix" => (1, usize::MAX - text(p, "/path").len()),
+            _ => (2, 0),
+        });
+        for path in paths {
             let backend = text(path, "/backend/service/name").to_owned();
             let port = text(path, "/backend/service/port/name").to_owned();
             // (service, service port name, weight)
@@ -554,52 +579,102 @@ async fn reconcile_ingress(
                 continue;
             }
             let path_value = text(path, "/path").to_owned();
-            let patterns = infra_gen::elb::path_patterns(&path_value);
-            let rule_key = (listener.clone(), host.clone(), path_value);
-            match aws.rules.get(&rule_key).cloned() {
-                None => {
-                    let conditions = vec![
-                        RuleCondition::builder()
-                            .field("host-header")
-                            .values(host.clone())
-                            .build(),
-                        RuleCondition::builder()
-                            .field("path-pattern")
-                            .set_values(Some(patterns))
-                            .build(),
-                    ];
-                    let priority = aws.next_priority;
-                    aws.next_priority += 1;
-                    if let Some(action) = forward(&groups)
-                        && let Ok(created) = elb
-                            .create_rule()
-                            .listener_arn(&listener)
-                            .priority(priority)
-                            .set_conditions(Some(conditions))
-                            .actions(action)
-                            .send()
-                            .await
-                        && let Some(arn) = created.rules().first().and_then(|r| r.rule_arn())
-                    {
-                        aws.rules.insert(rule_key, (arn.to_owned(), groups));
-                    }
+            let mut conditions = vec![
+                RuleCondition::builder()
+                    .field("host-header")
+                    .values(host.clone())
+                    .build(),
+                RuleCondition::builder()
+                    .field("path-pattern")
+                    .set_values(Some(infra_gen::elb::path_patterns(&path_value)))
+                    .build(),
+            ];
+            let mut matches = format!("{host}{path_value}");
+            let extra = text(
+                ingress,
+                &format!("/metadata/annotations/alb.ingress.kubernetes.io~1conditions.{backend}"),
+            );
+            let extra: Vec<Json> = serde_json::from_str(extra).unwrap_or_default();
+            for condition in extra.into_iter().filter(|_| sim.apply_conditions) {
+                if text(&condition, "/field") != "http-header" {
+                    continue;
                 }
-                Some((arn, applied)) if applied != groups && sim.apply_weights => {
-                    if let Some(action) = forward(&groups)
-                        && elb
-                            .modify_rule()
-                            .rule_arn(&arn)
-                            .actions(action)
-                            .send()
-                            .await
-                            .is_ok()
-                    {
-                        aws.rules.insert(rule_key, (arn, groups));
-                    }
-                }
-                Some(_) => {}
+                let header = text(&condition, "/httpHeaderConfig/httpHeaderName").to_owned();
+                let values: Vec<String> = condition
+                    .pointer("/httpHeaderConfig/values")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect();
+                matches.push_str(&format!(" {header}={}", values.join("|")));
+                conditions.push(
+                    RuleCondition::builder()
+                        .field("http-header")
+                        .http_header_config(
+                            elbv2::types::HttpHeaderConditionConfig::builder()
+                                .http_header_name(header)
+                                .set_values(Some(values))
+                                .build(),
+                        )
+                        .build(),
+                );
+            }
+            desired.push((conditions, matches, groups));
+        }
+    }
+    let key = (namespace.clone(), name.clone());
+    let existing = aws.rules.get(&key).cloned().unwrap_or_default();
+    let same_shape = existing.len() == desired.len()
+        && existing.iter().zip(&desired).all(|(e, d)| e.matches == d.1);
+    if same_shape {
+        // Only the forwards changed (weights): modified in place.
+        let mut updated = existing.clone();
+        for (rule, (_, _, groups)) in updated.iter_mut().zip(&desired) {
+            if rule.groups != *groups
+                && sim.apply_weights
+                && let Some(action) = forward(groups)
+                && elb
+                    .modify_rule()
+                    .rule_arn(&rule.arn)
+                    .actions(action)
+                    .send()
+                    .await
+                    .is_ok()
+            {
+                rule.groups = groups.clone();
             }
         }
+        aws.rules.insert(key, updated);
+    } else {
+        // Rules added or removed: the controller renumbers them; here they are made again
+        // in order (each new one gets the next priority number).
+        for rule in &existing {
+            let _ = elb.delete_rule().rule_arn(&rule.arn).send().await;
+        }
+        let mut made = Vec::new();
+        for (conditions, matches, groups) in desired {
+            let priority = aws.next_priority;
+            aws.next_priority += 1;
+            if let Some(action) = forward(&groups)
+                && let Ok(created) = elb
+                    .create_rule()
+                    .listener_arn(&listener)
+                    .priority(priority)
+                    .set_conditions(Some(conditions))
+                    .actions(action)
+                    .send()
+                    .await
+                && let Some(arn) = created.rules().first().and_then(|r| r.rule_arn())
+            {
+                made.push(RuleState {
+                    arn: arn.to_owned(),
+                    matches,
+                    groups,
+                });
+            }
+        }
+        aws.rules.insert(key, made);
     }
     set_status_hostname(shared, "Ingress", &namespace, &name, &dns);
 }
