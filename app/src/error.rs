@@ -17,7 +17,8 @@ use crate::store::StoreError;
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The request is malformed or a value is invalid (400).
+    /// The request is malformed or a value is invalid (400), or asks for what cannot be done
+    /// (422, see [`InvalidInput`]).
     #[error("{0}")]
     Invalid(#[from] InvalidInput),
     /// No or unknown admin token (401).
@@ -91,6 +92,9 @@ impl ApiError {
 
     fn parts(&self) -> (StatusCode, &'static str, String) {
         match self {
+            ApiError::Invalid(e) if e.unprocessable => {
+                (StatusCode::UNPROCESSABLE_ENTITY, e.code, e.message.clone())
+            }
             ApiError::Invalid(e) => (StatusCode::BAD_REQUEST, e.code, e.message.clone()),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.clone()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone()),

@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for UploadLimit {
 
 /// `max_uploads` as sent: a number, or the word `"unlimited"` (every check-in until
 /// `expires_at`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum MaxUploadsInput {
     /// Number of uploads wanted (1 to 1000).
@@ -125,35 +125,105 @@ pub enum MaxUploadsInput {
     Word(String),
 }
 
+impl<'de> Deserialize<'de> for MaxUploadsInput {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = MaxUploadsInput;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number or \"unlimited\"")
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(MaxUploadsInput::Count(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(MaxUploadsInput::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            // JSON has one number type: 3.0 is the integer 3 (as JSON Schema says).
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                match super::whole_number(v) {
+                    Some(n) => Ok(MaxUploadsInput::Count(n)),
+                    None => Err(E::custom(format!("max_uploads {v} is not a whole number"))),
+                }
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(MaxUploadsInput::Word(v.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+impl utoipa::PartialSchema for MaxUploadsInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(UploadLimit::MAX_COUNT))
+                    .description(Some("Number of uploads wanted.")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["unlimited"]))
+                    .description(Some(
+                        "Upload at every matching check-in until `expires_at` (which it needs: else 422).",
+                    )),
+            )
+            .description(Some("Uploads wanted (default 1), or \"unlimited\"."))
+            .into()
+    }
+}
+
+impl ToSchema for MaxUploadsInput {}
+
 /// A registration as an operator sends it (PUT body, batch item). Dates are RFC 3339
 /// strings; they are parsed by [`RegistrationSpec::parse`] so a bad one gets a precise error.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistrationInput {
-    /// Why the logs are wanted (shown to the client and in the audit log). Required.
-    #[schema(example = "crash on boss 3 without traceback, JIRA GAME-1234")]
+    /// Why the logs are wanted (shown to the client and in the audit log). Required: at
+    /// most 500 characters, not only blanks; surrounding blanks are dropped.
+    #[schema(
+        example = "crash on boss 3 without traceback, JIRA GAME-1234",
+        min_length = 1,
+        max_length = 500,
+        pattern = "[^\\x00-\\x20]"
+    )]
     pub reason: String,
-    /// Reference to the ticket in the team's tracker.
+    /// Reference to the ticket in the team's tracker (at most 200 characters).
     #[serde(default)]
-    #[schema(example = "GAME-1234")]
+    #[schema(example = "GAME-1234", max_length = 200)]
     pub ticket_ref: Option<String>,
-    /// RFC 3339 time after which the registration stops asking for uploads.
+    /// RFC 3339 time after which the registration stops asking for uploads. One already
+    /// past is refused with 422 (`invalid_date`): the registration would never ask.
     #[serde(default)]
-    #[schema(example = "2026-12-01T00:00:00Z")]
+    #[schema(example = "2027-01-15T00:00:00Z", format = DateTime)]
     pub expires_at: Option<String>,
     /// Number of uploads wanted (default 1), or `"unlimited"` (needs `expires_at`).
     #[serde(default)]
     pub max_uploads: Option<MaxUploadsInput>,
     /// RFC 3339 time: the client uploads logs written since then.
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub log_since: Option<String>,
-    /// Upload only from these platforms (e.g. `ios`, `android`); empty = any.
+    /// Upload only from these platforms (e.g. `ios`, `android`; 1 to 32 letters, digits, `-`
+    /// or `_`, stored in lowercase); empty = any.
     #[serde(default)]
+    #[schema(inline, value_type = Option<Vec<PlatformName>>)]
     pub platforms: Option<Vec<String>>,
     /// Upload only from client versions in this inclusive range.
     #[serde(default)]
     pub app_version: Option<VersionRange>,
 }
+
+/// A platform name as sent: 1 to 32 letters, digits, `-` or `_`.
+#[derive(ToSchema)]
+#[schema(pattern = "^[A-Za-z0-9_-]{1,32}$", example = "ios")]
+pub struct PlatformName(#[allow(dead_code)] String);
 
 /// What an operator asked for, validated.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -183,14 +253,26 @@ impl RegistrationSpec {
 
     /// Validates an operator's input. `now` decides whether `expires_at` is in the past.
     pub fn parse(input: RegistrationInput, now: OffsetDateTime) -> Result<Self, InvalidInput> {
+        // As the schema says: at most 500 characters as sent, one of them not a blank.
         let reason = input.reason.trim().to_owned();
-        if reason.is_empty() || reason.chars().count() > Self::MAX_REASON {
+        if !input.reason.chars().any(|c| c > ' ') || input.reason.chars().count() > Self::MAX_REASON
+        {
             return Err(InvalidInput::new(
                 "invalid_reason",
                 format!(
                     "reason must be 1 to {} characters (say why the logs are wanted)",
                     Self::MAX_REASON
                 ),
+            ));
+        }
+        if input
+            .ticket_ref
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > 200)
+        {
+            return Err(InvalidInput::new(
+                "invalid_ticket_ref",
+                "ticket_ref must be at most 200 characters",
             ));
         }
         let ticket_ref = match input.ticket_ref.map(|t| t.trim().to_owned()) {
@@ -208,18 +290,6 @@ impl RegistrationSpec {
             .as_deref()
             .map(|v| parse_time("expires_at", v))
             .transpose()?;
-        if let Some(at) = expires_at
-            && at <= now
-        {
-            return Err(InvalidInput::new(
-                "invalid_date",
-                format!(
-                    "expires_at {} is in the past; give a time after {}",
-                    format_time(at),
-                    format_time(now)
-                ),
-            ));
-        }
         let log_since = input
             .log_since
             .as_deref()
@@ -250,18 +320,35 @@ impl RegistrationSpec {
                 ));
             }
         };
-        if max_uploads == UploadLimit::UntilExpiry && expires_at.is_none() {
-            return Err(InvalidInput::new(
-                "invalid_max_uploads",
-                "max_uploads \"unlimited\" needs expires_at, or the device would upload at every start forever",
-            ));
-        }
         let platforms = input
             .platforms
             .unwrap_or_default()
             .into_iter()
             .map(|p| parse_platform(&p))
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(range) = &input.app_version {
+            range.check_form()?;
+        }
+        // Every check the schema states came first (400); what follows it allows but cannot
+        // be carried out (422).
+        if let Some(at) = expires_at
+            && at <= now
+        {
+            return Err(InvalidInput::unprocessable(
+                "invalid_date",
+                format!(
+                    "expires_at {} is in the past; give a time after {}",
+                    format_time(at),
+                    format_time(now)
+                ),
+            ));
+        }
+        if max_uploads == UploadLimit::UntilExpiry && expires_at.is_none() {
+            return Err(InvalidInput::unprocessable(
+                "invalid_max_uploads",
+                "max_uploads \"unlimited\" needs expires_at, or the device would upload at every start forever",
+            ));
+        }
         if let Some(range) = &input.app_version {
             range.validate()?;
         }
@@ -281,7 +368,7 @@ impl RegistrationSpec {
 }
 
 fn parse_platform(value: &str) -> Result<String, InvalidInput> {
-    let lower = value.trim().to_ascii_lowercase();
+    let lower = value.to_ascii_lowercase();
     let valid = !lower.is_empty()
         && lower.len() <= 32
         && lower

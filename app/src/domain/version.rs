@@ -15,7 +15,14 @@ pub struct AppVersion {
 }
 
 impl AppVersion {
-    /// Parses `MAJOR[.MINOR[.PATCH[.BUILD]]][-suffix|+suffix]`.
+    /// The OpenAPI pattern of a version an operator sends, which
+    /// [`AppVersion::check_operator_form`] checks exactly.
+    pub const PATTERN: &str = "^[0-9]{1,9}(\\.[0-9]{1,9}){0,3}([-+][0-9A-Za-z.+-]*)?$";
+    /// Longest version an operator may send.
+    pub const MAX_LEN: usize = 64;
+
+    /// Parses `MAJOR[.MINOR[.PATCH[.BUILD]]][-suffix|+suffix]` (any suffix: clients send
+    /// what they send, and a stored range must always read back).
     pub fn parse(value: &str) -> Result<Self, InvalidInput> {
         let invalid = || {
             InvalidInput::new(
@@ -38,6 +45,32 @@ impl AppVersion {
             parts,
             text: value.to_owned(),
         })
+    }
+
+    /// Whether the version, as an operator sent it, has the documented form
+    /// ([`Self::PATTERN`]: 1 to 4 parts of 1 to 9 digits, a suffix of letters, digits and
+    /// `.+-`, at most 64 characters).
+    pub fn check_operator_form(&self, field: &str) -> Result<(), InvalidInput> {
+        let text = &self.text;
+        let numeric = text.split(['-', '+']).next().unwrap_or_default();
+        let suffix = &text[numeric.len()..];
+        let ok = text.len() <= Self::MAX_LEN
+            && numeric.split('.').all(|p| (1..=9).contains(&p.len()))
+            && suffix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'+' | b'-'));
+        if ok {
+            Ok(())
+        } else {
+            Err(InvalidInput::new(
+                "invalid_version",
+                format!(
+                    "{field} {} must be 1 to 4 parts of 1 to 9 digits with an optional -suffix or +suffix of letters, digits and .+- (at most {} characters), like 1.4.2-rc1",
+                    quote(text),
+                    Self::MAX_LEN
+                ),
+            ))
+        }
     }
 }
 
@@ -78,24 +111,70 @@ impl<'de> Deserialize<'de> for AppVersion {
 }
 
 /// An inclusive range of client versions; either end may be open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionRange {
     /// Lowest version that uploads (inclusive), e.g. `1.4.0`.
-    #[schema(value_type = Option<String>, example = "1.4.0")]
+    #[schema(value_type = Option<String>, example = "1.4.0", max_length = 64, pattern = "^[0-9]{1,9}(\\.[0-9]{1,9}){0,3}([-+][0-9A-Za-z.+-]*)?$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<AppVersion>,
-    /// Highest version that uploads (inclusive), e.g. `1.4.99`.
-    #[schema(value_type = Option<String>, example = "1.4.99")]
+    /// Highest version that uploads (inclusive), e.g. `1.4.99`. Below `min`: 422.
+    #[schema(value_type = Option<String>, example = "1.4.99", max_length = 64, pattern = "^[0-9]{1,9}(\\.[0-9]{1,9}){0,3}([-+][0-9A-Za-z.+-]*)?$")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<AppVersion>,
 }
 
+/// What a range is read from: an object only (serde would also read a struct from an
+/// array, by position, which the API does not allow).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRange {
+    #[serde(default)]
+    min: Option<AppVersion>,
+    #[serde(default)]
+    max: Option<AppVersion>,
+}
+
+impl<'de> Deserialize<'de> for VersionRange {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = VersionRange;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object with min and/or max")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<VersionRange, A::Error> {
+                let raw = RawRange::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(VersionRange {
+                    min: raw.min,
+                    max: raw.max,
+                })
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 impl VersionRange {
+    /// Refuses ends that do not have the documented form ([`AppVersion::PATTERN`]).
+    pub fn check_form(&self) -> Result<(), InvalidInput> {
+        if let Some(min) = &self.min {
+            min.check_operator_form("app_version.min")?;
+        }
+        if let Some(max) = &self.max {
+            max.check_operator_form("app_version.max")?;
+        }
+        Ok(())
+    }
+
     /// Refuses a range whose minimum is above its maximum.
     pub fn validate(&self) -> Result<(), InvalidInput> {
+        self.check_form()?;
         match (&self.min, &self.max) {
-            (Some(min), Some(max)) if min > max => Err(InvalidInput::new(
+            (Some(min), Some(max)) if min > max => Err(InvalidInput::unprocessable(
                 "invalid_version_range",
                 format!("app_version.min {min} is above app_version.max {max}; swap them"),
             )),
@@ -159,6 +238,33 @@ mod tests {
             max: None,
         };
         assert!(open.contains(None));
+    }
+
+    #[test]
+    fn an_operator_s_range_has_the_documented_form() {
+        for bad in [
+            "1.2-rc 1",
+            "1.2-rc/1",
+            "1234567890",
+            &format!("1.2-{}", "a".repeat(70)),
+        ] {
+            let range = VersionRange {
+                min: Some(v(bad)),
+                max: None,
+            };
+            assert_eq!(
+                range.validate().unwrap_err().code,
+                "invalid_version",
+                "{bad}"
+            );
+        }
+        for ok in ["1", "1.4.2", "1.4.2-rc.1+517", "999999999.0.0.1"] {
+            let range = VersionRange {
+                min: Some(v(ok)),
+                max: None,
+            };
+            assert!(range.validate().is_ok(), "{ok}");
+        }
     }
 
     #[test]

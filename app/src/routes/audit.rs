@@ -24,6 +24,7 @@ pub struct AuditParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9a-fA-F]{24}$")]
     pub cursor: Option<String>,
 }
 

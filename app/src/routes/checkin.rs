@@ -18,15 +18,15 @@ use crate::store::UploadReport;
 #[serde(deny_unknown_fields)]
 pub struct CheckinRequest {
     /// The device id: 1–128 characters of `[A-Za-z0-9._:-]`.
-    #[schema(example = "a1b2c3d4-e5f6")]
+    #[schema(example = "a1b2c3d4-e5f6", pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub device_id: String,
-    /// Client version, e.g. `1.4.2`.
+    /// Client version, e.g. `1.4.2` (at most 64 characters).
     #[serde(default)]
-    #[schema(example = "1.4.2")]
+    #[schema(example = "1.4.2", max_length = 64)]
     pub app_version: Option<String>,
-    /// Client platform, e.g. `ios`.
+    /// Client platform, e.g. `ios` (at most 64 characters).
     #[serde(default)]
-    #[schema(example = "ios")]
+    #[schema(example = "ios", max_length = 64)]
     pub platform: Option<String>,
 }
 
@@ -118,13 +118,38 @@ pub async fn check_in(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
-    /// Bytes uploaded.
-    #[serde(default)]
+    /// Bytes uploaded (a whole number up to 2^53 − 1; `301.0` is 301).
+    #[serde(default, deserialize_with = "byte_count")]
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
     pub bytes: Option<u64>,
-    /// Id the dump service gave the upload.
+    /// Id the dump service gave the upload (at most 64 characters).
     #[serde(default)]
-    #[schema(example = "dump-7f3a")]
+    #[schema(example = "dump-7f3a", max_length = 64)]
     pub dump_id: Option<String>,
+}
+
+/// The largest integer a JSON number holds exactly (2^53 − 1).
+const MAX_SAFE_INTEGER: u64 = 9_007_199_254_740_991;
+
+/// `bytes`: a whole JSON number, `301` or `301.0` (JSON Schema's integer), 0 to 2^53 − 1.
+fn byte_count<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let value = Option::<serde_json::Number>::deserialize(deserializer)?;
+    let Some(number) = value else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .and_then(crate::domain::whole_number)
+            .and_then(|n| u64::try_from(n).ok())
+    });
+    match whole {
+        Some(n) if n <= MAX_SAFE_INTEGER => Ok(Some(n)),
+        _ => Err(D::Error::custom(format!(
+            "bytes {number} must be a whole number from 0 to {MAX_SAFE_INTEGER}"
+        ))),
+    }
 }
 
 /// Report an upload as complete.

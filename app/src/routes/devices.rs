@@ -9,7 +9,9 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{Json, Path, Query};
 use crate::auth::Admin;
-use crate::domain::{DeviceId, InvalidInput, Registration, RegistrationInput, Status};
+use crate::domain::{
+    DeviceId, InvalidInput, Registration, RegistrationInput, RegistrationSpec, Status,
+};
 use crate::error::{ApiError, ErrorBody, ErrorDetail, body_too_large};
 use crate::service::registrations::{BatchItem, ItemOutcome};
 use crate::startup::AppState;
@@ -47,10 +49,11 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     responses(
         (status = 201, description = "Registered", body = Registration),
         (status = 200, description = "Registration replaced", body = Registration),
-        (status = 400, description = "Invalid input", body = ErrorBody),
+        (status = 400, description = "The body or device id does not match the schema", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 422, description = "Well-formed but not possible as asked: `expires_at` already past (`invalid_date`), `\"unlimited\"` without `expires_at` (`invalid_max_uploads`), `app_version.min` above `max` (`invalid_version_range`). Nothing was changed.", body = ErrorBody),
         (status = 415, description = "Body not sent as application/json", body = ErrorBody),
         (status = 503, description = "Database unavailable: nothing was changed", body = ErrorBody),
     )
@@ -112,7 +115,39 @@ pub async fn get_device(
 }
 
 /// Revoke a registration: the device stops being asked for logs. The registration stays
-/// readable with status `revoked`; revoking twice is fine.
+/// readable (`GET`) with status `revoked`, and can be registered again with `PUT`; revoking
+/// twice is fine.
+#[utoipa::path(
+    post,
+    path = "/v1/devices/{device_id}/revoke",
+    tag = "registrations",
+    params(("device_id" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "Revoked: the registration as it is now", body = Registration),
+        (status = 400, description = "Invalid device id", body = ErrorBody),
+        (status = 401, description = "Missing or unknown token", body = ErrorBody),
+        (status = 403, description = "Read-only token", body = ErrorBody),
+        (status = 404, description = "Not registered", body = ErrorBody),
+        (status = 503, description = "Database unavailable: nothing was changed", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(skip_all, fields(admin = %admin.name))]
+pub async fn revoke_device(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(device_id): Path<String>,
+) -> Result<Json<Registration>, ApiError> {
+    admin.require_write()?;
+    let device = DeviceId::parse(&device_id)?;
+    Ok(Json(
+        state.registrations.revoke(&device, &admin.name).await?,
+    ))
+}
+
+/// Delete a registration: the device stops being asked for logs and the registration is
+/// gone (`GET` answers 404). The audit log keeps what it was (`GET /v1/audit`). To keep it
+/// readable instead, revoke it.
 #[utoipa::path(
     delete,
     path = "/v1/devices/{device_id}",
@@ -120,12 +155,12 @@ pub async fn get_device(
     params(("device_id" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._:-]{1,128}$")),
     security(("admin_token" = [])),
     responses(
-        (status = 204, description = "Revoked"),
+        (status = 204, description = "Deleted"),
         (status = 400, description = "Invalid device id", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
-        (status = 404, description = "Not registered", body = ErrorBody),
-        (status = 503, description = "Database unavailable", body = ErrorBody),
+        (status = 404, description = "Not registered (or already deleted)", body = ErrorBody),
+        (status = 503, description = "Database unavailable: nothing was changed", body = ErrorBody),
     )
 )]
 #[tracing::instrument(skip_all, fields(admin = %admin.name))]
@@ -136,7 +171,7 @@ pub async fn delete_device(
 ) -> Result<StatusCode, ApiError> {
     admin.require_write()?;
     let device = DeviceId::parse(&device_id)?;
-    state.registrations.revoke(&device, &admin.name).await?;
+    state.registrations.delete(&device, &admin.name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -152,6 +187,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9._:-]{1,128}$")]
     pub cursor: Option<String>,
 }
 
@@ -221,7 +257,7 @@ pub struct BatchRequest {
 }
 
 /// One item of a JSON batch: a device id and the fields of a single registration.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize)]
 pub struct BatchItemInput {
     /// The device id.
     pub device_id: String,
@@ -229,6 +265,35 @@ pub struct BatchItemInput {
     #[serde(flatten)]
     pub registration: RegistrationInput,
 }
+
+/// The item schema: [`RegistrationInput`]'s object with `device_id` added — one flat object
+/// with no other keys (an `allOf` would forbid `device_id` through the registration's
+/// `additionalProperties: false`).
+impl utoipa::PartialSchema for BatchItemInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+        let mut schema = <RegistrationInput as utoipa::PartialSchema>::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.description = Some(
+                "One item of a JSON batch: a device id and the fields of a single registration."
+                    .to_owned(),
+            );
+            object.properties.insert(
+                "device_id".to_owned(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[A-Za-z0-9._:-]{1,128}$"))
+                    .description(Some("The device id."))
+                    .into(),
+            );
+            object.required.insert(0, "device_id".to_owned());
+        }
+        schema
+    }
+}
+
+impl ToSchema for BatchItemInput {}
 
 /// The result of one batch item.
 #[derive(Debug, Serialize, ToSchema)]
@@ -257,6 +322,43 @@ pub struct BatchResponse {
     pub items: Vec<BatchItemResult>,
 }
 
+/// A CSV batch: a header row naming columns among [`CSV_COLUMNS`] (`device_id` and `reason`
+/// required, each once), then one registration per line.
+pub struct CsvBatch;
+
+impl utoipa::PartialSchema for CsvBatch {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(csv_header_pattern()))
+            .description(Some(
+                "A header row of columns among device_id, reason, ticket_ref, expires_at, max_uploads, log_since, platforms (separated by ;), app_version_min, app_version_max — device_id and reason required — then one registration per line. A line that cannot be registered gets its own error result.",
+            ))
+            .examples(["device_id,reason,max_uploads\ndev-1,crash on boss 3,1\n"])
+            .into()
+    }
+}
+
+impl ToSchema for CsvBatch {}
+
+/// The header row a CSV batch must start with, as the OpenAPI document states it and as the
+/// handler checks it: lowercase column names separated by commas (blanks around them
+/// allowed), `device_id` and `reason` once each, the optional columns any number of times.
+pub fn csv_header_pattern() -> String {
+    let optional = CSV_COLUMNS[2..].join("|");
+    let others = format!("(?:(?:{optional}) *, *)*");
+    format!(
+        "^ *{others}(?:device_id *, *{others}reason|reason *, *{others}device_id)(?: *, *(?:{optional}))* *(?:\\r?\\n[\\s\\S]*)?$"
+    )
+}
+
+/// [`csv_header_pattern`], compiled once.
+static CSV_HEADER: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    // The pattern is built from constants and covered by a test: it always compiles.
+    #[allow(clippy::expect_used)]
+    regex::Regex::new(&csv_header_pattern()).expect("the CSV header pattern compiles")
+});
+
 /// Columns a CSV batch may have (`device_id` and `reason` are required).
 pub const CSV_COLUMNS: [&str; 9] = [
     "device_id",
@@ -274,20 +376,23 @@ pub const CSV_COLUMNS: [&str; 9] = [
 ///
 /// The body is JSON (`{"items": [...]}`) or CSV (`Content-Type: text/csv`, a header row with
 /// columns among device_id, reason, ticket_ref, expires_at, max_uploads, log_since, platforms
-/// (separated by `;`), app_version_min, app_version_max). Every item gets its own result: a
-/// bad line is reported and the good ones are saved.
+/// (separated by `;`), app_version_min, app_version_max). A JSON batch whose items do not
+/// all match the item schema is refused as a whole (400, naming every such item); otherwise
+/// every item gets its own result: one that cannot be registered as asked (a CSV line with a
+/// bad value, an `expires_at` already past, a duplicate device id) is reported and the good
+/// ones are saved.
 #[utoipa::path(
     post,
     path = "/v1/devices/batch",
     tag = "registrations",
     request_body(content(
         (BatchRequest = "application/json"),
-        (String = "text/csv", example = "device_id,reason,max_uploads\ndev-1,crash on boss 3,1\n"),
+        (CsvBatch = "text/csv"),
     )),
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "Per-item results", body = BatchResponse),
-        (status = 400, description = "The body as a whole is unreadable (bad JSON, bad CSV header)", body = ErrorBody),
+        (status = 400, description = "The body does not match the schema: bad JSON, a JSON item that breaks the item schema (every such item is named), or a bad CSV header row. Nothing was saved.", body = ErrorBody),
         (status = 401, description = "Missing or unknown token", body = ErrorBody),
         (status = 403, description = "Read-only token", body = ErrorBody),
         (status = 413, description = "Too many items or body too large", body = ErrorBody),
@@ -394,28 +499,61 @@ fn parse_json_batch(body: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
             )
         }
     })?;
-    Ok(request
-        .items
-        .into_iter()
-        .enumerate()
-        .map(|(index, value)| json_item(format!("items[{index}]"), value))
-        .collect())
+    let now = crate::domain::now();
+    let mut items = Vec::with_capacity(request.items.len());
+    let mut broken: Vec<InvalidInput> = Vec::new();
+    for (index, value) in request.items.into_iter().enumerate() {
+        let position = format!("items[{index}]");
+        match json_item(&position, value, now) {
+            Ok(item) => items.push(item),
+            Err(e) => broken.push(e.at(&position)),
+        }
+    }
+    if let Some(first) = broken.first() {
+        const SHOWN: usize = 20;
+        let mut message = broken
+            .iter()
+            .take(SHOWN)
+            .map(|e| e.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        if broken.len() > SHOWN {
+            message.push_str(&format!("; and {} more", broken.len() - SHOWN));
+        }
+        return Err(ApiError::invalid(
+            first.code,
+            format!(
+                "{} item(s) do not match the item schema, so nothing was saved: {message}",
+                broken.len()
+            ),
+        ));
+    }
+    Ok(items)
 }
 
-fn json_item(position: String, value: serde_json::Value) -> BatchItem {
+/// One JSON item. An item that breaks the item schema (a type, a pattern, a length) is an
+/// `Err`: the batch is refused. One the schema allows but that cannot be registered as asked
+/// (an `expires_at` already past, say) becomes a failed item.
+fn json_item(
+    position: &str,
+    value: serde_json::Value,
+    now: time::OffsetDateTime,
+) -> Result<BatchItem, InvalidInput> {
     let raw_device_id = value
         .get("device_id")
         .and_then(|v| v.as_str())
         .map(str::to_owned);
-    let parsed = batch_item_input(value).and_then(|item| {
-        let device = DeviceId::parse(&item.device_id)?;
-        Ok((device, item.registration))
-    });
-    BatchItem {
-        position,
-        parsed,
-        raw_device_id,
+    let item = batch_item_input(value)?;
+    let device = DeviceId::parse(&item.device_id)?;
+    match RegistrationSpec::parse(item.registration.clone(), now) {
+        Err(e) if !e.unprocessable => return Err(e),
+        _ => {}
     }
+    Ok(BatchItem {
+        position: position.to_owned(),
+        parsed: Ok((device, item.registration)),
+        raw_device_id,
+    })
 }
 
 /// Splits `device_id` off and reads the rest as a registration. (serde's `flatten` would
@@ -445,6 +583,19 @@ fn batch_item_input(value: serde_json::Value) -> Result<BatchItemInput, InvalidI
 }
 
 fn parse_csv_batch(body: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::invalid("invalid_csv", format!("a CSV batch is UTF-8 text: {e}")))?;
+    if !CSV_HEADER.is_match(text) {
+        let first = text.lines().next().unwrap_or_default();
+        return Err(ApiError::invalid(
+            "invalid_csv",
+            format!(
+                "the CSV header row {} must name columns among {}, separated by commas, with device_id and reason once each",
+                crate::domain::quote(first),
+                CSV_COLUMNS.join(", ")
+            ),
+        ));
+    }
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)

@@ -163,8 +163,9 @@ impl RegistrationService {
         Ok((page, next))
     }
 
-    /// Revokes a registration (DELETE). Revoking twice is not an error.
-    pub async fn revoke(&self, device: &DeviceId, actor: &str) -> Result<(), ApiError> {
+    /// Revokes a registration: it stays readable with status `revoked`. Revoking twice is
+    /// not an error. Returns it.
+    pub async fn revoke(&self, device: &DeviceId, actor: &str) -> Result<Registration, ApiError> {
         let now = crate::domain::now();
         let before = self
             .store
@@ -172,7 +173,7 @@ impl RegistrationService {
             .await?
             .ok_or_else(|| Self::not_found(device))?;
         if before.status == Status::Revoked {
-            return Ok(());
+            return Ok(before);
         }
         let mut after = before.clone();
         after.status = Status::Revoked;
@@ -185,13 +186,37 @@ impl RegistrationService {
                 AuditAction::Revoke,
                 device.clone(),
                 Some(before),
-                Some(after),
+                Some(after.clone()),
                 now,
             )])
             .await?;
         self.registry.remove(device);
         self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, "registration revoked");
+        Ok(after)
+    }
+
+    /// Deletes a registration: later reads answer 404; the audit log keeps what it was.
+    pub async fn delete(&self, device: &DeviceId, actor: &str) -> Result<(), ApiError> {
+        let now = crate::domain::now();
+        let before = self
+            .store
+            .delete(device)
+            .await?
+            .ok_or_else(|| Self::not_found(device))?;
+        self.store
+            .append_audit(&[AuditEntry::new(
+                actor,
+                AuditAction::Delete,
+                device.clone(),
+                Some(before),
+                None,
+                now,
+            )])
+            .await?;
+        self.registry.remove(device);
+        self.store.bump_generation().await?;
+        tracing::info!(device_id = %device, actor, "registration deleted");
         Ok(())
     }
 

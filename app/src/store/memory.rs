@@ -92,6 +92,10 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(super) async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        Ok(self.data().devices.remove(id.as_str()))
+    }
+
     pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
         let mut data = self.data();
         registrations

@@ -144,8 +144,10 @@ pub enum AuditAction {
     Register,
     /// A registration replaced (or re-activated).
     Update,
-    /// A registration deleted by an operator.
+    /// A registration revoked by an operator (it stays readable).
     Revoke,
+    /// A registration deleted by an operator (`before` holds what it was).
+    Delete,
 }
 
 /// One admin change: who, what, when, and the registration before and after.
@@ -280,6 +282,11 @@ impl Store {
     /// Writes a registration (insert or replace), acknowledged by a majority.
     pub async fn save(&self, registration: &Registration) -> StoreResult<()> {
         dispatch!(self, s => s.save(registration).await)
+    }
+
+    /// Deletes a registration; returns what was deleted.
+    pub async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        dispatch!(self, s => s.delete(id).await)
     }
 
     /// Writes many registrations; per item, `Ok` or the error that item met.

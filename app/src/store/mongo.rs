@@ -233,6 +233,15 @@ impl MongoStore {
         Ok(())
     }
 
+    pub(super) async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
+        self.devices
+            .find_one_and_delete(doc! {"_id": id.as_str()})
+            .await
+            .map_err(unavailable(format!("delete registration {id}")))?
+            .map(Registration::try_from)
+            .transpose()
+    }
+
     /// Inserts all in one unordered `insert_many` (most batch items are new devices), then
     /// replaces the ones that already existed (duplicate key) one by one.
     pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {

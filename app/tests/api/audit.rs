@@ -12,6 +12,7 @@ async fn every_admin_change_is_audited_with_actor_and_before_after() {
         .await;
     app.register_ok("dev-audit", json!({"reason": "second"}))
         .await;
+    app.revoke("dev-audit").await;
     app.delete("dev-audit").await;
     app.register_ok("dev-other", json!({"reason": "other"}))
         .await;
@@ -27,14 +28,20 @@ async fn every_admin_change_is_audited_with_actor_and_before_after() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["revoke", "update", "register"], "newest first");
+    assert_eq!(
+        actions,
+        ["delete", "revoke", "update", "register"],
+        "newest first"
+    );
     assert!(items.iter().all(|e| e["actor"] == "admin"));
-    assert_eq!(items[2]["before"], Value::Null);
-    assert_eq!(items[2]["after"]["reason"], "first");
-    assert_eq!(items[1]["before"]["reason"], "first");
-    assert_eq!(items[1]["after"]["reason"], "second");
-    assert_eq!(items[0]["before"]["status"], "active");
-    assert_eq!(items[0]["after"]["status"], "revoked");
+    assert_eq!(items[3]["before"], Value::Null);
+    assert_eq!(items[3]["after"]["reason"], "first");
+    assert_eq!(items[2]["before"]["reason"], "first");
+    assert_eq!(items[2]["after"]["reason"], "second");
+    assert_eq!(items[1]["before"]["status"], "active");
+    assert_eq!(items[1]["after"]["status"], "revoked");
+    assert_eq!(items[0]["before"]["status"], "revoked");
+    assert_eq!(items[0]["after"], Value::Null);
     assert!(items[0]["at"].as_str().is_some());
 
     // Pagination over the whole log, with the read-only token.
@@ -57,8 +64,8 @@ async fn every_admin_change_is_audited_with_actor_and_before_after() {
         .json()
         .await
         .unwrap();
-    assert_eq!(second["items"].as_array().unwrap().len(), 1);
-    assert_eq!(second["items"][0]["action"], "register");
+    assert_eq!(second["items"].as_array().unwrap().len(), 2);
+    assert_eq!(second["items"][1]["action"], "register");
     assert!(second.get("next_cursor").is_none());
 
     let (code, _) = error_of(

@@ -73,6 +73,34 @@ async fn completing_a_ticket_twice_counts_once() {
 }
 
 #[tokio::test]
+async fn completion_bytes_may_be_sent_as_a_whole_float_but_not_a_fraction() {
+    let app = spawn_app().await;
+    app.register_ok("dev-bytes", json!({"reason": "x", "max_uploads": 3}))
+        .await;
+    let ticket = app.checkin_ok("dev-bytes").await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let send = |bytes: serde_json::Value| {
+        app.client
+            .post(app.url(&format!("/v1/uploads/{ticket}/complete")))
+            .json(&json!({"bytes": bytes}))
+            .send()
+    };
+    assert_eq!(
+        send(json!(301.0)).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    for bad in [json!(301.5), json!(-1), json!(9_007_199_254_740_992u64)] {
+        let (code, message) =
+            error_of(send(bad.clone()).await.unwrap(), StatusCode::BAD_REQUEST).await;
+        assert_eq!(code, "invalid_body", "{bad}: {message}");
+        assert!(message.contains("bytes"), "{bad}: {message}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn max_uploads_n_asks_n_times() {
     let app = spawn_app().await;
     app.register_ok(

@@ -89,59 +89,79 @@ async fn put_creates_then_replaces_and_records_the_token_name() {
 #[tokio::test]
 async fn put_refuses_bad_input_with_precise_errors() {
     let app = spawn_app().await;
+    // 400: the body breaks the schema in /openapi.json; 422: it fits the schema but
+    // cannot be honoured (a date already past, a range upside down).
+    let bad = StatusCode::BAD_REQUEST;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
     let cases = [
-        (json!({}), "invalid_body", "reason"),
-        (json!({"reason": ""}), "invalid_reason", "reason"),
+        (json!({}), bad, "invalid_body", "reason"),
+        (json!({"reason": ""}), bad, "invalid_reason", "reason"),
+        (json!({"reason": "   "}), bad, "invalid_reason", "reason"),
         (
             json!({"reason": "x", "expires_at": "tomorrow"}),
+            bad,
             "invalid_date",
             "expires_at",
         ),
         (
             json!({"reason": "x", "expires_at": "2001-01-01T00:00:00Z"}),
+            unprocessable,
             "invalid_date",
             "in the past",
         ),
         (
             json!({"reason": "x", "max_uploads": 0}),
+            bad,
             "invalid_max_uploads",
             "between 1 and",
         ),
         (
+            json!({"reason": "x", "max_uploads": 1.5}),
+            bad,
+            "invalid_body",
+            "max_uploads 1.5 is not a whole number",
+        ),
+        (
             json!({"reason": "x", "max_uploads": "unlimited"}),
+            unprocessable,
             "invalid_max_uploads",
             "expires_at",
         ),
         (
             json!({"reason": "x", "app_version": {"min": "2.0", "max": "1.0"}}),
+            unprocessable,
             "invalid_version_range",
             "swap",
         ),
         (
             json!({"reason": "x", "app_version": {"min": "one"}}),
+            bad,
             "invalid_body",
             "app_version",
         ),
         (
             json!({"reason": "x", "platforms": ["i os"]}),
+            bad,
             "invalid_platform",
             "i os",
         ),
         (
             json!({"reason": "x", "reasno": "typo"}),
+            bad,
             "invalid_body",
             "reasno",
         ),
     ];
-    for (body, want_code, want_text) in cases {
-        let (code, message) = error_of(
-            app.register("dev-bad", body.clone()).await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+    for (body, status, want_code, want_text) in cases {
+        let (code, message) = error_of(app.register("dev-bad", body.clone()).await, status).await;
         assert_eq!(code, want_code, "{body}: {message}");
         assert!(message.contains(want_text), "{body}: {message}");
     }
+    // A whole-number float is a number the schema allows for an integer.
+    let saved = app
+        .register_ok("dev-float", json!({"reason": "x", "max_uploads": 2.0}))
+        .await;
+    assert_eq!(saved["max_uploads"], 2, "{saved}");
     let (code, _) = error_of(
         app.register("bad id", json!({"reason": "x"})).await,
         StatusCode::BAD_REQUEST,
@@ -192,24 +212,74 @@ async fn get_shows_the_registration_and_its_recent_checkins() {
 }
 
 #[tokio::test]
-async fn delete_revokes_at_once_and_is_idempotent() {
+async fn revoke_stops_uploads_at_once_and_keeps_the_registration_readable() {
     let app = spawn_app().await;
-    app.register_ok("dev-del", json!({"reason": "x"})).await;
-    assert_eq!(app.checkin_ok("dev-del").await["upload"], true);
-    assert_eq!(app.delete("dev-del").await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.checkin_ok("dev-del").await["upload"], false);
-    assert_eq!(app.delete("dev-del").await.status(), StatusCode::NO_CONTENT);
+    app.register_ok("dev-rev", json!({"reason": "x"})).await;
+    assert_eq!(app.checkin_ok("dev-rev").await["upload"], true);
+    let response = app.revoke("dev-rev").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let revoked: Value = response.json().await.unwrap();
+    assert_eq!(revoked["status"], "revoked");
+    assert_eq!(revoked["device_id"], "dev-rev");
+    assert_eq!(app.checkin_ok("dev-rev").await["upload"], false);
+    // Revoking twice is fine and changes nothing.
+    assert_eq!(app.revoke("dev-rev").await.status(), StatusCode::OK);
     let detail: Value = app
-        .admin_get("/v1/devices/dev-del")
+        .admin_get("/v1/devices/dev-rev")
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(detail["registration"]["status"], "revoked");
-    let (code, _) = error_of(app.delete("dev-never").await, StatusCode::NOT_FOUND).await;
+    let (code, _) = error_of(app.revoke("dev-never").await, StatusCode::NOT_FOUND).await;
     assert_eq!(code, "device_not_found");
 
     // Registering again starts over.
+    app.register_ok("dev-rev", json!({"reason": "again"})).await;
+    assert_eq!(app.checkin_ok("dev-rev").await["upload"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn delete_removes_the_registration_and_the_audit_keeps_what_it_was() {
+    let app = spawn_app().await;
+    app.register_ok("dev-del", json!({"reason": "keep me in the audit"}))
+        .await;
+    assert_eq!(app.checkin_ok("dev-del").await["upload"], true);
+    assert_eq!(app.delete("dev-del").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.checkin_ok("dev-del").await["upload"], false);
+    let (code, message) = error_of(
+        app.admin_get("/v1/devices/dev-del").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(code, "device_not_found");
+    assert!(message.contains("dev-del"), "{message}");
+    // Deleting what is gone is a 404, like any other missing resource.
+    let (code, _) = error_of(app.delete("dev-del").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(code, "device_not_found");
+    let listed: Value = app.admin_get("/v1/devices").await.json().await.unwrap();
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["device_id"] != "dev-del"),
+        "{listed}"
+    );
+    let audit: Value = app
+        .admin_get("/v1/audit?device_id=dev-del")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"][0]["action"], "delete");
+    assert_eq!(
+        audit["items"][0]["before"]["reason"],
+        "keep me in the audit"
+    );
+    assert_eq!(audit["items"][0]["after"], Value::Null);
+
     app.register_ok("dev-del", json!({"reason": "again"})).await;
     assert_eq!(app.checkin_ok("dev-del").await["upload"], true);
     app.stop().await;
@@ -222,7 +292,7 @@ async fn listing_pages_with_a_cursor_and_filters_by_status() {
         app.register_ok(&format!("dev-list-{i}"), json!({"reason": "x"}))
             .await;
     }
-    app.delete("dev-list-3").await;
+    app.revoke("dev-list-3").await;
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -289,20 +359,17 @@ async fn listing_pages_with_a_cursor_and_filters_by_status() {
 }
 
 #[tokio::test]
-async fn json_batch_saves_good_items_and_reports_bad_ones() {
+async fn json_batch_saves_good_items_and_reports_the_ones_it_cannot_register() {
     let app = spawn_app().await;
     app.register_ok("dev-b-existing", json!({"reason": "old"}))
         .await;
     let body = json!({"items": [
         {"device_id": "dev-b-1", "reason": "a"},
-        {"device_id": "bad id", "reason": "b"},
         {"device_id": "dev-b-2", "reason": "c", "max_uploads": 2},
-        {"device_id": "dev-b-3", "reason": "d", "expires_at": "nope"},
+        {"device_id": "dev-b-3", "reason": "d", "expires_at": "2001-01-01T00:00:00Z"},
         {"device_id": "dev-b-existing", "reason": "new"},
         {"device_id": "dev-b-1", "reason": "dup"},
-        {"reason": "no id"},
-        "not an object",
-        {"device_id": "dev-b-4", "reason": "e", "colour": "red"},
+        {"device_id": "dev-b-4", "reason": "e", "app_version": {"min": "2.0", "max": "1.0"}},
     ]});
     let response = app
         .client
@@ -320,7 +387,7 @@ async fn json_batch_saves_good_items_and_reports_bad_ones() {
             report["updated"].as_u64(),
             report["failed"].as_u64()
         ),
-        (Some(2), Some(1), Some(6))
+        (Some(2), Some(1), Some(3))
     );
     let results: Vec<(&str, &str)> = report["items"]
         .as_array()
@@ -337,30 +404,63 @@ async fn json_batch_saves_good_items_and_reports_bad_ones() {
         results,
         [
             ("items[0]", "created"),
-            ("items[1]", "error"),
-            ("items[2]", "created"),
-            ("items[3]", "error"),
-            ("items[4]", "updated"),
+            ("items[1]", "created"),
+            ("items[2]", "error"),
+            ("items[3]", "updated"),
+            ("items[4]", "error"),
             ("items[5]", "error"),
-            ("items[6]", "error"),
-            ("items[7]", "error"),
-            ("items[8]", "error"),
         ]
     );
-    assert_eq!(report["items"][1]["error"]["code"], "invalid_device_id");
-    assert_eq!(report["items"][3]["error"]["code"], "invalid_date");
-    assert_eq!(report["items"][5]["error"]["code"], "duplicate_device_id");
-    assert!(
-        report["items"][8]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("colour")
-    );
+    assert_eq!(report["items"][2]["error"]["code"], "invalid_date");
+    assert_eq!(report["items"][4]["error"]["code"], "duplicate_device_id");
+    assert_eq!(report["items"][5]["error"]["code"], "invalid_version_range");
 
     for id in ["dev-b-1", "dev-b-2", "dev-b-existing"] {
         assert_eq!(app.checkin_ok(id).await["upload"], true, "{id}");
     }
-    assert_eq!(app.checkin_ok("dev-b-3").await["upload"], false);
+    for id in ["dev-b-3", "dev-b-4"] {
+        assert_eq!(app.checkin_ok(id).await["upload"], false, "{id}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn json_batch_with_items_that_break_the_schema_is_refused_whole_naming_them() {
+    let app = spawn_app().await;
+    let body = json!({"items": [
+        {"device_id": "dev-s-1", "reason": "fine"},
+        {"device_id": "bad id", "reason": "b"},
+        {"device_id": {}, "reason": "object id"},
+        {"device_id": "dev-s-3", "reason": "d", "expires_at": "nope"},
+        {"reason": "no id"},
+        "not an object",
+        {"device_id": "dev-s-4", "reason": "e", "colour": "red"},
+    ]});
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let (code, message) = error_of(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(code, "invalid_device_id", "{message}");
+    assert!(message.starts_with("6 item(s)"), "{message}");
+    assert!(message.contains("nothing was saved"), "{message}");
+    for position in [
+        "items[1]", "items[2]", "items[3]", "items[4]", "items[5]", "items[6]",
+    ] {
+        assert!(message.contains(position), "{position} in {message}");
+    }
+    assert!(!message.contains("items[0]"), "{message}");
+    assert!(message.contains("colour"), "{message}");
+    // The good item was not saved either: the caller fixes the batch and sends it again.
+    error_of(
+        app.admin_get("/v1/devices/dev-s-1").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     app.stop().await;
 }
 
@@ -434,7 +534,7 @@ async fn csv_batch_reports_lines() {
         .unwrap();
     let (code, message) = error_of(bad_header, StatusCode::BAD_REQUEST).await;
     assert_eq!(code, "invalid_csv");
-    assert!(message.contains("\"device\""), "{message}");
+    assert!(message.contains("\"device,reason\""), "{message}");
     app.stop().await;
 }
 

@@ -77,6 +77,7 @@ async fn openapi_document_describes_every_route() {
         ("/v1/devices/{device_id}", "put"),
         ("/v1/devices/{device_id}", "get"),
         ("/v1/devices/{device_id}", "delete"),
+        ("/v1/devices/{device_id}/revoke", "post"),
         ("/v1/audit", "get"),
         ("/healthz/live", "get"),
         ("/healthz/ready", "get"),
@@ -144,5 +145,68 @@ async fn embedded_store_runs_without_mongodb() {
     app.register_ok("dev-local", serde_json::json!({"reason": "try-out"}))
         .await;
     assert_eq!(app.checkin_ok("dev-local").await["upload"], true);
+    app.stop().await;
+}
+
+/// The patterns in `/openapi.json` are the ones the handlers enforce: a value the schema
+/// allows is accepted, one it refuses gets a 400 (what a generated client relies on).
+#[tokio::test]
+async fn openapi_patterns_agree_with_what_the_handlers_accept() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    let device_pattern = schemas["CheckinRequest"]["properties"]["device_id"]["pattern"]
+        .as_str()
+        .expect("check-in device_id has a pattern");
+    let device_re = regex::Regex::new(device_pattern).unwrap();
+    let long = "x".repeat(129);
+    for id in [
+        "dev-1",
+        "a.b:c_d-e",
+        "",
+        "has space",
+        "slash/inside",
+        "ünïcode",
+        &long,
+    ] {
+        let status = app.checkin(id).await.status();
+        let allowed = device_re.is_match(id);
+        assert_eq!(
+            status == StatusCode::OK,
+            allowed,
+            "{id:?}: schema allows={allowed}, handler answered {status}"
+        );
+    }
+
+    let params = doc["paths"]["/v1/audit"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
+    let cursor_re = regex::Regex::new(cursor["schema"]["pattern"].as_str().unwrap()).unwrap();
+    for value in [
+        "",
+        "zzz",
+        "0123456789abcdef01234567",
+        "0123456789abcdef0123456",
+    ] {
+        let status = app
+            .admin_get(&format!("/v1/audit?cursor={value}"))
+            .await
+            .status();
+        let allowed = cursor_re.is_match(value);
+        assert_eq!(
+            status == StatusCode::OK,
+            allowed,
+            "cursor {value:?}: schema allows={allowed}, handler answered {status}"
+        );
+    }
     app.stop().await;
 }

@@ -207,6 +207,15 @@ impl TestApp {
             .expect("admin GET")
     }
 
+    pub async fn revoke(&self, device_id: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/v1/devices/{device_id}/revoke")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("POST revoke")
+    }
+
     pub async fn delete(&self, device_id: &str) -> Response {
         self.client
             .delete(self.url(&format!("/v1/devices/{device_id}")))

@@ -229,6 +229,12 @@ async fn contract(store: Store) {
         "revoked"
     );
 
+    // Delete hands back what it removed, once; the registration is then gone.
+    let removed = store.delete(&id("dev-b")).await.unwrap();
+    assert_eq!(removed.map(|r| r.device_id), Some(id("dev-b")));
+    assert_eq!(store.get(&id("dev-b")).await.unwrap(), None);
+    assert_eq!(store.delete(&id("dev-b")).await.unwrap(), None);
+
     // Audit.
     let entries: Vec<AuditEntry> = ["dev-a", "dev-b", "dev-a"]
         .iter()
