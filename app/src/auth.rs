@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 /// Shortest token accepted: shorter ones are guessable.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -152,13 +151,17 @@ impl Admin {
     }
 }
 
-impl FromRequestParts<AppState> for Admin {
+/// Works with any state the tokens can be taken from (`AdminTokens: FromRef<S>`), so this
+/// module needs nothing from the layers above it.
+impl<S> FromRequestParts<S> for Admin
+where
+    AdminTokens: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tokens = AdminTokens::from_ref(state);
         let header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -177,7 +180,7 @@ impl FromRequestParts<AppState> for Admin {
                     "Authorization must be of the form: Bearer <admin token>".into(),
                 )
             })?;
-        let token = state.tokens.find(presented.as_bytes()).ok_or_else(|| {
+        let token = tokens.find(presented.as_bytes()).ok_or_else(|| {
             ApiError::Unauthorized(
                 "the bearer token is not one of the configured admin tokens".into(),
             )

@@ -5,9 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 
-use crate::auth::AdminTokens;
+use crate::telemetry::{AccessLog, LogFormat};
 
 /// Settings of the check-in service.
 #[derive(Debug, Clone, Parser)]
@@ -100,24 +100,6 @@ pub struct Settings {
     pub access_log: AccessLog,
 }
 
-/// Which requests get an access-log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AccessLog {
-    /// Every request.
-    All,
-    /// Requests answered with a 4xx or 5xx status.
-    Errors,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
 /// A value that must never be printed: its `Debug` shows `***`.
 #[derive(Clone)]
 pub struct Secret(String);
@@ -162,9 +144,16 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// A token entry is malformed.
-    #[error(transparent)]
-    Tokens(#[from] crate::auth::TokenSpecError),
+}
+
+/// The admin token entries as configured (`ADMIN_TOKENS` and/or `ADMIN_TOKENS_FILE`), not yet
+/// parsed: `auth::AdminTokens::parse` reads them at start-up.
+#[derive(Debug)]
+pub struct TokenEntries {
+    /// `name=token[:read]` entries, separated by commas or newlines.
+    pub spec: Secret,
+    /// Where they came from, named in errors (never the tokens themselves).
+    pub source: String,
 }
 
 /// Parses `500ms`, `2s`, `1m`, or a bare number of seconds.
@@ -197,8 +186,9 @@ impl Settings {
         Duration::from_secs(u64::from(self.checkin_retention_days) * 86_400)
     }
 
-    /// Checks values that clap cannot, and loads the admin tokens.
-    pub fn validate(&self) -> Result<AdminTokens, ConfigError> {
+    /// Checks values that clap cannot, and reads the admin token entries (from the tokens
+    /// file when one is named).
+    pub fn validate(&self) -> Result<TokenEntries, ConfigError> {
         if !self.upload_url_template.contains("{ticket}") {
             return Err(ConfigError::Invalid {
                 setting: "--upload-url-template / UPLOAD_URL_TEMPLATE",
@@ -247,7 +237,10 @@ impl Settings {
             spec.push_str(&text);
             source = format!("ADMIN_TOKENS/ADMIN_TOKENS_FILE {}", path.display());
         }
-        Ok(AdminTokens::parse(&spec, &source)?)
+        Ok(TokenEntries {
+            spec: Secret(spec),
+            source,
+        })
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! Data flows `config` → `startup` → `routes` → `service` → `domain`/`store`:
 //! - [`config`] turns flags and environment variables into typed [`config::Settings`];
-//! - [`startup`] binds the listener, builds the router and runs until SIGTERM has drained;
+//! - [`startup`] binds the listener, builds the [`state`] and the router, and runs until
+//!   SIGTERM has drained;
+//! - [`state`] is what every handler can reach (services, snapshot, tokens, lifecycle);
 //! - [`routes`] extract and parse requests, call a [`service`], and answer;
 //! - [`service`] holds the use cases (check-in, upload completion, registrations);
 //! - [`domain`] holds the types that can only exist when valid (`DeviceId`, `Registration`);
@@ -21,5 +23,6 @@ pub mod registry;
 pub mod routes;
 pub mod service;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;

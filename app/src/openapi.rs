@@ -1,5 +1,5 @@
 //! The OpenAPI document. Paths and schemas come from the handlers' `#[utoipa::path]`
-//! annotations (see `routes::router`); this module adds what is global: title, version,
+//! annotations (see `routes::router`, which starts from [`base`]); this module adds what is global: title, version,
 //! tags and the admin bearer-token scheme. Served at `/openapi.json`, browsable at `/docs`.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -42,9 +42,4 @@ pub fn base() -> OpenApi {
         ))
         .tags(Some([clients, registrations, operations]))
         .build()
-}
-
-/// The full document, as served at `/openapi.json`.
-pub fn document() -> OpenApi {
-    crate::routes::router().into_openapi()
 }

@@ -20,7 +20,6 @@ use time::OffsetDateTime;
 
 use crate::domain::{CheckinContext, Decision, DeviceId, VersionRange, narrowing_excludes};
 use crate::store::{ActiveRegistration, Store, StoreResult};
-use crate::telemetry;
 
 /// Platforms and version range of a registration that narrows (most do not).
 #[derive(Debug, PartialEq)]
@@ -123,6 +122,8 @@ pub struct Registry {
     snapshot: RwLock<Snapshot>,
     next_expiry: RwLock<Option<OffsetDateTime>>,
     store_reachable: AtomicBool,
+    /// Told of every full reload: how many active registrations, how long it took.
+    on_reload: fn(usize, Duration),
 }
 
 impl Default for Registry {
@@ -131,6 +132,7 @@ impl Default for Registry {
             snapshot: RwLock::default(),
             next_expiry: RwLock::default(),
             store_reachable: AtomicBool::new(true),
+            on_reload: |_, _| {},
         }
     }
 }
@@ -139,6 +141,15 @@ impl Registry {
     /// An empty, not-yet-loaded registry.
     pub fn new() -> Arc<Self> {
         Arc::default()
+    }
+
+    /// An empty snapshot that reports every full reload to `on_reload` (the service passes
+    /// its metrics; the snapshot itself knows nothing of them).
+    pub fn observed(on_reload: fn(usize, Duration)) -> Arc<Self> {
+        Arc::new(Self {
+            on_reload,
+            ..Self::default()
+        })
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Snapshot> {
@@ -268,7 +279,7 @@ impl Registry {
         let next = snap.next_expiry();
         drop(snap);
         *self.next_expiry.write().unwrap_or_else(|p| p.into_inner()) = next;
-        telemetry::snapshot_reloaded(active, started.elapsed());
+        (self.on_reload)(active, started.elapsed());
         Ok(Refresh::Reloaded { active })
     }
 }

@@ -18,7 +18,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::auth::AdminTokens;
+use crate::auth::{AdminTokens, TokenSpecError};
 use crate::config::{ConfigError, Settings};
 use crate::error::ApiError;
 use crate::lifecycle::Lifecycle;
@@ -26,6 +26,7 @@ use crate::recorder::Recorder;
 use crate::registry::{Registry, run_refresher};
 use crate::service::checkin::CheckinService;
 use crate::service::registrations::RegistrationService;
+use crate::state::{AppState, Services};
 use crate::store::memory::MemoryStore;
 use crate::store::mongo::{MongoConfig, MongoStore};
 use crate::store::{Store, StoreError};
@@ -34,43 +35,15 @@ use crate::telemetry;
 /// How long in-flight requests may take to finish once the listener is closed.
 const IN_FLIGHT_GRACE: Duration = Duration::from_secs(5);
 
-/// What every handler can reach. Cloned for every request, so it is one `Arc`: cloning the
-/// services one by one cost a few dozen atomic operations per check-in.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
-
-/// The shared services behind [`AppState`].
-pub struct Services {
-    /// Check-ins and upload completions.
-    pub checkins: CheckinService,
-    /// Registrations and audit.
-    pub registrations: RegistrationService,
-    /// Admin tokens.
-    pub tokens: AdminTokens,
-    /// Readiness and draining.
-    pub lifecycle: Arc<Lifecycle>,
-    /// The hot-path snapshot.
-    pub registry: Arc<Registry>,
-    /// The store.
-    pub store: Store,
-    /// Largest batch accepted.
-    pub batch_max_items: usize,
-}
-
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// A setting is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// An admin token entry is malformed.
+    #[error(transparent)]
+    Tokens(#[from] TokenSpecError),
     /// The MongoDB client could not be created (e.g. a malformed connection string).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -99,7 +72,8 @@ impl Application {
     /// preparation (indexes, first snapshot). It does not wait for MongoDB: the process is
     /// live at once and ready when preparation succeeds.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let mut tokens = settings.validate()?;
+        let entries = settings.validate()?;
+        let mut tokens = AdminTokens::parse(entries.spec.expose(), &entries.source)?;
         // Install the metrics recorder before anything counts.
         telemetry::prometheus();
         telemetry::set_access_log(settings.access_log);
@@ -131,8 +105,7 @@ impl Application {
         if tokens.is_empty() {
             if matches!(store, Store::Memory(_)) {
                 let token = uuid::Uuid::new_v4().simple().to_string();
-                tokens = AdminTokens::parse(&format!("local={token}"), "generated")
-                    .map_err(ConfigError::from)?;
+                tokens = AdminTokens::parse(&format!("local={token}"), "generated")?;
                 tracing::warn!(
                     "ADMIN_TOKENS is not set: generated a throw-away admin token for this local run: \
                      Authorization: Bearer {token}"
@@ -144,10 +117,10 @@ impl Application {
             tracing::info!(tokens = ?tokens.names(), "admin tokens loaded");
         }
 
-        let registry = Registry::new();
+        let registry = Registry::observed(telemetry::snapshot_reloaded);
         let lifecycle = Arc::new(Lifecycle::default());
         let (recorder, _writer) = Recorder::start(store.clone(), settings.checkin_batch_linger);
-        let state = AppState(Arc::new(Services {
+        let state = AppState::new(Services {
             checkins: CheckinService::new(
                 store.clone(),
                 registry.clone(),
@@ -160,7 +133,7 @@ impl Application {
             registry,
             store,
             batch_max_items: settings.batch_max_items,
-        }));
+        });
 
         let addr = settings.listen_addr();
         let listener = TcpListener::bind(addr)

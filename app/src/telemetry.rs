@@ -9,13 +9,29 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use clap::ValueEnum;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{AccessLog, LogFormat};
-use crate::registry::Registry;
+/// Which requests get an access-log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLog {
+    /// Every request.
+    All,
+    /// Requests answered with a 4xx or 5xx status.
+    Errors,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Keeps the log writer thread alive; dropping it flushes what is still queued.
 pub type LogGuard = tracing_appender::non_blocking::WorkerGuard;
@@ -68,10 +84,11 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-/// Prometheus text of every metric, with the snapshot gauges brought up to date.
-pub fn render(registry: &Registry) -> String {
-    metrics::gauge!("controltower_snapshot_registrations").set(registry.len() as f64);
-    let age = registry.age().map_or(f64::NAN, |a| a.as_secs_f64());
+/// Prometheus text of every metric, with the snapshot gauges brought up to date from the
+/// snapshot's size and age (`None`: never loaded).
+pub fn render(registrations: usize, snapshot_age: Option<Duration>) -> String {
+    metrics::gauge!("controltower_snapshot_registrations").set(registrations as f64);
+    let age = snapshot_age.map_or(f64::NAN, |a| a.as_secs_f64());
     metrics::gauge!("controltower_snapshot_age_seconds").set(age);
     prometheus().render()
 }

@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::devices::page_limit;
-use super::{Json, Query};
+use super::extract::{Json, Query};
 use crate::auth::Admin;
 use crate::domain::DeviceId;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{AuditEntry, AuditQuery};
 
 /// Audit filters and page.

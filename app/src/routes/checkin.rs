@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use super::{Json, Path};
+use super::extract::{Json, Path};
 use crate::domain::{CheckinContext, DeviceId, Ticket};
 use crate::error::{ApiError, ErrorBody};
 use crate::service::checkin::Answer;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::UploadReport;
 
 /// A client's check-in.

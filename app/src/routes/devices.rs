@@ -7,14 +7,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{Json, Path, Query};
+use super::extract::{Json, Path, Query};
 use crate::auth::Admin;
 use crate::domain::{
     DeviceId, InvalidInput, Registration, RegistrationInput, RegistrationSpec, Status,
 };
 use crate::error::{ApiError, ErrorBody, ErrorDetail, body_too_large};
 use crate::service::registrations::{BatchItem, ItemOutcome};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store::{CheckinRecord, DeviceQuery};
 
 /// Default and maximum page sizes of listings.

@@ -6,9 +6,9 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::Json;
+use super::extract::Json;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Health details.
 #[derive(Debug, Serialize, ToSchema)]
@@ -81,6 +81,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::render(&state.registry),
+        crate::telemetry::render(state.registry.len(), state.registry.age()),
     )
 }

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use controltower::config::Settings;
-use controltower::startup::{AppState, Application};
+use controltower::startup::Application;
+use controltower::state::AppState;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -64,7 +65,7 @@ pub async fn spawn_with(options: Spawn) -> TestApp {
     if let Ok(filter) = std::env::var("TEST_LOG") {
         // The log writer lives as long as the test process.
         std::mem::forget(controltower::telemetry::init_tracing(
-            controltower::config::LogFormat::Text,
+            controltower::telemetry::LogFormat::Text,
             &filter,
         ));
     }
