@@ -763,3 +763,106 @@ fn a_grey_release_is_in_the_tree_as_the_deployment_s_canary_and_the_ingress_stay
         "{ingress}"
     );
 }
+
+/// Every pod of both committed trees: a non-root UID/GID, a read-only root filesystem, and
+/// the API token only where an IAM role (IRSA) needs it — on the pod and its ServiceAccount.
+#[test]
+fn every_rendered_pod_runs_as_nonroot_read_only_and_without_a_token_unless_irsa() {
+    let mut pods = 0;
+    for tree in [
+        repo().join("manifests"),
+        repo().join("examples/mini-hunter/manifests"),
+    ] {
+        for file in read_tree(&tree).into_keys() {
+            let name = file.rsplit('/').next().unwrap();
+            let pointer = if name.starts_with("deployment-") || name.starts_with("statefulset-") {
+                "/spec/template/spec"
+            } else if name.starts_with("cronjob-") {
+                "/spec/jobTemplate/spec/template/spec"
+            } else {
+                continue;
+            };
+            let object = yaml_file(&tree.join(&file));
+            let pod = object.pointer(pointer).unwrap();
+            pods += 1;
+            assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{file}");
+            assert_eq!(pod["securityContext"]["runAsUser"], 65532, "{file}");
+            assert_eq!(pod["securityContext"]["runAsGroup"], 65532, "{file}");
+            let container = &pod["containers"][0]["securityContext"];
+            assert_eq!(container["readOnlyRootFilesystem"], true, "{file}");
+            assert_eq!(container["allowPrivilegeEscalation"], false, "{file}");
+
+            let workload = pod["serviceAccountName"].as_str().unwrap();
+            let env = file.split('/').next().unwrap();
+            let account = yaml_file(
+                &tree
+                    .join(env)
+                    .join(format!("serviceaccount-{workload}.yaml")),
+            );
+            let irsa = account
+                .pointer("/metadata/annotations/eks.amazonaws.com~1role-arn")
+                .is_some();
+            assert_eq!(pod["automountServiceAccountToken"], irsa, "{file}");
+            assert_eq!(account["automountServiceAccountToken"], irsa, "{file}");
+        }
+    }
+    assert!(pods >= 9, "only {pods} pods found");
+
+    // The example's console has an IAM role, so it gets the token; its cron job asked for a
+    // writable /tmp and got an emptyDir there, the root filesystem still read-only.
+    let tree = repo().join("examples/mini-hunter/manifests/production");
+    let console = yaml_file(&tree.join("deployment-console.yaml"));
+    assert_eq!(
+        console["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        true
+    );
+    let cron = yaml_file(&tree.join("cronjob-ranking.yaml"));
+    let pod = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        serde_json::json!([{"name": "tmp", "emptyDir": {}}])
+    );
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"],
+        serde_json::json!([{"name": "tmp", "mountPath": "/tmp"}])
+    );
+}
+
+#[test]
+fn pod_security_settings_override_the_defaults() {
+    let project = copy_project(&repo());
+    let file = project.path().join("environments/_defaults.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let Some(at) = text.find("    image:") else {
+        panic!("no image line in {text}")
+    };
+    let edited = format!(
+        "{}    security: {{runAsUser: 1000, runAsGroup: 3000, readOnlyRootFilesystem: false, serviceAccountToken: true}}\n{}",
+        &text[..at],
+        &text[at..]
+    );
+    std::fs::write(&file, edited).unwrap();
+    let (ok, _, stderr) = infra_gen(project.path(), &["render"]);
+    assert!(ok, "{stderr}");
+    let deployment = yaml_file(
+        &project
+            .path()
+            .join("manifests/staging/deployment-controltower.yaml"),
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"], 1000);
+    assert_eq!(pod["securityContext"]["runAsGroup"], 3000);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "always");
+    assert_eq!(
+        pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"],
+        false
+    );
+    assert_eq!(pod["automountServiceAccountToken"], true);
+    assert!(pod.get("volumes").is_none(), "no /tmp unless asked");
+    let account = yaml_file(
+        &project
+            .path()
+            .join("manifests/staging/serviceaccount-controltower.yaml"),
+    );
+    assert_eq!(account["automountServiceAccountToken"], true);
+}

@@ -876,3 +876,43 @@ fn a_canary_matches_a_header_within_what_the_alb_allows() {
         &["value", "values"],
     );
 }
+
+#[test]
+fn pod_security_refuses_root_bad_ids_and_an_irsa_role_without_its_token() {
+    let root = format!("{BASE}    security: {{runAsUser: 0}}\n");
+    assert_error(
+        &root,
+        "environments/staging.yaml:11:27",
+        &[
+            "workloads.web.security.runAsUser",
+            "runAsUser 0 is root",
+            "65532",
+        ],
+    );
+    let too_big = format!("{BASE}    security: {{runAsGroup: 4294967296}}\n");
+    assert_error(
+        &too_big,
+        "environments/staging.yaml:11:28",
+        &[
+            "workloads.web.security.runAsGroup",
+            "a GID from 0 to 2147483647",
+        ],
+    );
+    let role_without_token = format!(
+        "{BASE}    serviceAccount: {{roleArn: \"arn:aws:iam::123456789012:role/ct\"}}\n    security: {{serviceAccountToken: false}}\n"
+    );
+    assert_error(
+        &role_without_token,
+        "environments/staging.yaml:12:37",
+        &[
+            "workloads.web.security.serviceAccountToken",
+            "IRSA needs the service account token",
+        ],
+    );
+    // What the defaults allow is accepted as written: a group 0, a token without a role,
+    // a writable root filesystem.
+    let fine = format!(
+        "{BASE}    security: {{runAsUser: 1000, runAsGroup: 0, serviceAccountToken: true, readOnlyRootFilesystem: false, tmp: true}}\n"
+    );
+    assert_eq!(errors(&fine), Vec::<String>::new());
+}

@@ -193,6 +193,10 @@ pub struct Workload {
     /// The pod's service account (IRSA role).
     #[serde(default)]
     pub service_account: Option<ServiceAccountSpec>,
+    /// Pod security settings; the defaults are safe (non-root UID/GID 65532, read-only root
+    /// filesystem, no Kubernetes API token unless an IAM role needs it).
+    #[serde(default)]
+    pub security: Option<Security>,
     /// `stateful`: the version's name (a DNS label once slugified, e.g. `1.4.2` → `1-4-2`);
     /// default: the image tag.
     #[serde(default)]
@@ -531,6 +535,48 @@ pub struct Canary {
     /// Values that go to the new version, e.g. `["1.4.2"]`, or `["1.4.*"]` (`*` and `?` are
     /// wildcards; case-insensitive; 1 to 3 values of at most 128 characters).
     pub values: Vec<String>,
+}
+
+/// Pod security settings. Every pod runs with `runAsNonRoot`, no privilege escalation, every
+/// capability dropped and the `RuntimeDefault` seccomp profile; these keys change the rest.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Security {
+    /// UID the containers run as (default 65532, the `nonroot` user of distroless images;
+    /// 1 to 2147483647: never root).
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+    /// GID the containers run as (default 65532; 0 to 2147483647).
+    #[serde(default)]
+    pub run_as_group: Option<i64>,
+    /// Whether the container's root filesystem is read-only (default true). For scratch
+    /// files, prefer `tmp: true` over turning this off.
+    #[serde(default)]
+    pub read_only_root_filesystem: Option<bool>,
+    /// A writable `/tmp` (an `emptyDir`, gone with the pod; on Fargate it counts against the
+    /// pod's 20 GiB of ephemeral storage). Default false.
+    #[serde(default)]
+    pub tmp: Option<bool>,
+    /// Mount the Kubernetes API token into the pod (default: only when
+    /// `serviceAccount.roleArn` is set, which IRSA needs). `true` for a workload that talks to
+    /// the cluster; `false` is refused with a role.
+    #[serde(default)]
+    pub service_account_token: Option<bool>,
+}
+
+/// UID and GID of the `nonroot` user of distroless images, the default of every pod.
+pub const NONROOT_ID: i64 = 65532;
+
+impl Security {
+    /// The UID the containers run as.
+    pub fn user(&self) -> i64 {
+        self.run_as_user.unwrap_or(NONROOT_ID)
+    }
+
+    /// The GID the containers run as.
+    pub fn group(&self) -> i64 {
+        self.run_as_group.unwrap_or(NONROOT_ID)
+    }
 }
 
 /// The pod's service account.

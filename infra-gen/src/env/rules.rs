@@ -7,7 +7,8 @@ use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
 use super::model::{
-    Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Strategy, Workload, WorkloadKind,
+    Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Security, Strategy, Workload,
+    WorkloadKind,
 };
 
 /// Longest DNS-1123 label.
@@ -989,6 +990,46 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
             &at("serviceAccount.roleArn"),
             format!("{:?} is not an IAM role ARN", sa.role_arn),
             "arn:aws:iam::<account>:role/<name>",
+        );
+    }
+    if let Some(security) = &w.security {
+        check_security(c, &at("security"), w, security);
+    }
+}
+
+/// Largest UID/GID Kubernetes accepts (`IsValidUserID`/`IsValidGroupID`: an int32).
+const MAX_ID: i64 = 2_147_483_647;
+
+fn check_security(c: &mut Checker<'_>, base: &str, w: &Workload, security: &Security) {
+    if let Some(user) = security.run_as_user {
+        if user == 0 {
+            c.error(
+                &format!("{base}.runAsUser"),
+                "runAsUser 0 is root, and every pod runs with runAsNonRoot: the kubelet would refuse to start it",
+                "use a non-root UID such as 65532 (the distroless nonroot user), or leave it out",
+            );
+        } else if !(1..=MAX_ID).contains(&user) {
+            c.error(
+                &format!("{base}.runAsUser"),
+                format!("runAsUser {user} is not a UID Kubernetes accepts"),
+                format!("a UID from 1 to {MAX_ID}"),
+            );
+        }
+    }
+    if let Some(group) = security.run_as_group
+        && !(0..=MAX_ID).contains(&group)
+    {
+        c.error(
+            &format!("{base}.runAsGroup"),
+            format!("runAsGroup {group} is not a GID Kubernetes accepts"),
+            format!("a GID from 0 to {MAX_ID}"),
+        );
+    }
+    if security.service_account_token == Some(false) && w.service_account.is_some() {
+        c.error(
+            &format!("{base}.serviceAccountToken"),
+            "serviceAccountToken: false with serviceAccount.roleArn: IRSA needs the service account token to get AWS credentials",
+            "remove serviceAccountToken (a role mounts the token), or remove the role",
         );
     }
 }

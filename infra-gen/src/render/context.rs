@@ -165,6 +165,38 @@ pub struct WorkloadContext {
     pub time_zone: Option<String>,
     /// IRSA role.
     pub role_arn: Option<String>,
+    /// Pod security settings, defaults applied.
+    pub security: SecurityContext,
+}
+
+/// The security settings of a workload's pods as the templates see them.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecurityContext {
+    /// `runAsUser`.
+    pub run_as_user: i64,
+    /// `runAsGroup`.
+    pub run_as_group: i64,
+    /// `readOnlyRootFilesystem`.
+    pub read_only_root_filesystem: bool,
+    /// Whether `/tmp` is an `emptyDir`.
+    pub tmp: bool,
+    /// `automountServiceAccountToken` (pod and ServiceAccount).
+    pub service_account_token: bool,
+}
+
+impl SecurityContext {
+    fn of(w: &Workload) -> Self {
+        let security = w.security.clone().unwrap_or_default();
+        Self {
+            run_as_user: security.user(),
+            run_as_group: security.group(),
+            read_only_root_filesystem: security.read_only_root_filesystem.unwrap_or(true),
+            tmp: security.tmp.unwrap_or(false),
+            service_account_token: security
+                .service_account_token
+                .unwrap_or(w.service_account.is_some()),
+        }
+    }
 }
 
 /// The health check of an NLB's target groups: TCP or HTTP (NLBs cannot check UDP).
@@ -581,6 +613,7 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         schedule: w.schedule.clone(),
         time_zone: w.time_zone.clone(),
         role_arn: w.service_account.as_ref().map(|s| s.role_arn.clone()),
+        security: SecurityContext::of(w),
     }
 }
 

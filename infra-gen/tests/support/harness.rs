@@ -314,14 +314,20 @@ impl Harness {
             .map(str::to_owned)
     }
 
-    /// The `args:` line an image needs on a real cluster (none on the double).
+    /// The `args:` line an image needs on a real cluster (none on the double), and for the
+    /// crash-once image the writable `/tmp` its marker file lives in (the root filesystem is
+    /// read-only; the emptyDir outlives the container's first, crashing run).
     pub fn args_line(&self, image: &str) -> String {
         let args = if image == self.images.crash_once {
             self.images.crash_once_args.as_ref()
         } else {
             self.images.args.as_ref()
         };
-        args.map(|a| format!("    args: {a}\n")).unwrap_or_default()
+        let mut lines = args.map(|a| format!("    args: {a}\n")).unwrap_or_default();
+        if image == self.images.crash_once {
+            lines.push_str("    security: {tmp: true}\n");
+        }
+        lines
     }
 
     fn command_for(&self, args: &[String], env: &[(&str, &str)]) -> tokio::process::Command {

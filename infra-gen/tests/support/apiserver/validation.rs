@@ -541,7 +541,77 @@ pub fn check_metadata(resource: &Resource, object: &Json) -> Result<(), Refusal>
             ));
         }
     }
+    errors.extend(pod_template_errors(resource.kind, object));
     invalid(resource, name, errors)
+}
+
+/// What kube-apiserver's `ValidatePodSpec` refuses that a template could get wrong: a
+/// volumeMount naming no volume (`validateVolumeMounts`: `field.NotFound`), and a UID/GID
+/// outside an int32 (`IsValidUserID`/`IsValidGroupID`).
+fn pod_template_errors(kind: &str, object: &Json) -> Vec<String> {
+    let (pointer, path) = match kind {
+        "Pod" => ("/spec", "spec"),
+        "CronJob" => (
+            "/spec/jobTemplate/spec/template/spec",
+            "spec.jobTemplate.spec.template.spec",
+        ),
+        "Deployment" | "StatefulSet" | "ReplicaSet" | "DaemonSet" | "Job" => {
+            ("/spec/template/spec", "spec.template.spec")
+        }
+        _ => return Vec::new(),
+    };
+    let Some(pod) = object.pointer(pointer) else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    let volumes: Vec<&str> = pod
+        .get("volumes")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.get("name").and_then(Json::as_str))
+        .collect();
+    let ids = |context: Option<&Json>, at: String, errors: &mut Vec<String>| {
+        for (field, what) in [
+            ("runAsUser", "must be between 0 and 2147483647, inclusive"),
+            ("runAsGroup", "must be between 0 and 2147483647, inclusive"),
+        ] {
+            if let Some(id) = context.and_then(|c| c.get(field)).and_then(Json::as_i64)
+                && !(0..=2_147_483_647).contains(&id)
+            {
+                errors.push(format!("{at}.{field}: Invalid value: {id}: {what}"));
+            }
+        }
+    };
+    ids(
+        pod.get("securityContext"),
+        format!("{path}.securityContext"),
+        &mut errors,
+    );
+    for list in ["initContainers", "containers"] {
+        let containers = pod.get(list).and_then(Json::as_array).into_iter().flatten();
+        for (i, container) in containers.enumerate() {
+            ids(
+                container.get("securityContext"),
+                format!("{path}.{list}[{i}].securityContext"),
+                &mut errors,
+            );
+            let mounts = container
+                .get("volumeMounts")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten();
+            for (j, mount) in mounts.enumerate() {
+                let name = mount.get("name").and_then(Json::as_str).unwrap_or_default();
+                if !volumes.contains(&name) {
+                    errors.push(format!(
+                        "{path}.{list}[{i}].volumeMounts[{j}].name: Not found: {name:?}"
+                    ));
+                }
+            }
+        }
+    }
+    errors
 }
 
 fn invalid(resource: &Resource, name: &str, errors: Vec<String>) -> Result<(), Refusal> {
@@ -620,6 +690,26 @@ pub fn check_immutable(resource: &Resource, before: &Json, after: &Json) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_templates_need_their_volumes_and_valid_ids() {
+        let deployment = serde_json::json!({"spec": {"template": {"spec": {
+            "securityContext": {"runAsUser": -1, "runAsGroup": 65532},
+            "volumes": [{"name": "tmp", "emptyDir": {}}],
+            "containers": [{"name": "c", "volumeMounts": [
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "cache", "mountPath": "/cache"}
+            ]}]
+        }}}});
+        assert_eq!(
+            pod_template_errors("Deployment", &deployment),
+            [
+                "spec.template.spec.securityContext.runAsUser: Invalid value: -1: must be between 0 and 2147483647, inclusive",
+                "spec.template.spec.containers[0].volumeMounts[1].name: Not found: \"cache\"",
+            ]
+        );
+        assert!(pod_template_errors("Service", &deployment).is_empty());
+    }
 
     #[test]
     fn micro_times_need_exactly_six_fractional_digits() {
