@@ -495,3 +495,62 @@ async fn promote_killed_at_any_write_converges_when_run_again() {
 async fn abort_killed_at_any_write_converges_when_run_again() {
     canary_kill_at_every_write_of("abort").await;
 }
+
+/// The first apply after an upgrade labels every object of an environment applied before
+/// ApplySets; killed at any of its writes, the next apply finishes the migration, and nothing
+/// is ever deleted or recreated on the way.
+#[tokio::test]
+async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_it() {
+    let h = Harness::double_only(Options::default()).await;
+    let worker = "  jobs:\n    kind: worker\n    image: registry.test/jobs:v1\n    replicas: 1\n    resources: {cpu: 100m, memory: 128Mi}\n";
+    let steps =
+        "    replicas: 2\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600}\n";
+    h.write_env("prod", &format!("{}{worker}", h.web(&h.images.v1, steps)))
+        .await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let uids = |managed: Vec<(String, String, Option<String>)>| {
+        managed
+            .into_iter()
+            .map(|(object, uid, _)| (object, uid))
+            .collect::<Vec<_>>()
+    };
+    let before = uids(h.managed("prod").await);
+    let double = h.double().clone();
+    for kill_after in [1usize, 2, 3, 5, 8, 13] {
+        h.as_before_applysets("prod").await;
+        let writes_before = double.requests().iter().filter(|r| r.is_write()).count();
+        let mut child = h.spawn_apply("prod", &[], &[]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let writes = double.requests().iter().filter(|r| r.is_write()).count() - writes_before;
+            if writes >= kill_after {
+                Harness::kill(&mut child).await;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let _ = child.wait().await;
+        let context = format!("after a kill at write {kill_after}");
+        assert_eq!(
+            uids(h.managed("prod").await),
+            before,
+            "{context}: nothing deleted"
+        );
+        let run = h.apply("prod", &[]).await;
+        assert!(run.ok, "{context}: {}", run.all());
+        assert!(!run.stderr.contains("pruning"), "{context}: {}", run.all());
+        let managed = h.managed("prod").await;
+        assert!(
+            managed.iter().all(|(_, _, p)| p.is_some()),
+            "{context}: every object labelled: {managed:?}"
+        );
+        assert_eq!(uids(managed), before, "{context}: nothing recreated");
+        assert!(
+            h.get("ConfigMap", "infra-gen-applyset").await.is_some(),
+            "{context}"
+        );
+    }
+}

@@ -197,6 +197,11 @@ impl Kind {
         }
     }
 
+    /// The API group, e.g. `apps` (`""` for the core group).
+    pub fn group(self) -> &'static str {
+        self.meta().0
+    }
+
     /// The kind name, e.g. `Deployment`.
     pub fn name(self) -> &'static str {
         self.meta().2

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 
+use super::applyset;
 use super::bluegreen::BlueGreen;
 use super::desired::{BlueGreenSpec, Desired, StatefulSpec};
 use super::progress::Progress;
@@ -87,6 +88,11 @@ struct Plan {
     blue_green: Vec<usize>,
     stateful: Vec<usize>,
     prune: Prune,
+    /// The ApplySet parent's group-kinds: as in the cluster (`None`: no parent yet), before
+    /// the objects are applied (widened to what is about to be applied), and after prune.
+    applyset: Option<BTreeSet<String>>,
+    applyset_before: BTreeSet<String>,
+    applyset_after: BTreeSet<String>,
 }
 
 impl Plan {
@@ -96,7 +102,58 @@ impl Plan {
             && self.blue_green.is_empty()
             && self.stateful.is_empty()
             && self.prune.delete.is_empty()
+            && self.prune.unlabelled.is_empty()
+            && self.applyset.as_ref() == Some(&self.applyset_after)
     }
+}
+
+/// Every object of the environment that the tree (with what `apply` makes of it: slots,
+/// versions) wants to exist, by kind and name.
+fn wanted_objects(desired: &Desired) -> RolloutResult<BTreeSet<(Kind, String)>> {
+    let mut wanted: BTreeSet<(Kind, String)> = BTreeSet::new();
+    for object in &desired.objects {
+        wanted.insert((Kind::of(object)?, name_of(object).to_owned()));
+    }
+    for bg in &desired.blue_green {
+        for name in [format!("{}-blue", bg.name), format!("{}-green", bg.name)] {
+            wanted.insert((Kind::Deployment, name));
+        }
+        wanted.insert((Kind::Service, bg.name.clone()));
+        wanted.insert((Kind::Service, format!("{}-preview", bg.name)));
+        if bg.ingress.is_some() {
+            wanted.insert((Kind::Ingress, bg.name.clone()));
+        }
+        if bg.hpa.is_some() {
+            wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
+        }
+    }
+    for st in &desired.stateful {
+        if st.stable.is_some() {
+            wanted.insert((Kind::Service, st.name.clone()));
+        }
+        if st.ingress.is_some() {
+            wanted.insert((Kind::Ingress, st.name.clone()));
+        }
+        if st.hpa.is_some() {
+            wanted.insert((Kind::HorizontalPodAutoscaler, st.name.clone()));
+        }
+    }
+    Ok(wanted)
+}
+
+/// The group-kinds of the ApplySet's members once the tree is applied.
+fn wanted_group_kinds(desired: &Desired) -> RolloutResult<BTreeSet<String>> {
+    let mut kinds: BTreeSet<Kind> = wanted_objects(desired)?
+        .into_iter()
+        .map(|(kind, _)| kind)
+        .filter(|kind| *kind != Kind::Namespace)
+        .collect();
+    if !desired.stateful.is_empty() {
+        // Each version is a StatefulSet with its headless Service.
+        kinds.insert(Kind::StatefulSet);
+        kinds.insert(Kind::Service);
+    }
+    Ok(kinds.into_iter().map(applyset::group_kind).collect())
 }
 
 fn environment_selector(desired: &Desired) -> String {
@@ -116,6 +173,11 @@ pub struct Prune {
     pub delete: Vec<(Kind, String)>,
     /// Kept although no longer in the tree, with the reason.
     pub kept: Vec<String>,
+    /// Group-kinds of the set's members once the deletions are done.
+    pub remaining: BTreeSet<String>,
+    /// Objects an infra-gen from before ApplySets applied, that stay: labelled part of the set
+    /// by the next apply.
+    pub unlabelled: Vec<(Kind, String)>,
 }
 
 /// The Secrets a pod template uses: env and envFrom references, volumes, pull secrets.
@@ -186,35 +248,11 @@ fn secrets_used(object: &Json, out: &mut BTreeSet<String>) {
 /// Objects of this environment in the cluster that the tree no longer has. A Secret that a
 /// desired or running workload still uses is kept (its pods could not restart without it).
 pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutResult<Prune> {
-    let mut wanted: BTreeSet<(Kind, String)> = BTreeSet::new();
-    for object in &desired.objects {
-        wanted.insert((Kind::of(object)?, name_of(object).to_owned()));
+    let wanted = wanted_objects(desired)?;
+    let mut members = Vec::new();
+    for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
+        members.push((kind, set_members(cluster, desired, kind).await?));
     }
-    for bg in &desired.blue_green {
-        for name in [format!("{}-blue", bg.name), format!("{}-green", bg.name)] {
-            wanted.insert((Kind::Deployment, name));
-        }
-        wanted.insert((Kind::Service, bg.name.clone()));
-        wanted.insert((Kind::Service, format!("{}-preview", bg.name)));
-        if bg.ingress.is_some() {
-            wanted.insert((Kind::Ingress, bg.name.clone()));
-        }
-        if bg.hpa.is_some() {
-            wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
-        }
-    }
-    for st in &desired.stateful {
-        if st.stable.is_some() {
-            wanted.insert((Kind::Service, st.name.clone()));
-        }
-        if st.ingress.is_some() {
-            wanted.insert((Kind::Ingress, st.name.clone()));
-        }
-        if st.hpa.is_some() {
-            wanted.insert((Kind::HorizontalPodAutoscaler, st.name.clone()));
-        }
-    }
-    let selector = environment_selector(desired);
     let mut candidates = Vec::new();
     // A stateful workload that left the tree while versions of it still run: its servers may
     // have players, so nothing of it (versions, NLB Service, Ingress, PDB…) is pruned until
@@ -228,8 +266,12 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
             .to_owned()
     };
     let mut departed: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for set in cluster.list(Kind::StatefulSet, &selector, None).await? {
-        let workload = name_label(&set);
+    let sets = members
+        .iter()
+        .filter(|(kind, _)| *kind == Kind::StatefulSet)
+        .flat_map(|(_, objects)| objects);
+    for set in sets {
+        let workload = name_label(set);
         let versioned = set
             .pointer("/metadata/labels")
             .and_then(|l| l.get(labels::RELEASE))
@@ -238,7 +280,7 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
             departed
                 .entry(workload)
                 .or_default()
-                .push(name_of(&set).to_owned());
+                .push(name_of(set).to_owned());
         }
     }
     let stateful_left: Vec<String> = departed
@@ -258,9 +300,15 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
         .chain(desired.stateful.iter().map(|s| &s.statefulset))
         .cloned()
         .collect();
-    for kind in Kind::APPLIED.into_iter().filter(|k| *k != Kind::Namespace) {
-        for object in cluster.list(kind, &selector, None).await? {
+    let mut remaining: BTreeSet<Kind> = BTreeSet::new();
+    let mut unlabelled = Vec::new();
+    for (kind, objects) in members {
+        for object in objects {
             let name = name_of(&object).to_owned();
+            let labelled = object
+                .pointer("/metadata/labels")
+                .and_then(|l| l.get(applyset::PART_OF))
+                .is_some();
             // Made by a controller (it owns it and deletes it itself): never pruned.
             let owned = object
                 .pointer("/metadata/ownerReferences")
@@ -278,12 +326,17 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
             if matches!(kind, Kind::Deployment | Kind::StatefulSet | Kind::CronJob) {
                 users.push(object.clone());
             }
-            if versioned || departed.contains_key(&name_label(&object)) {
+            if versioned
+                || departed.contains_key(&name_label(&object))
+                || wanted.contains(&(kind, name.clone()))
+            {
+                remaining.insert(kind);
+                if !labelled {
+                    unlabelled.push((kind, name));
+                }
                 continue;
             }
-            if !wanted.contains(&(kind, name.clone())) {
-                candidates.push((kind, name));
-            }
+            candidates.push((kind, name));
         }
     }
     let mut prune = Prune {
@@ -308,12 +361,36 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
                     "kept Secret/{name} although it left `secrets:`: {} still use(s) it; remove the reference first, the next apply then prunes it",
                     using.join(", ")
                 ));
+                remaining.insert(kind);
+                unlabelled.push((kind, name));
                 continue;
             }
         }
         prune.delete.push((kind, name));
     }
+    prune.remaining = remaining.into_iter().map(applyset::group_kind).collect();
+    prune.unlabelled = unlabelled;
     Ok(prune)
+}
+
+/// The objects of `kind` in the environment's ApplySet: those labelled part of it, and those
+/// an infra-gen from before ApplySets applied (the managed-by and environment labels, no
+/// part-of label yet; the next apply labels those still in the tree). An object labelled
+/// part of another set is never one of ours.
+async fn set_members(cluster: &Cluster, desired: &Desired, kind: Kind) -> RolloutResult<Vec<Json>> {
+    let selector = format!("{}={}", applyset::PART_OF, desired.applyset);
+    let mut members = cluster.list(kind, &selector, None).await?;
+    let legacy = cluster
+        .list(kind, &environment_selector(desired), None)
+        .await?
+        .into_iter()
+        .filter(|o| {
+            o.pointer("/metadata/labels")
+                .and_then(|l| l.get(applyset::PART_OF))
+                .is_none()
+        });
+    members.extend(legacy);
+    Ok(members)
 }
 
 async fn is_complete(cluster: &Cluster, name: &str) -> RolloutResult<bool> {
@@ -360,8 +437,22 @@ async fn plan(
             plan.stateful.push(i);
         }
     }
-    if options.prune {
-        plan.prune = prune_candidates(cluster, desired).await?;
+    plan.applyset = applyset::read(cluster).await?;
+    let wanted = wanted_group_kinds(desired)?;
+    let existing = plan.applyset.clone().unwrap_or_default();
+    plan.applyset_before = existing.union(&wanted).cloned().collect();
+    plan.prune = prune_candidates(cluster, desired).await?;
+    plan.applyset_after = wanted.union(&plan.prune.remaining).cloned().collect();
+    if !options.prune {
+        // Nothing is deleted: the kinds of what would have been stay in the set.
+        let kept = plan
+            .prune
+            .delete
+            .drain(..)
+            .map(|(kind, _)| applyset::group_kind(kind));
+        plan.applyset_after.extend(kept);
+        plan.applyset_after
+            .extend(plan.applyset_before.iter().cloned());
     }
     Ok(plan)
 }
@@ -518,6 +609,40 @@ async fn locked(
 ) -> RolloutResult<Summary> {
     // Plan again under the lock: another run may have changed things meanwhile.
     let plan = plan(cluster, desired, progress, by, options).await?;
+    // The parent lists every kind about to be applied before any is (an interrupted run
+    // leaves no member of a kind the parent does not name).
+    if plan.applyset.as_ref() != Some(&plan.applyset_before) {
+        let parent = applyset::parent(&desired.namespace, &plan.applyset_before)?;
+        cluster.apply(&parent, false).await?;
+        progress.step(&format!(
+            "applied the ApplySet parent ConfigMap/{} ({}={})",
+            applyset::PARENT,
+            applyset::ID,
+            desired.applyset
+        ));
+    }
+    // Objects an infra-gen from before ApplySets applied join the set where they are, by a
+    // field manager of their own that only sets the label (nothing else of them changes).
+    for (kind, name) in &plan.prune.unlabelled {
+        let label = serde_json::json!({
+            "apiVersion": kind.api_version(),
+            "kind": kind.name(),
+            "metadata": {
+                "name": name,
+                "namespace": desired.namespace,
+                "labels": {applyset::PART_OF: desired.applyset},
+            },
+        });
+        cluster
+            .apply_as(&label, applyset::MANAGER, true, false)
+            .await?;
+    }
+    if !plan.prune.unlabelled.is_empty() {
+        progress.step(&format!(
+            "labelled {} object(s) applied before ApplySets as part of the set",
+            plan.prune.unlabelled.len()
+        ));
+    }
     for object in &plan.objects {
         hand_over_replicas(cluster, desired, object, progress).await?;
         cluster.apply(object, false).await?;
@@ -585,6 +710,10 @@ async fn locked(
             cluster.delete(*kind, name).await?;
         }
         pruned = listed;
+    }
+    if plan.applyset_after != plan.applyset_before {
+        let parent = applyset::parent(&desired.namespace, &plan.applyset_after)?;
+        cluster.apply(&parent, false).await?;
     }
     Ok(Summary {
         writes: cluster.writes(),

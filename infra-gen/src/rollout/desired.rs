@@ -83,6 +83,8 @@ pub struct Desired {
     pub environment: String,
     /// Namespace.
     pub namespace: String,
+    /// Id of the environment's ApplySet (`applyset.kubernetes.io/part-of` of every object).
+    pub applyset: String,
     /// Git commit being deployed.
     pub revision: String,
     /// Objects applied as they are, in dependency order.
@@ -314,12 +316,17 @@ pub fn build(
         (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
         (labels::ENVIRONMENT.to_owned(), environment.clone()),
     ]);
+    let applyset = super::applyset::id(&namespace);
     let mut missing = Vec::new();
     let mut tree = tree;
     for object in &mut tree {
         substitute_images(object, vars, &mut missing);
+        super::applyset::label(object, &applyset);
     }
-    let secret_objects = secrets(env, &namespace, &env_labels, vars, &mut missing)?;
+    let mut secret_objects = secrets(env, &namespace, &env_labels, vars, &mut missing)?;
+    for object in &mut secret_objects {
+        super::applyset::label(object, &applyset);
+    }
     if !missing.is_empty() {
         return Err(RolloutError::Input(format!(
             "these CI variables are not set: {}; define them in GitLab (Settings → CI/CD → Variables; mask secrets) or export them",
@@ -491,6 +498,7 @@ pub fn build(
     objects.sort_by_key(|o| order(o));
     Ok(Desired {
         environment,
+        applyset,
         namespace,
         revision: revision.to_owned(),
         objects,

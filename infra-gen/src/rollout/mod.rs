@@ -5,6 +5,7 @@
 //! idempotent steps that each look at that state first.
 
 pub mod apply;
+pub mod applyset;
 pub mod bluegreen;
 pub mod canary;
 pub mod desired;

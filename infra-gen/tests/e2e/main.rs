@@ -8,6 +8,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod applyset;
 mod canary;
 mod deploy;
 mod loadbalancer;

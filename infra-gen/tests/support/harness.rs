@@ -14,6 +14,23 @@ use serde_json::{Value as Json, json};
 
 use super::apiserver::{ApiServer, Options};
 
+/// The label of every member of an ApplySet (KEP-3659).
+pub const APPLYSET_PART_OF: &str = "applyset.kubernetes.io/part-of";
+
+/// Kinds `apply` writes into the namespace (every one an ApplySet member can be).
+pub const MEMBER_KINDS: [&str; 10] = [
+    "ServiceAccount",
+    "ConfigMap",
+    "Secret",
+    "Service",
+    "Deployment",
+    "StatefulSet",
+    "CronJob",
+    "Ingress",
+    "HorizontalPodAutoscaler",
+    "PodDisruptionBudget",
+];
+
 /// Container images with known behaviour. On the double the name decides the behaviour; on a
 /// real cluster they come from `INFRA_GEN_E2E_IMAGE_*` (see README).
 pub struct Images {
@@ -519,6 +536,7 @@ impl Harness {
             "ServiceAccount" => ("", "v1", "serviceaccounts"),
             "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
             "StatefulSet" => ("apps", "v1", "statefulsets"),
+            "CronJob" => ("batch", "v1", "cronjobs"),
             "Pod" => ("", "v1", "pods"),
             "TargetGroupBinding" => ("elbv2.k8s.aws", "v1beta1", "targetgroupbindings"),
             other => panic!("kind {other} not in the harness"),
@@ -665,6 +683,56 @@ impl Harness {
         )
         .await
         .unwrap();
+    }
+
+    /// Every object infra-gen manages for `env` (its managed-by and environment labels), as
+    /// (`Kind/name`, uid, `applyset.kubernetes.io/part-of` label), sorted.
+    pub async fn managed(&self, env: &str) -> Vec<(String, String, Option<String>)> {
+        let client = self.client().await;
+        let selector =
+            format!("app.kubernetes.io/managed-by=infra-gen,infra-gen.dev/environment={env}");
+        let mut out = Vec::new();
+        for kind in MEMBER_KINDS {
+            let (group, version, plural) = Self::resource_of(kind);
+            let api = self.api(client.clone(), group, version, kind, plural);
+            let params = kube::api::ListParams::default().labels(&selector);
+            for item in api.list(&params).await.unwrap().items {
+                let part_of = item
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(APPLYSET_PART_OF))
+                    .cloned();
+                out.push((
+                    format!("{kind}/{}", item.metadata.name.unwrap()),
+                    item.metadata.uid.unwrap(),
+                    part_of,
+                ));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Leaves `env` as an infra-gen from before ApplySets (KEP-3659) did: no part-of label on
+    /// any object, no parent ConfigMap.
+    pub async fn as_before_applysets(&self, env: &str) {
+        let client = self.client().await;
+        for (object, _, _) in self.managed(env).await {
+            let (kind, name) = object.split_once('/').unwrap();
+            let (group, version, plural) = Self::resource_of(kind);
+            self.api(client.clone(), group, version, kind, plural)
+                .patch(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"labels": {APPLYSET_PART_OF: null}}})),
+                )
+                .await
+                .unwrap();
+        }
+        if self.get("ConfigMap", "infra-gen-applyset").await.is_some() {
+            self.delete("ConfigMap", "infra-gen-applyset").await;
+        }
     }
 
     /// Deletes an object of the test namespace (as an operator would).
