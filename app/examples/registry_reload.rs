@@ -1,6 +1,6 @@
 //! `scripts/bench` registry-scale probe, without a database: fills the embedded store with N
-//! active registrations, then times what a replica does when the generation changes (load the
-//! active ids, build the set) and measures the memory the set adds. The same step on MongoDB
+//! active registrations, then times a full reload (what a replica does at start and after a
+//! gap in the change feed: load the active ids, build the set) and measures the memory the set adds. The same step on MongoDB
 //! adds the transfer of N ids, which `scripts/bench` measures separately.
 //!
 //! Usage: `registry_reload N` → prints `RELOAD <n> <seconds> <resident MiB>`;
@@ -47,14 +47,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .save(&Registration::new(id, spec.clone(), "bench", now))
             .await?;
     }
-    store.bump_generation().await?;
     let registry = Registry::new();
     if std::env::args().any(|a| a == "--store-only") {
         println!("RELOAD {n} 0 {:.1}", resident_mib());
         return Ok(());
     }
     let started = Instant::now();
-    registry.refresh(&store, true).await?;
+    registry.reload(&store).await?;
     let took = started.elapsed();
     if registry.len() != n {
         return Err(format!(

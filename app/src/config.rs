@@ -60,7 +60,9 @@ pub struct Settings {
     )]
     pub upload_url_template: String,
 
-    /// How often each replica checks whether registrations changed (e.g. 2s).
+    /// Changes reach every replica as they are made (the store's change feed); this is how
+    /// long a replica waits for one before it confirms its snapshot (its age metric) and
+    /// sweeps registrations past `expires_at` (e.g. 2s).
     #[arg(long, env = "SNAPSHOT_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub snapshot_poll_interval: Duration,
 

@@ -7,19 +7,21 @@
 //! [`crate::recorder::Recorder`]. That is what lets a replica absorb the start-up spike after
 //! maintenance and keep answering while MongoDB is down.
 //!
-//! The snapshot is reloaded when the store's generation changes (see [`Registry::refresh`])
-//! and patched at once on the replica that served an admin write. Reasons are interned: a
-//! batch of ten thousand registrations usually shares one reason, stored once.
+//! The snapshot is loaded once, then kept current by the store's change feed ([`follow`]):
+//! each change costs one document, whatever the size of the set; only a gap in the feed
+//! costs a full reload. The replica that served an admin write patches its snapshot at once
+//! too. Reasons are interned: a batch of ten thousand registrations usually shares one
+//! reason, stored once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
 use crate::domain::{CheckinContext, Decision, DeviceId, VersionRange, narrowing_excludes};
-use crate::store::{ActiveRegistration, Store, StoreResult};
+use crate::store::{ActiveRegistration, Change, FeedError, FeedPosition, Store, StoreResult};
 
 /// Platforms and version range of a registration that narrows (most do not).
 #[derive(Debug, PartialEq)]
@@ -92,7 +94,7 @@ impl Interner {
 #[derive(Default)]
 struct Snapshot {
     entries: HashMap<Box<str>, Entry>,
-    generation: Option<u64>,
+    loaded: bool,
     verified_at: Option<Instant>,
     /// While a reload runs, local changes are journalled here and replayed over the freshly
     /// loaded set, so a reload that started before an admin write cannot undo it.
@@ -105,16 +107,26 @@ impl Snapshot {
     }
 }
 
-/// What one [`Registry::refresh`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refresh {
-    /// The generation had not changed: nothing loaded.
-    Unchanged,
-    /// The set was reloaded.
-    Reloaded {
-        /// Active registrations now in the set.
-        active: usize,
-    },
+/// What the registry reports (the service passes its metrics; the registry knows nothing of
+/// them).
+#[derive(Debug, Clone, Copy)]
+pub struct Observer {
+    /// A full reload: active registrations, how long it took.
+    pub reloaded: fn(usize, Duration),
+    /// Registration documents read from the store (a reload's, or one per change).
+    pub documents_read: fn(u64),
+    /// A gap in the feed (a full reload follows).
+    pub gap: fn(),
+}
+
+impl Default for Observer {
+    fn default() -> Self {
+        Self {
+            reloaded: |_, _| {},
+            documents_read: |_| {},
+            gap: || {},
+        }
+    }
 }
 
 /// The in-memory set of active registrations.
@@ -122,8 +134,11 @@ pub struct Registry {
     snapshot: RwLock<Snapshot>,
     next_expiry: RwLock<Option<OffsetDateTime>>,
     store_reachable: AtomicBool,
-    /// Told of every full reload: how many active registrations, how long it took.
-    on_reload: fn(usize, Duration),
+    /// Reasons of the entries the feed added since the last reload, each stored once.
+    interner: Mutex<Interner>,
+    /// Full reloads so far.
+    reloads: AtomicU64,
+    observer: Observer,
 }
 
 impl Default for Registry {
@@ -132,7 +147,9 @@ impl Default for Registry {
             snapshot: RwLock::default(),
             next_expiry: RwLock::default(),
             store_reachable: AtomicBool::new(true),
-            on_reload: |_, _| {},
+            interner: Mutex::default(),
+            reloads: AtomicU64::new(0),
+            observer: Observer::default(),
         }
     }
 }
@@ -143,11 +160,10 @@ impl Registry {
         Arc::default()
     }
 
-    /// An empty snapshot that reports every full reload to `on_reload` (the service passes
-    /// its metrics; the snapshot itself knows nothing of them).
-    pub fn observed(on_reload: fn(usize, Duration)) -> Arc<Self> {
+    /// An empty snapshot that reports reloads, reads and gaps to `observer`.
+    pub fn observed(observer: Observer) -> Arc<Self> {
         Arc::new(Self {
-            on_reload,
+            observer,
             ..Self::default()
         })
     }
@@ -169,12 +185,17 @@ impl Registry {
 
     /// Whether the first load has happened.
     pub fn is_loaded(&self) -> bool {
-        self.read().generation.is_some()
+        self.read().loaded
     }
 
     /// Number of active registrations in the snapshot.
     pub fn len(&self) -> usize {
         self.read().entries.len()
+    }
+
+    /// Full reloads this replica made (the first load, then one per gap in the feed).
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Relaxed)
     }
 
     /// Whether the snapshot holds no registration.
@@ -227,28 +248,27 @@ impl Registry {
         self.change(id.as_str().into(), None);
     }
 
-    /// Brings the snapshot up to date: sweeps expired registrations when one is due, then
-    /// reloads if the store's generation changed (or `force`). Remembers whether the store
-    /// answered.
-    pub async fn refresh(&self, store: &Store, force: bool) -> StoreResult<Refresh> {
-        let result = self.refresh_inner(store, force).await;
-        self.store_reachable
-            .store(result.is_ok(), Ordering::Relaxed);
-        result
+    /// Applies one change from the feed.
+    pub fn apply(&self, change: Change) {
+        (self.observer.documents_read)(1);
+        match change {
+            Change::Active(registration) => {
+                let (key, entry) = self
+                    .interner
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(registration);
+                self.change(key, Some(entry));
+            }
+            Change::Ended(id) => self.change(id.into_boxed_str(), None),
+        }
     }
 
-    async fn refresh_inner(&self, store: &Store, force: bool) -> StoreResult<Refresh> {
+    /// Replaces the snapshot with every active registration of the store (the first load,
+    /// and after a gap in the feed). Local changes made meanwhile are kept. Returns how many
+    /// registrations are active.
+    pub async fn reload(&self, store: &Store) -> StoreResult<usize> {
         let now = crate::domain::now();
-        let next_expiry = *self.next_expiry.read().unwrap_or_else(|p| p.into_inner());
-        let sweep_due = next_expiry.is_some_and(|at| at <= now);
-        if sweep_due && store.expire_due(now).await? > 0 {
-            store.bump_generation().await?;
-        }
-        let generation = store.generation().await?;
-        if !force && !sweep_due && self.read().generation == Some(generation) {
-            self.write().verified_at = Some(Instant::now());
-            return Ok(Refresh::Unchanged);
-        }
         let started = Instant::now();
         self.write().journal = Some(Vec::new());
         let mut interner = Interner::default();
@@ -261,7 +281,11 @@ impl Registry {
             .await;
         let mut snap = self.write();
         let journal = snap.journal.take().unwrap_or_default();
-        loaded?;
+        if let Err(error) = loaded {
+            self.store_reachable.store(false, Ordering::Relaxed);
+            return Err(error);
+        }
+        (self.observer.documents_read)(entries.len() as u64);
         for (key, entry) in journal {
             match entry {
                 Some(entry) => {
@@ -274,59 +298,207 @@ impl Registry {
         }
         let active = entries.len();
         snap.entries = entries;
-        snap.generation = Some(generation);
+        snap.loaded = true;
         snap.verified_at = Some(Instant::now());
         let next = snap.next_expiry();
         drop(snap);
+        *self.interner.lock().unwrap_or_else(|p| p.into_inner()) = interner;
         *self.next_expiry.write().unwrap_or_else(|p| p.into_inner()) = next;
-        (self.on_reload)(active, started.elapsed());
-        Ok(Refresh::Reloaded { active })
+        self.store_reachable.store(true, Ordering::Relaxed);
+        self.reloads.fetch_add(1, Ordering::Relaxed);
+        (self.observer.reloaded)(active, started.elapsed());
+        Ok(active)
+    }
+
+    /// Marks expired, in the store, the registrations whose `expires_at` has passed, when
+    /// one is due (the feed then tells every replica). Returns how many.
+    pub async fn sweep(&self, store: &Store) -> StoreResult<u64> {
+        let now = crate::domain::now();
+        let next_expiry = *self.next_expiry.read().unwrap_or_else(|p| p.into_inner());
+        if next_expiry.is_none_or(|at| at > now) {
+            return Ok(0);
+        }
+        let expired = store.expire_due(now).await?;
+        // Entries past their time answer "expired" already; dropping them here keeps the
+        // set small even before the feed brings the store's changes back.
+        let mut snap = self.write();
+        snap.entries
+            .retain(|_, e| e.expires_at.is_none_or(|at| at > now));
+        let next = snap.next_expiry();
+        drop(snap);
+        *self.next_expiry.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(expired)
+    }
+
+    /// Confirms the snapshot matches the store as of now (the feed is alive and has nothing
+    /// more).
+    fn verified(&self) {
+        self.write().verified_at = Some(Instant::now());
+        self.store_reachable.store(true, Ordering::Relaxed);
     }
 }
 
-/// Runs [`Registry::refresh`] every `interval` until `stop` fires. Errors are logged once
-/// when the store becomes unreachable and once when it is back, not at every poll.
-pub async fn run_refresher(
+/// How [`follow`] waits and retries.
+#[derive(Debug, Clone, Copy)]
+pub struct Follow {
+    /// Longest wait for a change before the snapshot is confirmed and a sweep considered.
+    pub wait: Duration,
+    /// First retry delay after the store failed (doubled up to [`Follow::max_backoff`]).
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for Follow {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(1),
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Keeps the snapshot equal to the store until `stop` fires: opens the store's change feed,
+/// loads everything once (the feed is opened first, so nothing changed during the load is
+/// missed), calls `on_ready`, then applies each change as it comes. When the feed cannot go
+/// on from where it was (a gap: the resume point is gone, the stream was invalidated), it
+/// reloads everything once — logged and counted. When the store does not answer, the
+/// snapshot keeps answering check-ins and the feed is resumed from its position once the
+/// store is back.
+pub async fn follow(
     registry: Arc<Registry>,
     store: Store,
-    interval: Duration,
+    options: Follow,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    on_ready: impl FnOnce(usize),
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut on_ready = Some(on_ready);
+    let mut position: Option<FeedPosition> = None;
+    let mut backoff = options.backoff;
     let mut failing = false;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
+        let opened = tokio::select! {
+            opened = store.watch(position.as_ref()) => opened,
             _ = stop.changed() => return,
-        }
-        match registry.refresh(&store, false).await {
-            Ok(outcome) => {
-                if failing {
-                    tracing::info!("snapshot refresh recovered: the database answers again");
-                    failing = false;
+        };
+        let mut feed = match opened {
+            Ok(feed) => feed,
+            Err(FeedError::Gap(reason)) => {
+                registry.gap(&reason);
+                position = None;
+                continue;
+            }
+            Err(FeedError::Store(error)) => {
+                registry.store_reachable.store(false, Ordering::Relaxed);
+                failing = report_failure(failing, &error, backoff);
+                if pause(&mut stop, &mut backoff, options).await {
+                    return;
                 }
-                if let Refresh::Reloaded { active } = outcome {
-                    tracing::debug!(active, "snapshot reloaded");
+                continue;
+            }
+        };
+        if position.is_none() {
+            let loaded = tokio::select! {
+                loaded = registry.reload(&store) => loaded,
+                _ = stop.changed() => return,
+            };
+            match loaded {
+                Ok(active) => {
+                    if let Some(ready) = on_ready.take() {
+                        ready(active);
+                    }
+                }
+                Err(error) => {
+                    failing = report_failure(failing, &error, backoff);
+                    if pause(&mut stop, &mut backoff, options).await {
+                        return;
+                    }
+                    continue;
                 }
             }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(
-                        error = %error,
-                        "snapshot refresh failed; check-ins are still answered from the last snapshot, registered devices get 503"
-                    );
-                    failing = true;
+            position = feed.position();
+        }
+        if failing {
+            tracing::info!("the database answers again: following registration changes");
+            failing = false;
+        }
+        backoff = options.backoff;
+        loop {
+            let next = tokio::select! {
+                next = feed.next(options.wait) => next,
+                _ = stop.changed() => return,
+            };
+            match next {
+                Ok(Some(change)) => registry.apply(change),
+                Ok(None) => {
+                    registry.verified();
+                    if let Err(error) = registry.sweep(&store).await {
+                        tracing::warn!(error = %error, "could not mark expired registrations; retrying at the next sweep");
+                    }
+                }
+                Err(FeedError::Gap(reason)) => {
+                    registry.gap(&reason);
+                    position = None;
+                    break;
+                }
+                Err(FeedError::Store(error)) => {
+                    registry.store_reachable.store(false, Ordering::Relaxed);
+                    failing = report_failure(failing, &error, backoff);
+                    if pause(&mut stop, &mut backoff, options).await {
+                        return;
+                    }
+                    break;
                 }
             }
+            if let Some(now) = feed.position() {
+                position = Some(now);
+            }
         }
+    }
+}
+
+/// Logs a store failure once when it starts (not at every retry); returns `true`.
+fn report_failure(already: bool, error: &dyn std::fmt::Display, retry_in: Duration) -> bool {
+    if !already {
+        tracing::warn!(
+            error = %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "cannot follow registration changes; check-ins are answered from the snapshot, registered devices get 503"
+        );
+    }
+    true
+}
+
+/// Sleeps `backoff` (then doubles it); `true` when `stop` fired meanwhile.
+async fn pause(
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    backoff: &mut Duration,
+    options: Follow,
+) -> bool {
+    let stopped = tokio::select! {
+        _ = tokio::time::sleep(*backoff) => false,
+        _ = stop.changed() => true,
+    };
+    *backoff = (*backoff * 2).min(options.max_backoff);
+    stopped
+}
+
+impl Registry {
+    /// A gap in the feed: the next open reloads everything.
+    fn gap(&self, reason: &str) {
+        tracing::warn!(
+            reason,
+            "the registration feed lost changes: reloading every registration once"
+        );
+        (self.observer.gap)();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Registration, RegistrationInput, RegistrationSpec};
+    use crate::domain::{Registration, RegistrationInput, RegistrationSpec, Status};
     use crate::store::memory::MemoryStore;
 
     fn id(s: &str) -> DeviceId {
@@ -352,38 +524,114 @@ mod tests {
             ..reason("test")
         };
         store.save(&registration(device, input)).await.unwrap();
-        store.bump_generation().await.unwrap();
     }
 
+    fn memory() -> Store {
+        Store::Memory(MemoryStore::new(Duration::from_secs(3600)))
+    }
+
+    /// Follows `store` in the background; returns the stop switch.
+    fn following(registry: &Arc<Registry>, store: &Store) -> tokio::sync::watch::Sender<bool> {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let options = Follow {
+            wait: Duration::from_millis(50),
+            backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(50),
+        };
+        tokio::spawn(follow(
+            registry.clone(),
+            store.clone(),
+            options,
+            stopped,
+            |_| {},
+        ));
+        stop
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    static RELOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static GAPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    fn counted() -> Arc<Registry> {
+        Registry::observed(Observer {
+            reloaded: |_, _| {
+                RELOADS.fetch_add(1, Ordering::SeqCst);
+            },
+            documents_read: |n| {
+                READS.fetch_add(n, Ordering::SeqCst);
+            },
+            gap: || {
+                GAPS.fetch_add(1, Ordering::SeqCst);
+            },
+        })
+    }
+
+    /// One test uses the counters (they are process-wide).
     #[tokio::test]
-    async fn reloads_only_when_the_generation_changes() {
-        let store = Store::Memory(MemoryStore::new(Duration::from_secs(3600)));
-        let registry = Registry::new();
-        assert!(!registry.is_loaded());
-        assert_eq!(
-            registry.refresh(&store, false).await.unwrap(),
-            Refresh::Reloaded { active: 0 }
-        );
-        assert_eq!(
-            registry.refresh(&store, false).await.unwrap(),
-            Refresh::Unchanged
-        );
-        register(&store, "dev-1", None).await;
-        assert_eq!(
-            registry.refresh(&store, false).await.unwrap(),
-            Refresh::Reloaded { active: 1 }
-        );
-        assert_eq!(
-            registry.lookup(&id("dev-1")).unwrap().reason.as_ref(),
-            "test"
-        );
+    async fn loads_once_then_applies_changes_and_reloads_once_after_a_gap() {
+        let store = memory();
+        for i in 0..50 {
+            register(&store, &format!("dev-{i}"), None).await;
+        }
+        let registry = counted();
+        let stop = following(&registry, &store);
+        until("the first load", || registry.is_loaded()).await;
+        assert_eq!(registry.len(), 50);
+        assert_eq!(RELOADS.load(Ordering::SeqCst), 1);
+        assert_eq!(READS.load(Ordering::SeqCst), 50);
+
+        // Each change costs one document, whatever the size of the set.
+        register(&store, "dev-new", None).await;
+        until("the new registration", || {
+            registry.lookup(&id("dev-new")).is_some()
+        })
+        .await;
+        store
+            .transition(
+                &id("dev-3"),
+                Status::Active,
+                Status::Revoked,
+                crate::domain::now(),
+            )
+            .await
+            .unwrap();
+        until("the revocation", || registry.lookup(&id("dev-3")).is_none()).await;
+        store.delete(&id("dev-4")).await.unwrap();
+        until("the deletion", || registry.lookup(&id("dev-4")).is_none()).await;
+        assert_eq!(READS.load(Ordering::SeqCst), 53);
+        assert_eq!(RELOADS.load(Ordering::SeqCst), 1, "no reload for a change");
+
+        // A gap: exactly one full reload, and what changed in the gap is there after it.
+        if let Store::Memory(memory) = &store {
+            memory.interrupt_feeds("test");
+        }
+        register(&store, "dev-after-gap", None).await;
+        until("the reload after the gap", || {
+            RELOADS.load(Ordering::SeqCst) == 2 && registry.lookup(&id("dev-after-gap")).is_some()
+        })
+        .await;
+        assert_eq!(GAPS.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(RELOADS.load(Ordering::SeqCst), 2, "one reload per gap");
+        assert_eq!(registry.len(), 50);
+        stop.send(true).unwrap();
     }
 
     #[tokio::test]
     async fn local_updates_apply_at_once() {
-        let store = Store::Memory(MemoryStore::new(Duration::from_secs(3600)));
+        let store = memory();
         let registry = Registry::new();
-        registry.refresh(&store, false).await.unwrap();
+        registry.reload(&store).await.unwrap();
         registry.upsert(&registration("dev-2", reason("local")));
         assert!(registry.lookup(&id("dev-2")).is_some());
         registry.remove(&id("dev-2"));
@@ -431,7 +679,7 @@ mod tests {
                 .unwrap();
         }
         let registry = Registry::new();
-        registry.refresh(&store, true).await.unwrap();
+        registry.reload(&store).await.unwrap();
         let a = registry.lookup(&id("dev-1")).unwrap().reason;
         let b = registry.lookup(&id("dev-99")).unwrap().reason;
         assert!(Arc::ptr_eq(&a, &b));
@@ -439,18 +687,20 @@ mod tests {
 
     #[tokio::test]
     async fn sweeps_expired_registrations_out_of_the_snapshot() {
-        let store = Store::Memory(MemoryStore::new(Duration::from_secs(3600)));
+        let store = memory();
         let registry = Registry::new();
         let soon = (crate::domain::now() + time::Duration::milliseconds(300))
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap();
         register(&store, "dev-3", Some(&soon)).await;
-        registry.refresh(&store, false).await.unwrap();
-        assert!(registry.lookup(&id("dev-3")).is_some());
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        registry.refresh(&store, false).await.unwrap();
-        assert!(registry.lookup(&id("dev-3")).is_none());
+        let stop = following(&registry, &store);
+        until("the registration", || {
+            registry.lookup(&id("dev-3")).is_some()
+        })
+        .await;
+        until("the expiry", || registry.lookup(&id("dev-3")).is_none()).await;
         let stored = store.get(&id("dev-3")).await.unwrap().unwrap();
         assert_eq!(stored.status, crate::domain::Status::Expired);
+        stop.send(true).unwrap();
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{ConfigError, Settings};
 use crate::error::ApiError;
 use crate::lifecycle::Lifecycle;
 use crate::recorder::Recorder;
-use crate::registry::{Registry, run_refresher};
+use crate::registry::{self, Follow, Observer, Registry};
 use crate::service::checkin::CheckinService;
 use crate::service::registrations::RegistrationService;
 use crate::state::{AppState, Services};
@@ -117,7 +117,11 @@ impl Application {
             tracing::info!(tokens = ?tokens.names(), "admin tokens loaded");
         }
 
-        let registry = Registry::observed(telemetry::snapshot_reloaded);
+        let registry = Registry::observed(Observer {
+            reloaded: telemetry::snapshot_reloaded,
+            documents_read: telemetry::snapshot_documents_read,
+            gap: telemetry::snapshot_feed_gap,
+        });
         let lifecycle = Arc::new(Lifecycle::default());
         let (recorder, _writer) = Recorder::start(store.clone(), settings.checkin_batch_linger);
         let state = AppState::new(Services {
@@ -222,43 +226,41 @@ impl Application {
     }
 }
 
-/// Creates the indexes and loads the first snapshot, retrying until it works; then marks the
-/// service ready and keeps the snapshot fresh.
+/// Creates the indexes (retrying until the store answers), then follows the registrations:
+/// the first full load marks the service ready, the change feed keeps the snapshot current.
 async fn prepare(state: AppState, poll_interval: Duration) {
     let mut backoff = Duration::from_millis(200);
     let mut stop = state.lifecycle.stop_signal();
-    loop {
-        let attempt = async {
-            state.store.prepare().await?;
-            state.registry.refresh(&state.store, true).await
-        };
-        match attempt.await {
-            Ok(_) => break,
-            Err(error) => {
-                tracing::warn!(
-                    error = %error,
-                    retry_in_ms = backoff.as_millis() as u64,
-                    "not ready yet: cannot prepare the store"
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+    while let Err(error) = state.store.prepare().await {
+        tracing::warn!(
+            error = %error,
+            retry_in_ms = backoff.as_millis() as u64,
+            "not ready yet: cannot prepare the store"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => return,
         }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
-    state.lifecycle.set_ready();
-    tracing::info!(
-        store = state.store.kind(),
-        registrations = state.registry.len(),
-        "ready: indexes exist and the registration snapshot is loaded"
-    );
-    run_refresher(
+    let lifecycle = state.lifecycle.clone();
+    let kind = state.store.kind();
+    registry::follow(
         state.registry.clone(),
         state.store.clone(),
-        poll_interval,
+        Follow {
+            wait: poll_interval,
+            ..Follow::default()
+        },
         state.lifecycle.stop_signal(),
+        move |active| {
+            lifecycle.set_ready();
+            tracing::info!(
+                store = kind,
+                registrations = active,
+                "ready: indexes exist and the registration snapshot is loaded"
+            );
+        },
     )
     .await;
 }

@@ -132,6 +132,19 @@ pub fn snapshot_reloaded(active: usize, took: Duration) {
     metrics::counter!("controltower_snapshot_reloads_total").increment(1);
 }
 
+/// Counts registration documents read from the store to keep the snapshot current.
+pub fn snapshot_documents_read(documents: u64) {
+    static COUNTER: OnceLock<Counter> = OnceLock::new();
+    COUNTER
+        .get_or_init(|| metrics::counter!("controltower_snapshot_documents_read_total"))
+        .increment(documents);
+}
+
+/// Counts a gap in the registration feed (a full reload follows).
+pub fn snapshot_feed_gap() {
+    metrics::counter!("controltower_snapshot_feed_gaps_total").increment(1);
+}
+
 /// The HTTP metric handles of one route and method, by status code.
 struct Endpoint {
     method: Method,

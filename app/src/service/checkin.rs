@@ -191,7 +191,6 @@ impl CheckinService {
                 .await?
         {
             self.registry.remove(&device);
-            self.store.bump_generation().await?;
             tracing::info!(device_id = %device, uploads = registration.uploads, "registration fulfilled");
         }
         Ok(())

@@ -112,7 +112,6 @@ impl RegistrationService {
             )])
             .await?;
         self.registry.upsert(&after);
-        self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, created, "registration saved");
         Ok((after, created))
     }
@@ -191,7 +190,6 @@ impl RegistrationService {
             )])
             .await?;
         self.registry.remove(device);
-        self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, "registration revoked");
         Ok(after)
     }
@@ -215,7 +213,6 @@ impl RegistrationService {
             )])
             .await?;
         self.registry.remove(device);
-        self.store.bump_generation().await?;
         tracing::info!(device_id = %device, actor, "registration deleted");
         Ok(())
     }
@@ -313,7 +310,6 @@ impl RegistrationService {
             for registration in &activated {
                 self.registry.upsert(registration);
             }
-            self.store.bump_generation().await?;
         }
         tracing::info!(actor, saved = activated.len(), "batch registration");
         Ok(outcomes

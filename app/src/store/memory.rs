@@ -1,40 +1,103 @@
 //! The embedded store: everything in one mutex-guarded structure. It exists so
 //! `cargo run -p controltower` works with no database; it keeps nothing across restarts.
+//! Its change feed is an in-process broadcast of every registration change: one process is
+//! the whole deployment, so there is nothing to resume.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use time::{Duration, OffsetDateTime};
+use tokio::sync::broadcast;
 
 use super::{
-    ActiveRegistration, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, StoreResult,
-    TicketCompletion, UploadReport,
+    ActiveRegistration, AuditEntry, AuditQuery, Change, CheckinRecord, DeviceQuery, FeedError,
+    StoreResult, TicketCompletion, UploadReport,
 };
 use crate::domain::{DeviceId, Registration, Status, Ticket};
 
 #[derive(Default)]
 struct Data {
-    generation: u64,
     devices: BTreeMap<String, Registration>,
     checkins: Vec<CheckinRecord>,
     tickets: HashMap<Ticket, usize>,
     audit: Vec<AuditEntry>,
 }
 
+/// Changes a feed may fall behind by before it has a gap (and its reader reloads).
+const FEED_CAPACITY: usize = 65_536;
+
+/// What the in-process feed carries: a change, or (tests) a simulated loss of changes.
+type Published = Result<Change, String>;
+
 /// In-memory store.
 #[derive(Clone)]
 pub struct MemoryStore {
     data: Arc<Mutex<Data>>,
     retention: Duration,
+    changes: broadcast::Sender<Published>,
+}
+
+/// The embedded store's change feed.
+pub struct Feed {
+    changes: broadcast::Receiver<Published>,
+}
+
+impl Feed {
+    pub(super) async fn next(
+        &mut self,
+        wait: std::time::Duration,
+    ) -> Result<Option<Change>, FeedError> {
+        match tokio::time::timeout(wait, self.changes.recv()).await {
+            Err(_) => Ok(None),
+            Ok(Ok(Ok(change))) => Ok(Some(change)),
+            Ok(Ok(Err(reason))) => Err(FeedError::Gap(reason)),
+            Ok(Err(broadcast::error::RecvError::Lagged(missed))) => Err(FeedError::Gap(format!(
+                "the reader fell {missed} changes behind"
+            ))),
+            Ok(Err(broadcast::error::RecvError::Closed)) => {
+                Err(FeedError::Gap("the store was dropped".into()))
+            }
+        }
+    }
 }
 
 impl MemoryStore {
     /// An empty store keeping check-ins for `retention`.
     pub fn new(retention: std::time::Duration) -> Self {
+        Self::with_feed_capacity(retention, FEED_CAPACITY)
+    }
+
+    /// An empty store whose feed readers have a gap once `capacity` changes behind.
+    pub fn with_feed_capacity(retention: std::time::Duration, capacity: usize) -> Self {
         Self {
             data: Arc::default(),
             retention: Duration::try_from(retention).unwrap_or(Duration::days(30)),
+            changes: broadcast::channel(capacity.max(1)).0,
         }
+    }
+
+    pub(super) fn watch(&self) -> Feed {
+        Feed {
+            changes: self.changes.subscribe(),
+        }
+    }
+
+    /// Makes every open feed report a gap, as a MongoDB change stream does when it is
+    /// invalidated or its resume point is gone (tests of the reload that follows).
+    pub fn interrupt_feeds(&self, reason: &str) {
+        let _no_reader = self.changes.send(Err(reason.to_owned()));
+    }
+
+    /// Tells the feeds what the device's registration is now.
+    fn publish(&self, data: &Data, id: &str) {
+        let now = crate::domain::now();
+        let change = match data.devices.get(id) {
+            Some(reg) if reg.effective_status(now) == Status::Active => {
+                Change::Active(ActiveRegistration::of(reg))
+            }
+            _ => Change::Ended(id.to_owned()),
+        };
+        let _no_reader = self.changes.send(Ok(change));
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
@@ -47,16 +110,6 @@ impl MemoryStore {
 
     pub(super) async fn prepare(&self) -> StoreResult<()> {
         Ok(())
-    }
-
-    pub(super) async fn generation(&self) -> StoreResult<u64> {
-        Ok(self.data().generation)
-    }
-
-    pub(super) async fn bump_generation(&self) -> StoreResult<u64> {
-        let mut data = self.data();
-        data.generation += 1;
-        Ok(data.generation)
     }
 
     pub(super) async fn load_active(
@@ -86,14 +139,20 @@ impl MemoryStore {
     }
 
     pub(super) async fn save(&self, registration: &Registration) -> StoreResult<()> {
-        self.data()
-            .devices
-            .insert(registration.device_id.to_string(), registration.clone());
+        let mut data = self.data();
+        let id = registration.device_id.to_string();
+        data.devices.insert(id.clone(), registration.clone());
+        self.publish(&data, &id);
         Ok(())
     }
 
     pub(super) async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
-        Ok(self.data().devices.remove(id.as_str()))
+        let mut data = self.data();
+        let removed = data.devices.remove(id.as_str());
+        if removed.is_some() {
+            self.publish(&data, id.as_str());
+        }
+        Ok(removed)
     }
 
     pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
@@ -101,7 +160,9 @@ impl MemoryStore {
         registrations
             .iter()
             .map(|r| {
-                data.devices.insert(r.device_id.to_string(), r.clone());
+                let id = r.device_id.to_string();
+                data.devices.insert(id.clone(), r.clone());
+                self.publish(&data, &id);
                 Ok(())
             })
             .collect()
@@ -141,6 +202,7 @@ impl MemoryStore {
                 if to == Status::Revoked {
                     reg.updated_at = now;
                 }
+                self.publish(&data, id.as_str());
                 Ok(true)
             }
             _ => Ok(false),
@@ -149,14 +211,17 @@ impl MemoryStore {
 
     pub(super) async fn expire_due(&self, now: OffsetDateTime) -> StoreResult<u64> {
         let mut data = self.data();
-        let mut count = 0;
-        for reg in data.devices.values_mut() {
+        let mut expired = Vec::new();
+        for (id, reg) in data.devices.iter_mut() {
             if reg.status == Status::Active && reg.effective_status(now) == Status::Expired {
                 reg.status = Status::Expired;
-                count += 1;
+                expired.push(id.clone());
             }
         }
-        Ok(count)
+        for id in &expired {
+            self.publish(&data, id);
+        }
+        Ok(expired.len() as u64)
     }
 
     pub(super) async fn record_checkins(&self, checkins: &[CheckinRecord]) -> StoreResult<()> {

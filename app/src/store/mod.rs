@@ -72,6 +72,61 @@ impl ActiveRegistration {
     }
 }
 
+/// One change of the registrations, as the snapshot sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// The device's registration is active, with these settings (new or changed).
+    Active(ActiveRegistration),
+    /// The device has no active registration any more (revoked, fulfilled, expired, deleted).
+    Ended(String),
+}
+
+/// Why the change feed stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Changes were lost and cannot be replayed (the resume point is gone, the stream was
+    /// invalidated, the reader fell behind): only a full reload brings the snapshot back.
+    #[error("the change feed lost changes: {0}")]
+    Gap(String),
+    /// The store did not answer; the feed can resume from its position once it does.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a feed stands: resuming from it replays every change after it.
+#[derive(Debug, Clone)]
+pub enum FeedPosition {
+    /// A MongoDB change stream's resume token.
+    Mongo(mongo::FeedPosition),
+}
+
+/// The registrations' changes, in the order they were made, from when it was opened.
+pub enum Feed {
+    /// A MongoDB change stream.
+    Mongo(Box<mongo::Feed>),
+    /// The embedded store's in-process feed.
+    Memory(memory::Feed),
+}
+
+impl Feed {
+    /// The next change, waiting at most `wait`: `Ok(None)` when none came in that time (the
+    /// feed is alive and nothing changed).
+    pub async fn next(&mut self, wait: std::time::Duration) -> Result<Option<Change>, FeedError> {
+        match self {
+            Feed::Mongo(feed) => feed.next(wait).await,
+            Feed::Memory(feed) => feed.next(wait).await,
+        }
+    }
+
+    /// Where the feed stands now (`None`: it cannot be resumed, e.g. the embedded store's).
+    pub fn position(&self) -> Option<FeedPosition> {
+        match self {
+            Feed::Mongo(feed) => feed.position().map(FeedPosition::Mongo),
+            Feed::Memory(_) => None,
+        }
+    }
+}
+
 /// One check-in of a registered device.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct CheckinRecord {
@@ -248,15 +303,21 @@ impl Store {
         dispatch!(self, s => s.prepare().await)
     }
 
-    /// The registration generation: it increases on every registration change.
-    pub async fn generation(&self) -> StoreResult<u64> {
-        dispatch!(self, s => s.generation().await)
-    }
-
-    /// Increases the generation so every replica reloads its snapshot. Call it *after* the
-    /// change is written: a replica that sees the new generation must also see the change.
-    pub async fn bump_generation(&self) -> StoreResult<u64> {
-        dispatch!(self, s => s.bump_generation().await)
+    /// Opens the feed of registration changes: from now, or, with `from`, from a position an
+    /// earlier feed reached (every change since is replayed). Open it *before* a full load,
+    /// so no change made during the load is missed (one seen twice is harmless: a change
+    /// carries the registration's whole state). `Err(FeedError::Gap)` when `from` can no
+    /// longer be resumed.
+    pub async fn watch(&self, from: Option<&FeedPosition>) -> Result<Feed, FeedError> {
+        match (self, from) {
+            (Store::Mongo(s), from) => Ok(Feed::Mongo(Box::new(
+                s.watch(from.map(|FeedPosition::Mongo(p)| p)).await?,
+            ))),
+            (Store::Memory(s), None) => Ok(Feed::Memory(s.watch())),
+            (Store::Memory(_), Some(_)) => Err(FeedError::Gap(
+                "the embedded store's feed cannot be resumed".into(),
+            )),
+        }
     }
 
     /// Streams the active, unexpired registrations into `sink` (a million of them must not

@@ -1,32 +1,57 @@
 //! MongoDB persistence: the only module that imports `mongodb`.
 //!
-//! Collections: `devices` (`_id` = device id), `checkins` (TTL on `at`), `audit`, and `meta`
-//! (one document whose `generation` increases on every registration change). Writes that
-//! an operator is told succeeded use write concern majority, so an acknowledged
+//! Collections: `devices` (`_id` = device id), `checkins` (TTL on `at`) and `audit`. Writes
+//! that an operator is told succeeded use write concern majority, so an acknowledged
 //! registration survives a primary failover.
+//!
+//! Replicas learn of registration changes from a change stream on `devices` (see
+//! [`MongoStore::watch`]). A change stream, rather than a change-sequence field on each
+//! document, because the server keeps the order and the resume point (the oplog) for us: no
+//! write has to remember to bump a sequence (expiry sweeps, upload counts and batch writes
+//! all reach the replicas the same way), no extra index or counter document is written on
+//! every change, and a resume point the server no longer has is reported as an error
+//! (`ChangeStreamHistoryLost`) instead of a silent hole. The cost is that MongoDB must run as
+//! a replica set (Atlas and DocumentDB do; SecantusDB supports change streams too).
 
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use mongodb::bson::{self, Bson, DateTime, Document, doc, oid::ObjectId};
+use mongodb::bson::{self, DateTime, Document, doc, oid::ObjectId};
+use mongodb::change_stream::ChangeStream;
+use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
 use mongodb::error::ErrorKind;
 use mongodb::options::{
-    ClientOptions, CollectionOptions, IndexOptions, ReturnDocument, WriteConcern,
+    ClientOptions, CollectionOptions, FullDocumentType, IndexOptions, ReturnDocument, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{
-    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery,
-    StoreError, StoreResult, TicketCompletion, UploadReport,
+    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, Change, CheckinRecord, DeviceQuery,
+    FeedError, StoreError, StoreResult, TicketCompletion, UploadReport,
 };
 use crate::domain::{
     AppVersion, DeviceId, Registration, RegistrationSpec, Status, Ticket, UploadLimit, VersionRange,
 };
 
-const META_ID: &str = "registrations";
 const DUPLICATE_KEY: i32 = 11000;
+/// Server errors that mean a change stream cannot go on from where it was: the resume point
+/// fell off the oplog (`ChangeStreamHistoryLost`), the token is not one
+/// (`InvalidResumeToken`, or `FailedToParse` from servers that parse it first), the stream
+/// died (`ChangeStreamFatalError`), or the cursor's position is gone (`CappedPositionLost`).
+const FEED_GAP_CODES: [i32; 5] = [286, 260, 9, 280, 136];
+/// Fields of a registration that the snapshot uses: an update that changes none of them
+/// (a check-in's `last_checkin_at`, an upload count) is not sent to the replicas.
+const SNAPSHOT_FIELDS: [&str; 7] = [
+    "status",
+    "expires_at",
+    "reason",
+    "log_since",
+    "platforms",
+    "app_version_min",
+    "app_version_max",
+];
 /// Concurrent writes of a batch registration: enough to hide round-trips, few enough not to
 /// crowd out check-ins on the same connection pool.
 const BATCH_CONCURRENCY: usize = 16;
@@ -57,8 +82,105 @@ pub struct MongoStore {
     devices: Collection<DeviceDoc>,
     checkins: Collection<CheckinDoc>,
     audit: Collection<AuditDoc>,
-    meta: Collection<Document>,
     retention: Duration,
+}
+
+/// A change stream's resume token.
+#[derive(Debug, Clone)]
+pub struct FeedPosition(ResumeToken);
+
+/// The change stream on `devices`, as [`Change`]s.
+pub struct Feed {
+    stream: ChangeStream<ChangeStreamEvent<FeedDoc>>,
+}
+
+/// What a change event carries of the registration (the snapshot's fields and the status).
+#[derive(Debug, Deserialize)]
+struct FeedDoc {
+    #[serde(rename = "_id")]
+    id: String,
+    /// Text, not [`Status`]: a document this version cannot read must end its entry, not
+    /// stop the feed.
+    #[serde(default)]
+    status: String,
+    expires_at: Option<DateTime>,
+    #[serde(default)]
+    reason: String,
+    log_since: Option<DateTime>,
+    #[serde(default)]
+    platforms: Vec<String>,
+    app_version_min: Option<String>,
+    app_version_max: Option<String>,
+}
+
+fn feed_error(action: &str) -> impl FnOnce(mongodb::error::Error) -> FeedError + '_ {
+    move |error| {
+        if let ErrorKind::Command(command) = error.kind.as_ref()
+            && FEED_GAP_CODES.contains(&command.code)
+        {
+            return FeedError::Gap(format!("{action}: {error}"));
+        }
+        FeedError::Store(unavailable(action)(error))
+    }
+}
+
+impl Feed {
+    /// One getMore at most, which the server holds open for the `max_await_time` set at
+    /// open when nothing changed (so `_wait` needs no timer here: cancelling a getMore
+    /// half-way would leave the stream unusable).
+    pub(super) async fn next(&mut self, _wait: Duration) -> Result<Option<Change>, FeedError> {
+        let event = self
+            .stream
+            .next_if_any()
+            .await
+            .map_err(feed_error("follow the registration changes"))?;
+        let Some(event) = event else {
+            return Ok(None);
+        };
+        let id_of = |event: &ChangeStreamEvent<FeedDoc>| {
+            event
+                .document_key
+                .as_ref()
+                .and_then(|k| k.get_str("_id").ok())
+                .map(str::to_owned)
+        };
+        match event.operation_type {
+            OperationType::Insert | OperationType::Update | OperationType::Replace => {
+                match event.full_document {
+                    Some(doc) => Ok(Some(change_of(doc))),
+                    // Deleted between the change and the lookup: the delete event follows.
+                    None => Ok(id_of(&event).map(Change::Ended)),
+                }
+            }
+            OperationType::Delete => Ok(id_of(&event).map(Change::Ended)),
+            other => Err(FeedError::Gap(format!(
+                "the change stream on devices ended with a {other:?} event"
+            ))),
+        }
+    }
+
+    pub(super) fn position(&self) -> Option<FeedPosition> {
+        self.stream.resume_token().map(FeedPosition)
+    }
+}
+
+/// What the snapshot should hold for a device after a change.
+fn change_of(doc: FeedDoc) -> Change {
+    let now = crate::domain::now();
+    let expired = doc.expires_at.is_some_and(|at| from_bson_time(at) <= now);
+    if doc.status != Status::Active.as_str() || expired {
+        return Change::Ended(doc.id);
+    }
+    let version = |v: Option<String>| v.and_then(|v| AppVersion::parse(&v).ok());
+    let (min, max) = (version(doc.app_version_min), version(doc.app_version_max));
+    Change::Active(ActiveRegistration {
+        device_id: doc.id,
+        expires_at: doc.expires_at.map(from_bson_time),
+        reason: doc.reason,
+        log_since: doc.log_since.map(from_bson_time),
+        platforms: doc.platforms,
+        app_version: (min.is_some() || max.is_some()).then_some(VersionRange { min, max }),
+    })
 }
 
 fn unavailable(action: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> StoreError {
@@ -89,8 +211,7 @@ impl MongoStore {
         Ok(Self {
             devices: db.collection_with_options("devices", majority.clone()),
             checkins: db.collection("checkins"),
-            audit: db.collection_with_options("audit", majority.clone()),
-            meta: db.collection_with_options("meta", majority),
+            audit: db.collection_with_options("audit", majority),
             retention: config.checkin_retention,
             db,
         })
@@ -142,24 +263,31 @@ impl MongoStore {
         Ok(())
     }
 
-    pub(super) async fn generation(&self) -> StoreResult<u64> {
-        let meta = self
-            .meta
-            .find_one(doc! {"_id": META_ID})
+    /// Opens the change stream on `devices`: inserts, replaces and deletes, and the updates
+    /// that change a field the snapshot uses, each with the document as it is now
+    /// (`updateLookup`). `max_await_time` keeps each getMore short, so the reader notices a
+    /// dead server within a few seconds and marks the snapshot's age.
+    pub(super) async fn watch(&self, from: Option<&FeedPosition>) -> Result<Feed, FeedError> {
+        let mut relevant = vec![doc! {"operationType": {"$in": [
+            "insert", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate",
+        ]}}];
+        for field in SNAPSHOT_FIELDS {
+            relevant
+                .push(doc! {format!("updateDescription.updatedFields.{field}"): {"$exists": true}});
+        }
+        relevant.push(doc! {"updateDescription.removedFields.0": {"$exists": true}});
+        let stream = self
+            .db
+            .collection::<FeedDoc>("devices")
+            .watch()
+            .pipeline([doc! {"$match": {"$or": relevant}}])
+            .full_document(FullDocumentType::UpdateLookup)
+            .max_await_time(Duration::from_millis(500))
+            .batch_size(1000)
+            .resume_after(from.map(|p| p.0.clone()))
             .await
-            .map_err(unavailable("read the registration generation"))?;
-        Ok(meta.map_or(0, |m| read_u64(&m, "generation")))
-    }
-
-    pub(super) async fn bump_generation(&self) -> StoreResult<u64> {
-        let meta = self
-            .meta
-            .find_one_and_update(doc! {"_id": META_ID}, doc! {"$inc": {"generation": 1_i64}})
-            .upsert(true)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(unavailable("increase the registration generation"))?;
-        Ok(meta.map_or(0, |m| read_u64(&m, "generation")))
+            .map_err(feed_error("open the change stream on devices"))?;
+        Ok(Feed { stream })
     }
 
     pub(super) async fn load_active(
@@ -501,15 +629,6 @@ fn active_filter(now: OffsetDateTime) -> Document {
         {"expires_at": null},
         {"expires_at": {"$gt": to_bson_time(now)}},
     ]}
-}
-
-fn read_u64(doc: &Document, key: &str) -> u64 {
-    match doc.get(key) {
-        Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
-        Some(Bson::Double(n)) if *n >= 0.0 => *n as u64,
-        _ => 0,
-    }
 }
 
 fn to_bson_time(at: OffsetDateTime) -> DateTime {

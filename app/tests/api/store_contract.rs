@@ -10,8 +10,8 @@ use controltower::domain::{
 use controltower::store::memory::MemoryStore;
 use controltower::store::mongo::{MongoConfig, MongoStore};
 use controltower::store::{
-    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, CheckinRecord, DeviceQuery, Store,
-    TicketCompletion, UploadReport,
+    ActiveRegistration, AuditAction, AuditEntry, AuditQuery, Change, CheckinRecord, DeviceQuery,
+    FeedError, Store, TicketCompletion, UploadReport,
 };
 use time::OffsetDateTime;
 
@@ -50,11 +50,6 @@ async fn contract(store: Store) {
     let now = controltower::domain::now();
     store.prepare().await.unwrap();
     store.prepare().await.expect("prepare is idempotent");
-
-    // Generation.
-    let g0 = store.generation().await.unwrap();
-    assert_eq!(store.bump_generation().await.unwrap(), g0 + 1);
-    assert_eq!(store.generation().await.unwrap(), g0 + 1);
 
     // Save and read back, field for field.
     let a = registration("dev-a", now, None);
@@ -279,22 +274,186 @@ async fn contract(store: Store) {
     assert_eq!(older.len(), 2);
 }
 
+/// The next change of `feed` (waiting a few seconds at most).
+async fn next_change(feed: &mut controltower::store::Feed) -> Change {
+    for _ in 0..20 {
+        if let Some(change) = feed.next(Duration::from_millis(250)).await.unwrap() {
+            return change;
+        }
+    }
+    panic!("no change came");
+}
+
+/// The change feed: opened before the changes, it tells each one in order, with what the
+/// snapshot must hold for the device now; changes the snapshot does not use (an upload
+/// count, a check-in time) are not sent.
+async fn feed_contract(store: Store) {
+    let now = controltower::domain::now();
+    store.prepare().await.unwrap();
+    let mut feed = store.watch(None).await.unwrap();
+    let ended = |device: &str| Change::Ended(device.to_owned());
+
+    let a = registration("feed-a", now, None);
+    store.save(&a).await.unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::Active(ActiveRegistration::of(&a))
+    );
+
+    // Uploads and check-in times are not the snapshot's business.
+    store.count_upload(&id("feed-a")).await.unwrap();
+    store
+        .record_checkins(&[CheckinRecord {
+            device_id: id("feed-a"),
+            at: now,
+            app_version: None,
+            platform: None,
+            ticket: None,
+            outcome: "upload".into(),
+            completed_at: None,
+        }])
+        .await
+        .unwrap();
+    // Fulfilled, then registered again with other settings.
+    store
+        .transition(&id("feed-a"), Status::Active, Status::Fulfilled, now)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut feed).await, ended("feed-a"));
+    let mut again = registration("feed-a", now, None);
+    again.spec.reason = "again".into();
+    store.save(&again).await.unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        Change::Active(ActiveRegistration::of(&again))
+    );
+
+    // Batch, revoke, expiry, delete.
+    let batch = [
+        registration("feed-b", now, None),
+        registration("feed-c", now, Some(time::Duration::milliseconds(200))),
+    ];
+    assert!(store.save_many(&batch).await.iter().all(Result::is_ok));
+    let mut seen = vec![next_change(&mut feed).await, next_change(&mut feed).await];
+    seen.sort_by_key(|c| format!("{c:?}"));
+    let mut expected: Vec<Change> = batch
+        .iter()
+        .map(|r| Change::Active(ActiveRegistration::of(r)))
+        .collect();
+    expected.sort_by_key(|c| format!("{c:?}"));
+    assert_eq!(seen, expected);
+    store
+        .transition(&id("feed-b"), Status::Active, Status::Revoked, now)
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut feed).await, ended("feed-b"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.expire_due(controltower::domain::now()).await.unwrap(),
+        1
+    );
+    assert_eq!(next_change(&mut feed).await, ended("feed-c"));
+    store.delete(&id("feed-a")).await.unwrap();
+    assert_eq!(next_change(&mut feed).await, ended("feed-a"));
+    assert_eq!(
+        feed.next(Duration::from_millis(600)).await.unwrap(),
+        None,
+        "nothing else was sent"
+    );
+
+    // A second feed resumed from the first one's position replays what came after it.
+    let Some(position) = feed.position() else {
+        // The embedded store's feed has no position: one process is the whole deployment.
+        assert!(matches!(store, Store::Memory(_)));
+        return;
+    };
+    let d = registration("feed-d", now, None);
+    store.save(&d).await.unwrap();
+    drop(feed);
+    let mut resumed = store.watch(Some(&position)).await.unwrap();
+    assert_eq!(
+        next_change(&mut resumed).await,
+        Change::Active(ActiveRegistration::of(&d))
+    );
+}
+
 #[tokio::test]
 async fn memory_store_honours_the_contract() {
     contract(Store::Memory(MemoryStore::new(Duration::from_secs(86_400)))).await;
 }
 
 #[tokio::test]
-async fn mongo_store_honours_the_contract() {
+async fn memory_store_feed_honours_the_contract() {
+    feed_contract(Store::Memory(MemoryStore::new(Duration::from_secs(86_400)))).await;
+}
+
+#[tokio::test]
+async fn mongo_store_feed_honours_the_contract() {
     let store = MongoStore::connect(&MongoConfig {
         uri: mongodb_uri(),
         database: unique_database(),
-        app_name: "ct-contract".into(),
+        app_name: "ct-feed-contract".into(),
         server_selection_timeout: Duration::from_secs(5),
         checkin_retention: Duration::from_secs(86_400),
         heartbeat: Duration::from_secs(1),
     })
     .await
     .unwrap();
-    contract(Store::Mongo(store)).await;
+    feed_contract(Store::Mongo(store)).await;
+}
+
+/// A change stream the server cannot go on with (`ChangeStreamHistoryLost`: the resume point
+/// fell off the oplog) is a gap, which the reader bridges with a reload; an outage is not.
+#[tokio::test]
+async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not() {
+    let app_name = format!("ct-feed-gap-{}", std::process::id());
+    let store = MongoStore::connect(&MongoConfig {
+        uri: mongodb_uri(),
+        database: unique_database(),
+        app_name: app_name.clone(),
+        server_selection_timeout: Duration::from_secs(5),
+        checkin_retention: Duration::from_secs(86_400),
+        heartbeat: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    let store = Store::Mongo(store);
+    store.prepare().await.unwrap();
+    let client = crate::helpers::mongo_client().await;
+    let fail_get_more = |code: i32| {
+        mongodb::bson::doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": ["getMore"], "errorCode": code, "appName": app_name.clone()},
+        }
+    };
+    let mut feed = store.watch(None).await.unwrap();
+    client
+        .database("admin")
+        .run_command(fail_get_more(286))
+        .await
+        .unwrap();
+    let mut outcome = feed.next(Duration::from_millis(250)).await;
+    for _ in 0..10 {
+        if !matches!(outcome, Ok(None)) {
+            break;
+        }
+        outcome = feed.next(Duration::from_millis(250)).await;
+    }
+    assert!(matches!(outcome, Err(FeedError::Gap(_))), "{outcome:?}");
+
+    let mut feed = store.watch(None).await.unwrap();
+    client
+        .database("admin")
+        .run_command(fail_get_more(2))
+        .await
+        .unwrap();
+    let mut outcome = feed.next(Duration::from_millis(250)).await;
+    for _ in 0..10 {
+        if !matches!(outcome, Ok(None)) {
+            break;
+        }
+        outcome = feed.next(Duration::from_millis(250)).await;
+    }
+    assert!(matches!(outcome, Err(FeedError::Store(_))), "{outcome:?}");
 }
