@@ -379,7 +379,7 @@ pub async fn follow(
     let mut failing = false;
     loop {
         let opened = tokio::select! {
-            opened = store.watch(position.as_ref()) => opened,
+            opened = store.watch(position.as_ref(), options.wait) => opened,
             _ = stop.changed() => return,
         };
         let mut feed = match opened {

@@ -473,7 +473,7 @@ pub async fn batch_register(
                 response.failed += 1;
                 let detail = ErrorDetail {
                     code: "dependency_unavailable".to_owned(),
-                    message: "the database did not save this item; send it again".to_owned(),
+                    message: "not saved: the database failed while saving this part of the batch (the items reported created or updated were saved, each with its audit entry); sending the whole batch again is safe".to_owned(),
                 };
                 ("error", Some(detail))
             }

@@ -49,6 +49,11 @@ pub enum ItemOutcome {
     Unavailable,
 }
 
+/// Registrations saved per transaction in a batch: big enough that a 10 000-item batch takes
+/// a few transactions, small enough to stay far below MongoDB's transaction limits (60 s,
+/// 16 MiB per oplog entry before 4.2).
+pub const BATCH_TRANSACTION: usize = 1000;
+
 /// Registration use cases.
 #[derive(Clone)]
 pub struct RegistrationService {
@@ -95,21 +100,23 @@ impl RegistrationService {
             }
             None => Registration::new(device.clone(), spec, actor, now),
         };
-        self.store.save(&after).await?;
         let action = if created {
             AuditAction::Register
         } else {
             AuditAction::Update
         };
+        let entry = AuditEntry::new(
+            actor,
+            action,
+            device.clone(),
+            before,
+            Some(after.clone()),
+            now,
+        );
+        // Replaced with upsert whether new or not: a concurrent PUT of the same device just
+        // makes this the later write, not an error.
         self.store
-            .append_audit(&[AuditEntry::new(
-                actor,
-                action,
-                device.clone(),
-                before,
-                Some(after.clone()),
-                now,
-            )])
+            .save_with_audit(&[(after.clone(), false)], &[entry])
             .await?;
         self.registry.upsert(&after);
         tracing::info!(device_id = %device, actor, created, "registration saved");
@@ -270,48 +277,67 @@ impl RegistrationService {
             };
             planned.push((slot, before, after));
         }
-        let afters: Vec<Registration> = planned.iter().map(|(_, _, a)| a.clone()).collect();
-        let results = self.store.save_many(&afters).await;
-
-        let mut audit = Vec::new();
-        let mut activated: Vec<Registration> = Vec::new();
-        for ((slot, before, after), result) in planned.into_iter().zip(results) {
-            outcomes[slot] = Some(match result {
-                Ok(()) => {
-                    let created = before.is_none();
-                    activated.push(after.clone());
-                    let action = if created {
+        // Saved in chunks, each one transaction with its audit entries: a registration is never
+        // stored without its entry, and a failure leaves whole chunks saved or not.
+        let mut saved = 0;
+        let mut failure: Option<crate::store::StoreError> = None;
+        for chunk in planned.chunks(BATCH_TRANSACTION) {
+            if failure.is_some() {
+                for (slot, _, _) in chunk {
+                    outcomes[*slot] = Some(ItemOutcome::Unavailable);
+                }
+                continue;
+            }
+            let writes: Vec<(Registration, bool)> = chunk
+                .iter()
+                .map(|(_, before, after)| (after.clone(), before.is_none()))
+                .collect();
+            let audit: Vec<AuditEntry> = chunk
+                .iter()
+                .map(|(_, before, after)| {
+                    let action = if before.is_none() {
                         AuditAction::Register
                     } else {
                         AuditAction::Update
                     };
-                    audit.push(AuditEntry::new(
+                    AuditEntry::new(
                         actor,
                         action,
                         after.device_id.clone(),
-                        before,
-                        Some(after),
+                        before.clone(),
+                        Some(after.clone()),
                         now,
-                    ));
-                    if created {
-                        ItemOutcome::Created
-                    } else {
-                        ItemOutcome::Updated
+                    )
+                })
+                .collect();
+            match self.store.save_with_audit(&writes, &audit).await {
+                Ok(()) => {
+                    for (slot, before, after) in chunk {
+                        self.registry.upsert(after);
+                        outcomes[*slot] = Some(if before.is_none() {
+                            ItemOutcome::Created
+                        } else {
+                            ItemOutcome::Updated
+                        });
                     }
+                    saved += chunk.len();
                 }
                 Err(error) => {
-                    tracing::warn!(error = %error, "batch item not saved");
-                    ItemOutcome::Unavailable
+                    tracing::warn!(error = %error, saved, "batch stopped: a chunk was not saved");
+                    failure = Some(error);
+                    for (slot, _, _) in chunk {
+                        outcomes[*slot] = Some(ItemOutcome::Unavailable);
+                    }
                 }
-            });
-        }
-        if !audit.is_empty() {
-            self.store.append_audit(&audit).await?;
-            for registration in &activated {
-                self.registry.upsert(registration);
             }
         }
-        tracing::info!(actor, saved = activated.len(), "batch registration");
+        tracing::info!(actor, saved, "batch registration");
+        if saved == 0
+            && let Some(error) = failure
+        {
+            // Nothing of it was stored (a 503 says so): send it again as it is.
+            return Err(ApiError::Unavailable(error));
+        }
         Ok(outcomes
             .into_iter()
             .map(|o| o.unwrap_or(ItemOutcome::Unavailable))

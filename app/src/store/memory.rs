@@ -155,6 +155,21 @@ impl MemoryStore {
         Ok(removed)
     }
 
+    pub(super) async fn save_with_audit(
+        &self,
+        registrations: &[(Registration, bool)],
+        audit: &[AuditEntry],
+    ) -> StoreResult<()> {
+        let mut data = self.data();
+        for (registration, _) in registrations {
+            let id = registration.device_id.to_string();
+            data.devices.insert(id.clone(), registration.clone());
+            self.publish(&data, &id);
+        }
+        data.audit.extend_from_slice(audit);
+        Ok(())
+    }
+
     pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
         let mut data = self.data();
         registrations

@@ -307,11 +307,16 @@ impl Store {
     /// earlier feed reached (every change since is replayed). Open it *before* a full load,
     /// so no change made during the load is missed (one seen twice is harmless: a change
     /// carries the registration's whole state). `Err(FeedError::Gap)` when `from` can no
-    /// longer be resumed.
-    pub async fn watch(&self, from: Option<&FeedPosition>) -> Result<Feed, FeedError> {
+    /// longer be resumed. `wait` is the longest a read of the feed waits when nothing
+    /// changes (so a dead store is noticed within it).
+    pub async fn watch(
+        &self,
+        from: Option<&FeedPosition>,
+        wait: std::time::Duration,
+    ) -> Result<Feed, FeedError> {
         match (self, from) {
             (Store::Mongo(s), from) => Ok(Feed::Mongo(Box::new(
-                s.watch(from.map(|FeedPosition::Mongo(p)| p)).await?,
+                s.watch(from.map(|FeedPosition::Mongo(p)| p), wait).await?,
             ))),
             (Store::Memory(s), None) => Ok(Feed::Memory(s.watch())),
             (Store::Memory(_), Some(_)) => Err(FeedError::Gap(
@@ -348,6 +353,18 @@ impl Store {
     /// Deletes a registration; returns what was deleted.
     pub async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
         dispatch!(self, s => s.delete(id).await)
+    }
+
+    /// Writes registrations and their audit entries atomically (one transaction on
+    /// MongoDB): either all of them are stored or none is. `new` says, per registration,
+    /// whether it is expected not to exist yet (inserted; if one appeared meanwhile, nothing
+    /// is written and the error says so).
+    pub async fn save_with_audit(
+        &self,
+        registrations: &[(Registration, bool)],
+        audit: &[AuditEntry],
+    ) -> StoreResult<()> {
+        dispatch!(self, s => s.save_with_audit(registrations, audit).await)
     }
 
     /// Writes many registrations; per item, `Ok` or the error that item met.

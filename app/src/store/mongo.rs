@@ -265,9 +265,13 @@ impl MongoStore {
 
     /// Opens the change stream on `devices`: inserts, replaces and deletes, and the updates
     /// that change a field the snapshot uses, each with the document as it is now
-    /// (`updateLookup`). `max_await_time` keeps each getMore short, so the reader notices a
-    /// dead server within a few seconds and marks the snapshot's age.
-    pub(super) async fn watch(&self, from: Option<&FeedPosition>) -> Result<Feed, FeedError> {
+    /// (`updateLookup`). Each getMore waits at most `wait` for a change, so the reader
+    /// notices a dead server within it and can confirm the snapshot's age.
+    pub(super) async fn watch(
+        &self,
+        from: Option<&FeedPosition>,
+        wait: Duration,
+    ) -> Result<Feed, FeedError> {
         let mut relevant = vec![doc! {"operationType": {"$in": [
             "insert", "replace", "delete", "drop", "rename", "dropDatabase", "invalidate",
         ]}}];
@@ -282,7 +286,7 @@ impl MongoStore {
             .watch()
             .pipeline([doc! {"$match": {"$or": relevant}}])
             .full_document(FullDocumentType::UpdateLookup)
-            .max_await_time(Duration::from_millis(500))
+            .max_await_time(wait)
             .batch_size(1000)
             .resume_after(from.map(|p| p.0.clone()))
             .await
@@ -368,6 +372,67 @@ impl MongoStore {
             .map_err(unavailable(format!("delete registration {id}")))?
             .map(Registration::try_from)
             .transpose()
+    }
+
+    /// One transaction: the new registrations in one `insert_many`, the others replaced one
+    /// by one, then the audit entries in one `insert_many`; committed with write concern
+    /// majority, or aborted as a whole.
+    pub(super) async fn save_with_audit(
+        &self,
+        registrations: &[(Registration, bool)],
+        audit: &[AuditEntry],
+    ) -> StoreResult<()> {
+        let action = format!(
+            "save {} registration(s) with their audit entries",
+            registrations.len()
+        );
+        let docs = audit
+            .iter()
+            .map(AuditDoc::try_from)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut session = self
+            .db
+            .client()
+            .start_session()
+            .await
+            .map_err(unavailable(action.clone()))?;
+        session
+            .start_transaction()
+            .write_concern(WriteConcern::majority())
+            .await
+            .map_err(unavailable(action.clone()))?;
+        let written: mongodb::error::Result<()> = async {
+            let new: Vec<DeviceDoc> = registrations
+                .iter()
+                .filter(|(_, new)| *new)
+                .map(|(r, _)| DeviceDoc::from(r))
+                .collect();
+            if !new.is_empty() {
+                self.devices.insert_many(new).session(&mut session).await?;
+            }
+            for (registration, _) in registrations.iter().filter(|(_, new)| !*new) {
+                self.devices
+                    .replace_one(
+                        doc! {"_id": registration.device_id.as_str()},
+                        DeviceDoc::from(registration),
+                    )
+                    .upsert(true)
+                    .session(&mut session)
+                    .await?;
+            }
+            if !docs.is_empty() {
+                self.audit.insert_many(&docs).session(&mut session).await?;
+            }
+            session.commit_transaction().await
+        }
+        .await;
+        if let Err(error) = written {
+            // Nothing of it is kept (aborting fails only if the server is gone, and then the
+            // transaction dies with it).
+            let _aborted = session.abort_transaction().await;
+            return Err(unavailable(action)(error));
+        }
+        Ok(())
     }
 
     /// Inserts all in one unordered `insert_many` (most batch items are new devices), then

@@ -244,6 +244,13 @@ pub async fn error_of(response: Response, status: StatusCode) -> (String, String
 }
 
 /// A MongoDB client for test set-up (fail points, direct reads).
+/// The server has one `failCommand` fail point (a new configuration replaces the last, and
+/// "off" turns off everyone's), so tests that set it hold this for their whole run.
+pub async fn fail_point_lock() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 pub async fn mongo_client() -> mongodb::Client {
     mongodb::Client::with_uri_str(mongodb_uri())
         .await

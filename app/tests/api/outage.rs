@@ -36,6 +36,7 @@ async fn fail_point(app_name: &str, on: bool) {
 
 #[tokio::test]
 async fn unregistered_devices_are_answered_while_the_database_is_down() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
     let app = spawn_with(Spawn {
         poll: "200ms",
         extra: vec!["--mongodb-timeout".into(), "500ms".into()],
@@ -104,5 +105,161 @@ async fn unregistered_devices_are_answered_while_the_database_is_down() {
         .await
         .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), registered.len());
+    app.stop().await;
+}
+
+/// A batch whose database writes fail part-way (a fail point on the second chunk's insert)
+/// leaves whole chunks saved, each registration with its audit entry, says which items were
+/// saved, and the same batch sent again completes it.
+#[tokio::test]
+async fn a_batch_that_fails_part_way_keeps_registrations_with_their_audit_and_can_be_repeated() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
+    let database = crate::helpers::unique_database();
+    let app = spawn_with(Spawn {
+        database: database.clone(),
+        extra: vec!["--mongodb-timeout".into(), "1s".into()],
+        ..Spawn::default()
+    })
+    .await;
+    let total = 2500;
+    let items: Vec<serde_json::Value> = (0..total)
+        .map(|i| json!({"device_id": format!("fp-{i:04}"), "reason": "cohort"}))
+        .collect();
+    // Items 0–999 already exist, so the repeat below has updates as well as creations.
+    let send = |items: Vec<serde_json::Value>| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/v1/devices/batch"))
+                .bearer_auth(crate::helpers::ADMIN_TOKEN)
+                .json(&json!({"items": items}))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // Each chunk of 1000 is one transaction of two inserts (registrations, audit): skipping
+    // two inserts fails the second chunk's first one.
+    let client = mongo_client().await;
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"skip": 2, "times": 1},
+            "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
+        })
+        .await
+        .unwrap();
+    let response = send(items.clone()).await;
+    fail_point(&app.app_name, false).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(report["created"], 1000, "{}", report["items"][1000]);
+    assert_eq!(report["failed"], total - 1000);
+    let results = report["items"].as_array().unwrap();
+    assert!(results[..1000].iter().all(|r| r["result"] == "created"));
+    assert!(
+        results[1000..]
+            .iter()
+            .all(|r| r["result"] == "error" && r["error"]["code"] == "dependency_unavailable")
+    );
+    assert!(
+        results[1000]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sending the whole batch again is safe")
+    );
+
+    // In the database: a registration exists exactly where its audit entry does.
+    let db = client.database(&database);
+    let devices = db.collection::<mongodb::bson::Document>("devices");
+    let audit = db.collection::<mongodb::bson::Document>("audit");
+    let ids =
+        |docs: Vec<mongodb::bson::Document>, key: &str| -> std::collections::BTreeSet<String> {
+            docs.iter()
+                .map(|d| d.get_str(key).unwrap().to_owned())
+                .collect()
+        };
+    use futures::TryStreamExt;
+    let stored = ids(
+        devices
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap(),
+        "_id",
+    );
+    let audited = ids(
+        audit
+            .find(doc! {})
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap(),
+        "device_id",
+    );
+    assert_eq!(stored.len(), 1000);
+    assert_eq!(
+        stored, audited,
+        "no registration without its audit entry, nor the reverse"
+    );
+
+    // The same batch again: the saved ones are updated, the rest created, nothing fails.
+    let response = send(items).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(
+        (
+            report["created"].as_u64(),
+            report["updated"].as_u64(),
+            report["failed"].as_u64()
+        ),
+        (Some(1500), Some(1000), Some(0))
+    );
+    assert_eq!(devices.count_documents(doc! {}).await.unwrap(), 2500);
+    assert_eq!(audit.count_documents(doc! {}).await.unwrap(), 3500);
+    assert_eq!(app.checkin_ok("fp-2499").await["upload"], true);
+    app.stop().await;
+}
+
+/// A batch the database refuses from the start saves nothing and says so with a 503.
+#[tokio::test]
+async fn a_batch_the_database_refuses_saves_nothing_and_answers_503() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
+    let app = spawn_with(Spawn {
+        extra: vec!["--mongodb-timeout".into(), "1s".into()],
+        ..Spawn::default()
+    })
+    .await;
+    let client = mongo_client().await;
+    client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
+        })
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .post(app.url("/v1/devices/batch"))
+        .bearer_auth(crate::helpers::ADMIN_TOKEN)
+        .json(&json!({"items": [{"device_id": "refused-1", "reason": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    fail_point(&app.app_name, false).await;
+    let (code, _) = error_of(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(code, "dependency_unavailable");
+    error_of(
+        app.admin_get("/v1/devices/refused-1").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     app.stop().await;
 }

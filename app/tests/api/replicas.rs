@@ -172,6 +172,7 @@ async fn every_kind_of_change_reaches_the_other_replica_as_a_delta() {
 
 #[tokio::test]
 async fn a_gap_in_the_feed_costs_exactly_one_reload_and_loses_nothing() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
     let database = unique_database();
     let a = spawn_with(Spawn {
         database: database.clone(),

@@ -290,7 +290,7 @@ async fn next_change(feed: &mut controltower::store::Feed) -> Change {
 async fn feed_contract(store: Store) {
     let now = controltower::domain::now();
     store.prepare().await.unwrap();
-    let mut feed = store.watch(None).await.unwrap();
+    let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
     let ended = |device: &str| Change::Ended(device.to_owned());
 
     let a = registration("feed-a", now, None);
@@ -370,7 +370,10 @@ async fn feed_contract(store: Store) {
     let d = registration("feed-d", now, None);
     store.save(&d).await.unwrap();
     drop(feed);
-    let mut resumed = store.watch(Some(&position)).await.unwrap();
+    let mut resumed = store
+        .watch(Some(&position), Duration::from_millis(250))
+        .await
+        .unwrap();
     assert_eq!(
         next_change(&mut resumed).await,
         Change::Active(ActiveRegistration::of(&d))
@@ -406,6 +409,7 @@ async fn mongo_store_feed_honours_the_contract() {
 /// fell off the oplog) is a gap, which the reader bridges with a reload; an outage is not.
 #[tokio::test]
 async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
     let app_name = format!("ct-feed-gap-{}", std::process::id());
     let store = MongoStore::connect(&MongoConfig {
         uri: mongodb_uri(),
@@ -427,7 +431,7 @@ async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not
             "data": {"failCommands": ["getMore"], "errorCode": code, "appName": app_name.clone()},
         }
     };
-    let mut feed = store.watch(None).await.unwrap();
+    let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
     client
         .database("admin")
         .run_command(fail_get_more(286))
@@ -442,7 +446,7 @@ async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not
     }
     assert!(matches!(outcome, Err(FeedError::Gap(_))), "{outcome:?}");
 
-    let mut feed = store.watch(None).await.unwrap();
+    let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
     client
         .database("admin")
         .run_command(fail_get_more(2))
