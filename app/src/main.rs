@@ -7,6 +7,12 @@ use controltower::config::Settings;
 use controltower::startup::Application;
 use controltower::telemetry;
 
+/// mimalloc instead of glibc's malloc: a check-in allocates and frees a few dozen small
+/// buffers (headers, body, JSON, the log line), and glibc's free lists cost about a tenth of
+/// the service's CPU in the spike (profile in BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::parse();

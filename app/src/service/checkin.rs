@@ -94,7 +94,7 @@ impl CheckinService {
     ) -> Result<Answer, ApiError> {
         if !self.registry.is_store_reachable() {
             return Err(unavailable(
-                "the database did not answer the last snapshot poll",
+                "the database did not answer the registration feed",
             ));
         }
         if !self.recorder.is_healthy() {

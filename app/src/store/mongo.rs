@@ -36,6 +36,8 @@ use crate::domain::{
 };
 
 const DUPLICATE_KEY: i32 = 11000;
+/// Longest wait for a heartbeat reply before the driver's monitor gives a server up.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server errors that mean a change stream cannot go on from where it was: the resume point
 /// fell off the oplog (`ChangeStreamHistoryLost`), the token is not one
 /// (`InvalidResumeToken`, or `FailedToParse` from servers that parse it first), the stream
@@ -200,7 +202,12 @@ impl MongoStore {
             .map_err(unavailable("parse MONGODB_URI"))?;
         options.app_name = Some(config.app_name.clone());
         options.server_selection_timeout = Some(config.server_selection_timeout);
-        options.connect_timeout = Some(config.server_selection_timeout);
+        // The connect timeout is also how long the driver's monitor waits for a heartbeat
+        // reply, and a monitor timeout interrupts every connection in use — the first load
+        // of a million registrations among them, started again from zero. A server busy
+        // streaming that load may answer a heartbeat late; it is not down. So the monitor
+        // gets 10 s, while an operation still gives up after `server_selection_timeout`.
+        options.connect_timeout = Some(config.server_selection_timeout.max(MONITOR_TIMEOUT));
         options.heartbeat_freq = Some(config.heartbeat.max(Duration::from_millis(500)));
         let client =
             Client::with_options(options).map_err(unavailable("create the MongoDB client"))?;

@@ -1,6 +1,8 @@
 //! Logs and metrics, in one place: the tracing subscriber, the request middleware (request
 //! id, one log line and the HTTP metrics per request), and every metric the service emits.
 
+mod json;
+
 use std::collections::HashMap;
 use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -53,10 +55,8 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
         .with_writer(writer);
     let _already_set = match format {
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(json::JsonLine)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };

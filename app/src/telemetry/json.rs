@@ -1,0 +1,256 @@
+//! The JSON log line, written straight into the line buffer.
+//!
+//! Same output as `tracing_subscriber`'s JSON format with `flatten_event(true)`,
+//! `with_current_span(true)` and `with_span_list(false)` — `timestamp`, `level`, the event's
+//! fields in order, `target`, then `span` with the current span's fields and `name` — but
+//! without its per-line detours: that formatter parses the span's fields back from their JSON
+//! text into a `serde_json::Value` for every line, and builds each value through serde. Here
+//! the span's fields (already JSON, stored by `JsonFields` when the span was made) are copied
+//! as they are. One access-log line per request makes this part of every check-in's cost.
+
+use std::fmt::{self, Write as _};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// The event format of `LOG_FORMAT=json`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct JsonLine;
+
+impl<S, N> FormatEvent<S, N> for JsonLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
+        let mut fields = Fields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        string(&mut writer, meta.target())?;
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if let Some(span) = span {
+            writer.write_str(",\"span\":{")?;
+            let extensions = span.extensions();
+            let stored = extensions
+                .get::<FormattedFields<N>>()
+                .map(|f| f.fields.as_str())
+                .unwrap_or_default();
+            // `{"a":1,"b":"x"}` (or empty when the span has no field): the members as they are.
+            let members = stored
+                .trim()
+                .strip_prefix('{')
+                .and_then(|s| s.strip_suffix('}'))
+                .unwrap_or_default();
+            if !members.is_empty() {
+                writer.write_str(members)?;
+                writer.write_char(',')?;
+            }
+            writer.write_str("\"name\":")?;
+            string(&mut writer, span.name())?;
+            writer.write_char('}')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes each field as `,"name":value`, as `tracing_serde`'s map visitor serializes it.
+struct Fields<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn key(&mut self, field: &Field) -> fmt::Result {
+        self.out.write_char(',')?;
+        string(self.out, field.name())?;
+        self.out.write_char(':')
+    }
+
+    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = self.key(field).and_then(|()| value(self.out));
+        }
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field, |w| write!(w, "{value}"));
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        // serde_json's rendering (shortest round-trip digits; NaN and infinities as null).
+        self.entry(field, |w| match serde_json::Number::from_f64(value) {
+            Some(number) => write!(w, "{number}"),
+            None => w.write_str("null"),
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field, |w| string(w, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.entry(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// A JSON string, escaped as serde_json escapes it.
+fn string(out: &mut Writer<'_>, value: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(value)?;
+    out.write_char('"')
+}
+
+/// Escapes what it is given for the inside of a JSON string: `"` `\` and control characters,
+/// like serde_json (`\b \f \n \r \t`, `\u00XX` for the other controls; nothing else).
+struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+
+impl fmt::Write for Escaped<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, byte) in s.bytes().enumerate() {
+            let escape = match byte {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0x00..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{byte:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+    use tracing_subscriber::fmt::format::JsonFields;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// The lines a few events make, timestamps cut out.
+    fn lines(subscriber: impl Subscriber + Send + Sync + 'static, buffer: &Buffer) -> Vec<String> {
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("plain message");
+            let span = tracing::info_span!("request", request_id = %"abc-123", n = 7u64);
+            span.in_scope(|| {
+                tracing::info!(
+                    method = %"POST",
+                    route = "/v1/checkin",
+                    status = 200u16,
+                    latency_ms = 0.10330299999999999,
+                    ok = true,
+                    delta = -3i64,
+                    nan = f64::NAN,
+                    "request"
+                );
+                tracing::warn!(error = %"quote \" backslash \\ newline \n tab \t bell \u{7}", "odd text: ünïcode");
+                let inner = tracing::info_span!("inner");
+                inner.in_scope(|| tracing::debug!(value = ?Some(3), "in a span without fields"));
+            });
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+                assert!(v["timestamp"].as_str().unwrap().ends_with('Z'), "{l}");
+                let at = l.find("\"level\"").unwrap();
+                l[at..].to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_those_of_the_tracing_subscriber_json_format() {
+        let ours = Buffer::default();
+        let theirs = Buffer::default();
+        let fast = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(ours.clone())
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLine)
+            .finish();
+        let reference = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(theirs.clone())
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .finish();
+        let ours = lines(fast, &ours);
+        let theirs = lines(reference, &theirs);
+        assert_eq!(ours.len(), 4);
+        assert_eq!(ours, theirs);
+    }
+}
