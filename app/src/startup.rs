@@ -250,6 +250,9 @@ async fn prepare(state: AppState, poll_interval: Duration) {
         state.store.clone(),
         Follow {
             wait: poll_interval,
+            // Retried at least once a poll interval while the store is down, so registered
+            // devices are answered again within about one interval of its return.
+            max_backoff: poll_interval.max(Duration::from_millis(200)),
             ..Follow::default()
         },
         state.lifecycle.stop_signal(),

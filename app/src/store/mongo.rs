@@ -115,12 +115,20 @@ struct FeedDoc {
     app_version_max: Option<String>,
 }
 
+/// `The $changeStream stage is only supported on replica sets`.
+const NOT_A_REPLICA_SET: i32 = 40573;
+
 fn feed_error(action: &str) -> impl FnOnce(mongodb::error::Error) -> FeedError + '_ {
     move |error| {
-        if let ErrorKind::Command(command) = error.kind.as_ref()
-            && FEED_GAP_CODES.contains(&command.code)
-        {
-            return FeedError::Gap(format!("{action}: {error}"));
+        if let ErrorKind::Command(command) = error.kind.as_ref() {
+            if FEED_GAP_CODES.contains(&command.code) {
+                return FeedError::Gap(format!("{action}: {error}"));
+            }
+            if command.code == NOT_A_REPLICA_SET {
+                return FeedError::Store(unavailable(format!(
+                    "{action} — MongoDB runs as a standalone server, which has no change streams: run it as a replica set (a one-member set is enough: mongod --replSet rs0, then rs.initiate()), or use Atlas or DocumentDB"
+                ))(error));
+            }
         }
         FeedError::Store(unavailable(action)(error))
     }
