@@ -270,14 +270,19 @@ async fn prepare(state: AppState, poll_interval: Duration) {
 
 fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = crate::routes::router().split_for_parts();
+    // One `layer` call with the whole stack, outermost first: `Router::layer` wraps every
+    // route in a boxed, cloned-per-request service for each call, so five calls meant five
+    // boxes cloned for every check-in.
+    let stack = tower::ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(axum::middleware::from_fn(telemetry::observe))
+        .layer(DefaultBodyLimit::max(body_limit));
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(telemetry::observe))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(stack)
         .with_state(state)
 }
 
