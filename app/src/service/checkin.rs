@@ -132,7 +132,7 @@ impl CheckinService {
                 Ok(Answer::NoUpload)
             }
             Decision::Expired => {
-                // The refresher's sweep marks it expired in the store; stop asking here now.
+                // The feed's expiry sweep marks it expired in the store; stop asking here now.
                 self.registry.remove(&device);
                 record(None, "expired")?;
                 Ok(Answer::NoUpload)

@@ -1,6 +1,6 @@
-//! Registrations: the admin side. Every change is saved (majority-acknowledged), written to
-//! the audit log, applied to this replica's snapshot at once, and announced to the other
-//! replicas by increasing the generation.
+//! Registrations: the admin side. Every change is saved with its audit entry
+//! (majority-acknowledged, one transaction), applied to this replica's snapshot at once, and
+//! reaches the other replicas through the store's change feed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
