@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::apiserver::Options;
+use support::apiserver::{ApiServer, Options};
 use support::harness::Harness;
 
 const BLUE_GREEN: &str = "    replicas: 2\n    rollout: {strategy: blue-green}\n";
@@ -121,6 +121,34 @@ async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
     );
 }
 
+/// Writes the double has served so far.
+fn writes(double: &ApiServer) -> usize {
+    double.requests().iter().filter(|r| r.is_write()).count()
+}
+
+/// Kills `child` once the double has served `kill_after` writes more than `before` (as a
+/// cancelled CI job or a lost runner would), and waits until it is gone; a command that
+/// finishes first (or hangs for 30 s) is just waited for.
+async fn kill_after_writes(
+    double: &ApiServer,
+    mut child: tokio::process::Child,
+    before: usize,
+    kill_after: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if writes(double) - before >= kill_after {
+            Harness::kill(&mut child).await;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _ = child.wait().await;
+}
+
 /// What runs after a deploy was killed.
 #[derive(Debug, Clone, Copy)]
 enum After {
@@ -162,21 +190,14 @@ async fn kill_at_every_write_then(after: After) {
         };
         h.write_env("prod", &h.web(&image, steps)).await;
         let candidate = h.revision();
-        let before = double.requests().iter().filter(|r| r.is_write()).count();
-        let mut child = h.spawn_apply("prod", &[], &[]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
-            if writes >= kill_after {
-                Harness::kill(&mut child).await;
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let _ = child.wait().await;
+        let writes_before = writes(&double);
+        kill_after_writes(
+            &double,
+            h.spawn_apply("prod", &[], &[]),
+            writes_before,
+            kill_after,
+        )
+        .await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         let expected = match after {
             After::SameApply => {
@@ -300,21 +321,14 @@ async fn stateful_kill_at_every_write_then(after: AfterStateful) {
         let players = h.version_pods("connector", &live).await;
         h.write_env("prod", &file(&version)).await;
         let candidate = h.revision();
-        let before = double.requests().iter().filter(|r| r.is_write()).count();
-        let mut child = h.spawn_apply("prod", &[], &[]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
-            if writes >= kill_after {
-                Harness::kill(&mut child).await;
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let _ = child.wait().await;
+        let writes_before = writes(&double);
+        kill_after_writes(
+            &double,
+            h.spawn_apply("prod", &[], &[]),
+            writes_before,
+            kill_after,
+        )
+        .await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         match after {
             AfterStateful::SameApply => {
@@ -439,21 +453,14 @@ async fn canary_kill_at_every_write_of(command: &str) {
         h.write_env("prod", &h.web(&image, extra)).await;
         let canary = h.apply("prod", &[]).await;
         assert!(canary.ok, "{}", canary.all());
-        let before = double.requests().iter().filter(|r| r.is_write()).count();
-        let mut child = h.spawn_command(command, "prod", &[]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let writes = double.requests().iter().filter(|r| r.is_write()).count() - before;
-            if writes >= kill_after {
-                Harness::kill(&mut child).await;
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let _ = child.wait().await;
+        let writes_before = writes(&double);
+        kill_after_writes(
+            &double,
+            h.spawn_command(command, "prod", &[]),
+            writes_before,
+            kill_after,
+        )
+        .await;
         let context = format!("after a kill of {command} at write {kill_after}");
         let run = h.command(command, "prod", &[]).await;
         assert!(run.ok, "{context}: {}", run.all());
@@ -518,21 +525,14 @@ async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_i
     let double = h.double().clone();
     for kill_after in [1usize, 2, 3, 5, 8, 13] {
         h.as_before_applysets("prod").await;
-        let writes_before = double.requests().iter().filter(|r| r.is_write()).count();
-        let mut child = h.spawn_apply("prod", &[], &[]);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let writes = double.requests().iter().filter(|r| r.is_write()).count() - writes_before;
-            if writes >= kill_after {
-                Harness::kill(&mut child).await;
-                break;
-            }
-            if child.try_wait().unwrap().is_some() || tokio::time::Instant::now() > deadline {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        let _ = child.wait().await;
+        let writes_before = writes(&double);
+        kill_after_writes(
+            &double,
+            h.spawn_apply("prod", &[], &[]),
+            writes_before,
+            kill_after,
+        )
+        .await;
         let context = format!("after a kill at write {kill_after}");
         assert_eq!(
             uids(h.managed("prod").await),

@@ -380,6 +380,21 @@ async fn feed_contract(store: Store) {
     );
 }
 
+/// A MongoDB store on a database of its own, connecting as `app_name`.
+async fn mongo_store(app_name: &str) -> Store {
+    let store = MongoStore::connect(&MongoConfig {
+        uri: mongodb_uri(),
+        database: unique_database(),
+        app_name: app_name.to_owned(),
+        server_selection_timeout: Duration::from_secs(5),
+        checkin_retention: Duration::from_secs(86_400),
+        heartbeat: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    Store::Mongo(store)
+}
+
 #[tokio::test]
 async fn memory_store_honours_the_contract() {
     contract(Store::Memory(MemoryStore::new(Duration::from_secs(86_400)))).await;
@@ -392,17 +407,7 @@ async fn memory_store_feed_honours_the_contract() {
 
 #[tokio::test]
 async fn mongo_store_feed_honours_the_contract() {
-    let store = MongoStore::connect(&MongoConfig {
-        uri: mongodb_uri(),
-        database: unique_database(),
-        app_name: "ct-feed-contract".into(),
-        server_selection_timeout: Duration::from_secs(5),
-        checkin_retention: Duration::from_secs(86_400),
-        heartbeat: Duration::from_secs(1),
-    })
-    .await
-    .unwrap();
-    feed_contract(Store::Mongo(store)).await;
+    feed_contract(mongo_store("ct-feed-contract").await).await;
 }
 
 /// A change stream the server cannot go on with (`ChangeStreamHistoryLost`: the resume point
@@ -411,17 +416,7 @@ async fn mongo_store_feed_honours_the_contract() {
 async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not() {
     let _fail_point = crate::helpers::fail_point_lock().await;
     let app_name = format!("ct-feed-gap-{}", std::process::id());
-    let store = MongoStore::connect(&MongoConfig {
-        uri: mongodb_uri(),
-        database: unique_database(),
-        app_name: app_name.clone(),
-        server_selection_timeout: Duration::from_secs(5),
-        checkin_retention: Duration::from_secs(86_400),
-        heartbeat: Duration::from_secs(1),
-    })
-    .await
-    .unwrap();
-    let store = Store::Mongo(store);
+    let store = mongo_store(&app_name).await;
     store.prepare().await.unwrap();
     let client = crate::helpers::mongo_client().await;
     let fail_get_more = |code: i32| {
@@ -431,33 +426,24 @@ async fn a_mongo_feed_whose_history_is_lost_reports_a_gap_and_an_outage_does_not
             "data": {"failCommands": ["getMore"], "errorCode": code, "appName": app_name.clone()},
         }
     };
-    let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
-    client
-        .database("admin")
-        .run_command(fail_get_more(286))
-        .await
-        .unwrap();
-    let mut outcome = feed.next(Duration::from_millis(250)).await;
-    for _ in 0..10 {
-        if !matches!(outcome, Ok(None)) {
-            break;
+    // What a fresh feed answers once its next getMore fails with `code`.
+    let after_failure = |code: i32| {
+        let (store, client, fail) = (&store, &client, fail_get_more(code));
+        async move {
+            let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
+            client.database("admin").run_command(fail).await.unwrap();
+            let mut outcome = feed.next(Duration::from_millis(250)).await;
+            for _ in 0..10 {
+                if !matches!(outcome, Ok(None)) {
+                    break;
+                }
+                outcome = feed.next(Duration::from_millis(250)).await;
+            }
+            outcome
         }
-        outcome = feed.next(Duration::from_millis(250)).await;
-    }
-    assert!(matches!(outcome, Err(FeedError::Gap(_))), "{outcome:?}");
-
-    let mut feed = store.watch(None, Duration::from_millis(250)).await.unwrap();
-    client
-        .database("admin")
-        .run_command(fail_get_more(2))
-        .await
-        .unwrap();
-    let mut outcome = feed.next(Duration::from_millis(250)).await;
-    for _ in 0..10 {
-        if !matches!(outcome, Ok(None)) {
-            break;
-        }
-        outcome = feed.next(Duration::from_millis(250)).await;
-    }
-    assert!(matches!(outcome, Err(FeedError::Store(_))), "{outcome:?}");
+    };
+    let lost = after_failure(286).await;
+    assert!(matches!(lost, Err(FeedError::Gap(_))), "{lost:?}");
+    let refused = after_failure(2).await;
+    assert!(matches!(refused, Err(FeedError::Store(_))), "{refused:?}");
 }
