@@ -170,19 +170,6 @@ impl MemoryStore {
         Ok(())
     }
 
-    pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
-        let mut data = self.data();
-        registrations
-            .iter()
-            .map(|r| {
-                let id = r.device_id.to_string();
-                data.devices.insert(id.clone(), r.clone());
-                self.publish(&data, &id);
-                Ok(())
-            })
-            .collect()
-    }
-
     pub(super) async fn list(
         &self,
         query: &DeviceQuery,

@@ -357,19 +357,15 @@ impl Store {
 
     /// Writes registrations and their audit entries atomically (one transaction on
     /// MongoDB): either all of them are stored or none is. `new` says, per registration,
-    /// whether it is expected not to exist yet (inserted; if one appeared meanwhile, nothing
-    /// is written and the error says so).
+    /// whether it is expected not to exist yet (on MongoDB it is inserted, and if one appeared
+    /// meanwhile nothing is written and the error says so; the embedded store, one process,
+    /// just writes it).
     pub async fn save_with_audit(
         &self,
         registrations: &[(Registration, bool)],
         audit: &[AuditEntry],
     ) -> StoreResult<()> {
         dispatch!(self, s => s.save_with_audit(registrations, audit).await)
-    }
-
-    /// Writes many registrations; per item, `Ok` or the error that item met.
-    pub async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
-        dispatch!(self, s => s.save_many(registrations).await)
     }
 
     /// A page of registrations ordered by device id.

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use mongodb::bson::{self, DateTime, Document, doc, oid::ObjectId};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
@@ -35,7 +35,6 @@ use crate::domain::{
     AppVersion, DeviceId, Registration, RegistrationSpec, Status, Ticket, UploadLimit, VersionRange,
 };
 
-const DUPLICATE_KEY: i32 = 11000;
 /// Longest wait for a heartbeat reply before the driver's monitor gives a server up.
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(10);
 /// Server errors that mean a change stream cannot go on from where it was: the resume point
@@ -54,9 +53,6 @@ const SNAPSHOT_FIELDS: [&str; 7] = [
     "app_version_min",
     "app_version_max",
 ];
-/// Concurrent writes of a batch registration: enough to hide round-trips, few enough not to
-/// crowd out check-ins on the same connection pool.
-const BATCH_CONCURRENCY: usize = 16;
 
 /// Connection settings for [`MongoStore::connect`].
 #[derive(Debug, Clone)]
@@ -448,62 +444,6 @@ impl MongoStore {
             return Err(unavailable(action)(error));
         }
         Ok(())
-    }
-
-    /// Inserts all in one unordered `insert_many` (most batch items are new devices), then
-    /// replaces the ones that already existed (duplicate key) one by one.
-    pub(super) async fn save_many(&self, registrations: &[Registration]) -> Vec<StoreResult<()>> {
-        let mut results: Vec<StoreResult<()>> = registrations.iter().map(|_| Ok(())).collect();
-        if registrations.is_empty() {
-            return results;
-        }
-        let mut existing = Vec::new();
-        let docs = registrations.iter().map(DeviceDoc::from);
-        if let Err(error) = self.devices.insert_many(docs).ordered(false).await {
-            match error.kind.as_ref() {
-                ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
-                    for write_error in failure.write_errors.iter().flatten() {
-                        if write_error.code == DUPLICATE_KEY {
-                            existing.push(write_error.index);
-                        } else if let Some(slot) = results.get_mut(write_error.index) {
-                            *slot = Err(StoreError::Unavailable {
-                                action: format!(
-                                    "save registration {}",
-                                    registrations[write_error.index].device_id
-                                ),
-                                source: write_error.message.clone().into(),
-                            });
-                        }
-                    }
-                }
-                _ => {
-                    // Unknown which documents were written: report every item as failed so the
-                    // operator sends the batch again (saving is idempotent).
-                    let message = error.to_string();
-                    for (slot, r) in results.iter_mut().zip(registrations) {
-                        *slot = Err(StoreError::Unavailable {
-                            action: format!("save registration {}", r.device_id),
-                            source: message.clone().into(),
-                        });
-                    }
-                    return results;
-                }
-            }
-        }
-        // Futures made up front (they do nothing until polled) keep one concrete lifetime,
-        // which the Send bound of axum handlers needs.
-        let replaces: Vec<_> = existing
-            .iter()
-            .map(|&i| self.save(&registrations[i]))
-            .collect();
-        let replaced: Vec<StoreResult<()>> = futures::stream::iter(replaces)
-            .buffered(BATCH_CONCURRENCY)
-            .collect()
-            .await;
-        for (index, result) in existing.into_iter().zip(replaced) {
-            results[index] = result;
-        }
-        results
     }
 
     pub(super) async fn list(

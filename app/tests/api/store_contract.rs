@@ -66,8 +66,10 @@ async fn contract(store: Store) {
 
     let b = registration("dev-b", now, Some(time::Duration::hours(1)));
     let c = registration("dev-c", now, Some(time::Duration::milliseconds(200)));
-    let results = store.save_many(&[b.clone(), c.clone()]).await;
-    assert!(results.iter().all(Result::is_ok));
+    store
+        .save_with_audit(&[(b.clone(), true), (c.clone(), true)], &[])
+        .await
+        .unwrap();
     let many = store
         .get_many(&[id("dev-b"), id("dev-c"), id("dev-none")])
         .await
@@ -333,7 +335,8 @@ async fn feed_contract(store: Store) {
         registration("feed-b", now, None),
         registration("feed-c", now, Some(time::Duration::milliseconds(200))),
     ];
-    assert!(store.save_many(&batch).await.iter().all(Result::is_ok));
+    let writes: Vec<(Registration, bool)> = batch.iter().map(|r| (r.clone(), true)).collect();
+    store.save_with_audit(&writes, &[]).await.unwrap();
     let mut seen = vec![next_change(&mut feed).await, next_change(&mut feed).await];
     seen.sort_by_key(|c| format!("{c:?}"));
     let mut expected: Vec<Change> = batch

@@ -119,27 +119,12 @@ impl BlueGreen<'_> {
     }
 
     fn hpa_bounds(&self) -> Option<(i32, i32)> {
-        let hpa = self.spec.hpa.as_ref()?;
-        let int = |p: &str| {
-            hpa.pointer(p)
-                .and_then(Json::as_i64)
-                .and_then(|v| i32::try_from(v).ok())
-        };
-        Some((
-            int("/spec/minReplicas").unwrap_or(1),
-            int("/spec/maxReplicas")?,
-        ))
+        super::hpa_bounds(self.spec.hpa.as_ref()?)
     }
 
     /// The replica count the environment file asks for (no HPA).
     fn spec_replicas(&self) -> i32 {
-        self.spec
-            .deployment
-            .pointer("/spec/replicas")
-            .and_then(Json::as_i64)
-            .and_then(|r| i32::try_from(r).ok())
-            .unwrap_or(1)
-            .max(1)
+        super::template_replicas(&self.spec.deployment).max(1)
     }
 
     /// How many replicas a slot about to take over from `live` needs: what the HPA scaled the
@@ -720,29 +705,29 @@ impl BlueGreen<'_> {
         if done {
             return Ok(());
         }
-        let before = state.slot(live);
-        history::record(
-            self.cluster,
-            self.name(),
-            Release {
-                action: action.to_owned(),
-                revision: view
-                    .revision
-                    .clone()
-                    .unwrap_or_else(|| self.revision.to_owned()),
-                image: view.image.clone().unwrap_or_default(),
-                slot: target.as_str().to_owned(),
-                template,
-                at: history::time_text(Timestamp::now()),
-                by: self.by.to_owned(),
-                from_template: before.template.clone(),
-                from_revision: before.revision.clone(),
-                lb_verified: Some(self.lb.is_some()),
-                object: None,
-            },
-        )
-        .await?;
+        let release = self.release(action, view, Some(state.slot(live)));
+        history::record(self.cluster, self.name(), release).await?;
         Ok(())
+    }
+
+    /// The history record of `action` putting `view` live (or in canary), replacing `before`.
+    fn release(&self, action: &str, view: &SlotView, before: Option<&SlotView>) -> Release {
+        Release {
+            action: action.to_owned(),
+            revision: view
+                .revision
+                .clone()
+                .unwrap_or_else(|| self.revision.to_owned()),
+            image: view.image.clone().unwrap_or_default(),
+            slot: view.slot.as_str().to_owned(),
+            template: view.template.clone().unwrap_or_default(),
+            at: history::time_text(Timestamp::now()),
+            by: self.by.to_owned(),
+            from_template: before.and_then(|b| b.template.clone()),
+            from_revision: before.and_then(|b| b.revision.clone()),
+            lb_verified: Some(self.lb.is_some()),
+            object: None,
+        }
     }
 
     /// The grey release running now, if its new slot runs `revision` (any, without one):
@@ -1417,22 +1402,7 @@ impl BlueGreen<'_> {
         history::record(
             self.cluster,
             self.name(),
-            Release {
-                action: action.to_owned(),
-                revision: view
-                    .revision
-                    .clone()
-                    .unwrap_or_else(|| self.revision.to_owned()),
-                image: view.image.clone().unwrap_or_default(),
-                slot: live.as_str().to_owned(),
-                template,
-                at: history::time_text(Timestamp::now()),
-                by: self.by.to_owned(),
-                from_template: before.and_then(|b| b.template.clone()),
-                from_revision: before.and_then(|b| b.revision.clone()),
-                lb_verified: Some(self.lb.is_some()),
-                object: None,
-            },
+            self.release(action, view, before),
         )
         .await?;
         Ok(())

@@ -118,6 +118,29 @@ pub enum RolloutError {
 /// Result alias.
 pub type RolloutResult<T> = Result<T, RolloutError>;
 
+/// `(minReplicas, maxReplicas)` of an HPA object from the tree (min defaults to 1 as the API
+/// server defaults it); `None` without a max.
+pub fn hpa_bounds(hpa: &Json) -> Option<(i32, i32)> {
+    let int = |p: &str| {
+        hpa.pointer(p)
+            .and_then(Json::as_i64)
+            .and_then(|v| i32::try_from(v).ok())
+    };
+    Some((
+        int("/spec/minReplicas").unwrap_or(1),
+        int("/spec/maxReplicas")?,
+    ))
+}
+
+/// `spec.replicas` of a workload from the tree (1 when the tree leaves it out).
+pub fn template_replicas(workload: &Json) -> i32 {
+    workload
+        .pointer("/spec/replicas")
+        .and_then(Json::as_i64)
+        .and_then(|r| i32::try_from(r).ok())
+        .unwrap_or(1)
+}
+
 /// First 16 hex characters of the SHA-256 of a JSON value (serialised as is).
 pub fn hash(value: &Json) -> String {
     let digest = Sha256::digest(serde_json::to_string(value).unwrap_or_default().as_bytes());

@@ -326,25 +326,11 @@ impl Stateful<'_> {
     }
 
     fn hpa_bounds(&self) -> Option<(i32, i32)> {
-        let hpa = self.spec.hpa.as_ref()?;
-        let int = |p: &str| {
-            hpa.pointer(p)
-                .and_then(Json::as_i64)
-                .and_then(|v| i32::try_from(v).ok())
-        };
-        Some((
-            int("/spec/minReplicas").unwrap_or(1),
-            int("/spec/maxReplicas")?,
-        ))
+        super::hpa_bounds(self.spec.hpa.as_ref()?)
     }
 
     fn spec_replicas(&self) -> i32 {
-        self.spec
-            .statefulset
-            .pointer("/spec/replicas")
-            .and_then(Json::as_i64)
-            .and_then(|r| i32::try_from(r).ok())
-            .unwrap_or(1)
+        super::template_replicas(&self.spec.statefulset)
     }
 
     /// The StatefulSet of a version, from the tree's spec.
