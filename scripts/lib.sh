@@ -7,7 +7,13 @@ venv="${TEST_VENV:-$root/.venv}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/controltower.XXXXXX")
 pids=()
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step also says how long the run has taken and how much disk is left (a CI machine once
+# ran out of it half-way).
+step() {
+  local free
+  free=$(df -h --output=avail . 2>/dev/null | tail -n 1 | tr -d ' ')
+  printf '\n==> %s   (%dm%02ds in, disk free: %s)\n' "$*" $((SECONDS / 60)) $((SECONDS % 60)) "${free:-?}"
+}
 
 cleanup() {
   local status=$?
