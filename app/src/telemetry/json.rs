@@ -14,7 +14,6 @@ use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -36,7 +35,7 @@ where
         let normalized = event.normalized_metadata();
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        timestamp(&mut writer, std::time::SystemTime::now())?;
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_char('"')?;
@@ -75,6 +74,49 @@ where
         }
         writer.write_str("}\n")
     }
+}
+
+/// `2026-12-01T15:40:13.123456Z`: the time as `tracing_subscriber`'s `SystemTime` writes it
+/// (UTC, six fractional digits), with the part up to the second formatted once a second per
+/// thread rather than digit by digit through `fmt` for every line.
+fn timestamp(out: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
+    thread_local! {
+        static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| fmt::Error)?;
+    let seconds = since.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != seconds {
+        let at = i64::try_from(seconds)
+            .ok()
+            .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .ok_or(fmt::Error)?;
+        let text = format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        // Years after 9999 do not fit; they are not cached (and not expected).
+        let Ok(bytes) = <[u8; 19]>::try_from(text.as_bytes()) else {
+            return write!(out, "{text}.{:06}Z", since.subsec_micros());
+        };
+        prefix = bytes;
+        SECOND.set((seconds, prefix));
+    }
+    let mut micros = since.subsec_micros();
+    let mut fraction = *b".000000Z";
+    for digit in fraction[1..7].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
+    out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
 }
 
 /// Writes each field as `,"name":value`, as `tracing_serde`'s map visitor serializes it.
@@ -228,6 +270,44 @@ mod tests {
                 l[at..].to_owned()
             })
             .collect()
+    }
+
+    #[test]
+    fn timestamps_are_utc_with_six_fractional_digits_at_any_time() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
+        let mut seconds = 0u64;
+        // From 1970 to 9999, through month ends, leap days and the same second twice (the cache).
+        while seconds < 253_402_300_799 {
+            for nanos in [0, 1_000, 999_999_999, 123_456_789] {
+                let at = UNIX_EPOCH + Duration::new(seconds, nanos);
+                let mut ours = String::new();
+                timestamp(&mut ours, at).unwrap();
+                let expected = time::OffsetDateTime::from(at).format(&format).unwrap();
+                assert_eq!(ours, expected, "{seconds}s {nanos}ns");
+            }
+            seconds = seconds * 3 / 2 + 86_399;
+        }
+    }
+
+    #[test]
+    fn timestamps_read_like_those_of_tracing_subscriber() {
+        use tracing_subscriber::fmt::format::Writer;
+        use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+        // The two are read one after the other: they agree to the second unless a second
+        // boundary falls between them, so a few tries settle it.
+        let agreed = (0..5).any(|_| {
+            let mut theirs = String::new();
+            SystemTime
+                .format_time(&mut Writer::new(&mut theirs))
+                .unwrap();
+            let mut ours = String::new();
+            timestamp(&mut ours, std::time::SystemTime::now()).unwrap();
+            ours.len() == theirs.len() && ours[..19] == theirs[..19]
+        });
+        assert!(agreed);
     }
 
     #[test]
