@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{AdminTokens, TokenSpecError};
@@ -272,12 +271,11 @@ fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = crate::routes::router().split_for_parts();
     // One `layer` call with the whole stack, outermost first: `Router::layer` wraps every
     // route in a boxed, cloned-per-request service for each call, so five calls meant five
-    // boxes cloned for every check-in.
+    // boxes cloned for every check-in. The request layer is outside the panic guard, so a
+    // panic's 500 has its request id, log line and metrics like any other answer.
     let stack = tower::ServiceBuilder::new()
+        .layer(telemetry::ObserveLayer)
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(axum::middleware::from_fn(telemetry::observe))
         .layer(DefaultBodyLimit::max(body_limit));
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(not_found)

@@ -1,20 +1,18 @@
 //! Logs and metrics, in one place: the tracing subscriber, the request middleware (request
 //! id, one log line and the HTTP metrics per request), and every metric the service emits.
 
+mod http;
 mod json;
 
-use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
-use std::time::{Duration, Instant};
+pub use http::{ObserveLayer, REQUEST_ID, set_access_log};
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
 use clap::ValueEnum;
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 /// Which requests get an access-log line.
@@ -143,100 +141,4 @@ pub fn snapshot_documents_read(documents: u64) {
 /// Counts a gap in the registration feed (a full reload follows).
 pub fn snapshot_feed_gap() {
     metrics::counter!("controltower_snapshot_feed_gaps_total").increment(1);
-}
-
-/// The HTTP metric handles of one route and method, by status code.
-struct Endpoint {
-    method: Method,
-    latency: Histogram,
-    statuses: Vec<(u16, Counter)>,
-}
-
-/// Metric handles by route, created on first use and then only read: looking a handle up by
-/// its labels on every request (allocating the label strings) cost more than the check-in.
-fn record_http(route: &str, method: &Method, status: u16, took: Duration) {
-    static ROUTES: OnceLock<RwLock<HashMap<String, Vec<Endpoint>>>> = OnceLock::new();
-    let routes = ROUTES.get_or_init(Default::default);
-    let record = |endpoints: &[Endpoint]| {
-        let endpoint = endpoints.iter().find(|e| e.method == *method)?;
-        let (_, counter) = endpoint.statuses.iter().find(|(s, _)| *s == status)?;
-        counter.increment(1);
-        endpoint.latency.record(took.as_secs_f64());
-        Some(())
-    };
-    let found = routes
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(route)
-        .and_then(|endpoints| record(endpoints));
-    if found.is_some() {
-        return;
-    }
-    let mut map = routes.write().unwrap_or_else(|p| p.into_inner());
-    let endpoints = map.entry(route.to_owned()).or_default();
-    if !endpoints.iter().any(|e| e.method == *method) {
-        endpoints.push(Endpoint {
-            method: method.clone(),
-            latency: metrics::histogram!(
-                "controltower_http_request_duration_seconds",
-                "method" => method.to_string(),
-                "route" => route.to_owned()
-            ),
-            statuses: Vec::new(),
-        });
-    }
-    if let Some(endpoint) = endpoints.iter_mut().find(|e| e.method == *method)
-        && !endpoint.statuses.iter().any(|(s, _)| *s == status)
-    {
-        let counter = metrics::counter!(
-            "controltower_http_requests_total",
-            "method" => method.to_string(),
-            "route" => route.to_owned(),
-            "status" => status.to_string()
-        );
-        endpoint.statuses.push((status, counter));
-    }
-    record(endpoints);
-}
-
-static ONLY_ERRORS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Chooses which requests get an access-log line (process-wide, like the subscriber).
-pub fn set_access_log(mode: AccessLog) {
-    ONLY_ERRORS.store(
-        mode == AccessLog::Errors,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-}
-
-/// Per request: a span carrying the request id, one log line, and the HTTP metrics.
-pub async fn observe(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    // MatchedPath is an Arc: cloning it does not copy the route text for every request.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let took = started.elapsed();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let quiet = status < 400 && ONLY_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
-    if !quiet {
-        span.in_scope(|| {
-            tracing::info!(
-                method = %method,
-                route = %route,
-                status,
-                latency_ms = took.as_secs_f64() * 1000.0,
-                "request"
-            );
-        });
-    }
-    record_http(route, &method, status, took);
-    response
 }
