@@ -135,9 +135,10 @@ where
         let quiet = status < 400 && ONLY_ERRORS.load(Ordering::Relaxed);
         if !quiet {
             this.inner.span().in_scope(|| {
+                // Plain `&str`s: written as they are, not formatted through `Display`.
                 tracing::info!(
-                    method = %done.method,
-                    route = %route,
+                    method = done.method.as_str(),
+                    route,
                     status,
                     latency_ms = took.as_secs_f64() * 1000.0,
                     "request"
@@ -220,7 +221,6 @@ mod tests {
     use serde_json::Value;
     use tower::{Layer, Service, ServiceExt};
     use tracing_subscriber::fmt::MakeWriter;
-    use tracing_subscriber::fmt::format::JsonFields;
 
     use super::*;
 
@@ -272,7 +272,7 @@ mod tests {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(lines.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(super::super::json::SpanFields)
             .event_format(super::super::json::JsonLine)
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
@@ -333,7 +333,7 @@ mod tests {
         let lines = Lines::default();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(lines.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(super::super::json::SpanFields)
             .event_format(super::super::json::JsonLine)
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);

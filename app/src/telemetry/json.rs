@@ -5,14 +5,16 @@
 //! fields in order, `target`, then `span` with the current span's fields and `name` — but
 //! without its per-line detours: that formatter parses the span's fields back from their JSON
 //! text into a `serde_json::Value` for every line, and builds each value through serde. Here
-//! the span's fields (already JSON, stored by `JsonFields` when the span was made) are copied
+//! the span's fields (already JSON, stored by [`SpanFields`] when the span was made) are copied
 //! as they are. One access-log line per request makes this part of every check-in's cost.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -119,27 +121,159 @@ fn timestamp(out: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Resu
     out.write_str(std::str::from_utf8(&fraction).map_err(|_| fmt::Error)?)
 }
 
+/// The span fields of `LOG_FORMAT=json`, stored once when a span is made and copied into each
+/// of its lines: the text `JsonFields` stores (`{"a":1,"b":"x"}`, keys in order, a later value
+/// of a key replacing the earlier), written directly instead of through a map of
+/// `serde_json::Value`s and a serializer — every check-in makes one such span.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanFields;
+
+impl<'writer> FormatFields<'writer> for SpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut collected = Collected::default();
+        fields.record(&mut collected);
+        collected.write(&mut writer)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        // Rare (fields recorded after the span was made): the stored object is read back and
+        // merged, as `JsonFields` does.
+        let mut collected = Collected::default();
+        if !current.fields.is_empty() {
+            let stored: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&current.fields).map_err(|_| fmt::Error)?;
+            for (name, value) in stored {
+                collected.insert(Cow::Owned(name), value.to_string());
+            }
+        }
+        fields.record(&mut collected);
+        let mut merged = String::new();
+        collected.write(&mut merged)?;
+        current.fields = merged;
+        Ok(())
+    }
+}
+
+/// Span fields by name, each value already JSON text.
+#[derive(Default)]
+struct Collected(Vec<(Cow<'static, str>, String)>);
+
+impl Collected {
+    fn insert(&mut self, name: Cow<'static, str>, value: String) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    fn put(&mut self, name: &'static str, value: impl FnOnce(&mut String) -> fmt::Result) {
+        let mut text = String::new();
+        if value(&mut text).is_ok() {
+            self.insert(Cow::Borrowed(name), text);
+        }
+    }
+
+    fn write(mut self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.0.sort_by(|a, b| a.0.cmp(&b.0));
+        out.write_char('{')?;
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.write_char(',')?;
+            }
+            string(out, name)?;
+            out.write_char(':')?;
+            out.write_str(value)?;
+        }
+        out.write_char('}')
+    }
+}
+
+/// What `JsonFields`' visitor makes of each kind of value.
+impl Visit for Collected {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.put(field.name(), |w| {
+            match serde_json::Number::from_f64(value) {
+                Some(number) => write!(w, "{number}"),
+                None => w.write_str("null"),
+            }
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.put(field.name(), |w| write!(w, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.put(field.name(), |w| write!(w, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.put(field.name(), |w| {
+            w.write_str(if value { "true" } else { "false" })
+        });
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.put(field.name(), |w| string(w, value));
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.put(field.name(), |w| {
+            w.write_char('[')?;
+            for (i, byte) in value.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                write!(w, "{byte}")?;
+            }
+            w.write_char(']')
+        });
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        let name = field.name();
+        // `log.*` fields are the metadata of `log` records, already in the line.
+        if name.starts_with("log.") {
+            return;
+        }
+        let name = name.strip_prefix("r#").unwrap_or(name);
+        self.put(name, |w| {
+            w.write_char('"')?;
+            write!(Escaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
 /// Writes each field as `,"name":value`, as `tracing_serde`'s map visitor serializes it.
-struct Fields<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct Fields<'a, W: fmt::Write> {
+    out: &'a mut W,
     result: fmt::Result,
 }
 
-impl Fields<'_, '_> {
+impl<W: fmt::Write> Fields<'_, W> {
     fn key(&mut self, field: &Field) -> fmt::Result {
         self.out.write_char(',')?;
         string(self.out, field.name())?;
         self.out.write_char(':')
     }
 
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_ok() {
             self.result = self.key(field).and_then(|()| value(self.out));
         }
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl<W: fmt::Write> Visit for Fields<'_, W> {
     fn record_bool(&mut self, field: &Field, value: bool) {
         self.entry(field, |w| w.write_str(if value { "true" } else { "false" }));
     }
@@ -174,7 +308,7 @@ impl Visit for Fields<'_, '_> {
 }
 
 /// A JSON string, escaped as serde_json escapes it.
-fn string(out: &mut Writer<'_>, value: &str) -> fmt::Result {
+fn string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     out.write_char('"')?;
     Escaped(out).write_str(value)?;
     out.write_char('"')
@@ -182,9 +316,9 @@ fn string(out: &mut Writer<'_>, value: &str) -> fmt::Result {
 
 /// Escapes what it is given for the inside of a JSON string: `"` `\` and control characters,
 /// like serde_json (`\b \f \n \r \t`, `\u00XX` for the other controls; nothing else).
-struct Escaped<'a, 'w>(&'a mut Writer<'w>);
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
-impl fmt::Write for Escaped<'_, '_> {
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut start = 0;
         for (i, byte) in s.bytes().enumerate() {
@@ -216,7 +350,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use tracing_subscriber::fmt::MakeWriter;
-    use tracing_subscriber::fmt::format::JsonFields;
 
     use super::*;
 
@@ -260,6 +393,27 @@ mod tests {
                 let inner = tracing::info_span!("inner");
                 inner.in_scope(|| tracing::debug!(value = ?Some(3), "in a span without fields"));
             });
+            // Every kind of span field, keys out of order, a raw identifier, fields recorded
+            // later (one new, one replacing a value), and a span whose only field comes later.
+            let kinds = tracing::info_span!(
+                "kinds",
+                zeta = 1.5f64,
+                alpha = -2i64,
+                r#type = ?"raw",
+                flag = false,
+                text = "tab \t \"quoted\"",
+                big = u64::MAX,
+                infinite = f64::INFINITY,
+                later = tracing::field::Empty,
+                again = tracing::field::Empty,
+            );
+            kinds.record("later", "set afterwards");
+            kinds.record("again", 1u64);
+            kinds.record("again", 2u64);
+            kinds.in_scope(|| tracing::info!("in a span with every kind of field"));
+            let empty = tracing::info_span!("empty", only = tracing::field::Empty);
+            empty.record("only", true);
+            empty.in_scope(|| tracing::info!("in a span whose field came later"));
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         text.lines()
@@ -317,7 +471,7 @@ mod tests {
         let fast = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_writer(ours.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(SpanFields)
             .event_format(JsonLine)
             .finish();
         let reference = tracing_subscriber::fmt()
@@ -330,7 +484,7 @@ mod tests {
             .finish();
         let ours = lines(fast, &ours);
         let theirs = lines(reference, &theirs);
-        assert_eq!(ours.len(), 4);
+        assert_eq!(ours.len(), 6);
         assert_eq!(ours, theirs);
     }
 }

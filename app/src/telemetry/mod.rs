@@ -53,7 +53,7 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
         .with_writer(writer);
     let _already_set = match format {
         LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .fmt_fields(json::SpanFields)
             .event_format(json::JsonLine)
             .try_init(),
         LogFormat::Text => builder.try_init(),
