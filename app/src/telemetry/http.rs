@@ -75,8 +75,9 @@ where
         // MatchedPath is an Arc: cloning it does not copy the route text.
         let route = request.extensions().get::<MatchedPath>().cloned();
         let span = {
-            let id = request_id.to_str().unwrap_or("-");
-            tracing::info_span!("request", request_id = %id)
+            // A plain `&str`, written as it is rather than formatted through `Display`.
+            let request_id = request_id.to_str().unwrap_or("-");
+            tracing::info_span!("request", request_id)
         };
         Observed {
             inner: self.inner.call(request).instrument(span),
