@@ -215,44 +215,12 @@ fn record_http(route: &str, method: &Method, status: u16, took: Duration) {
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
-    use std::sync::{Arc, Mutex};
-
-    use axum::body::Body;
-    use axum::http::StatusCode;
-    use serde_json::Value;
-    use tower::{Layer, Service, ServiceExt};
-    use tracing_subscriber::fmt::MakeWriter;
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Lines {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
-    impl Lines {
-        fn json(&self) -> Vec<Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect()
-        }
-    }
+    use crate::telemetry::captured::Captured;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+    use tower::{Layer, Service, ServiceExt};
 
     /// Answers with `status`, logging one line of its own inside the request's span.
     async fn answer(status: StatusCode, request: Request) -> Result<Response<Body>, Infallible> {
@@ -270,13 +238,8 @@ mod tests {
 
     #[tokio::test]
     async fn each_answer_has_a_request_id_a_log_line_and_the_handlers_lines_in_its_span() {
-        let lines = Lines::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(lines.clone())
-            .fmt_fields(super::super::json::SpanFields)
-            .event_format(super::super::json::JsonLine)
-            .finish();
-        let _default = tracing::subscriber::set_default(subscriber);
+        let lines = Captured::default();
+        let _default = tracing::subscriber::set_default(lines.json_subscriber());
 
         // Without an id: a new v4 UUID, different for every request.
         let first = call(
@@ -331,13 +294,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_id_that_is_not_text_is_kept_on_the_answer_and_logged_as_a_dash() {
-        let lines = Lines::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(lines.clone())
-            .fmt_fields(super::super::json::SpanFields)
-            .event_format(super::super::json::JsonLine)
-            .finish();
-        let _default = tracing::subscriber::set_default(subscriber);
+        let lines = Captured::default();
+        let _default = tracing::subscriber::set_default(lines.json_subscriber());
         let odd = HeaderValue::from_bytes(b"caf\xe9").unwrap();
         let mut request = Request::get("/").body(Body::empty()).unwrap();
         request.headers_mut().insert(REQUEST_ID, odd.clone());

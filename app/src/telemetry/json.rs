@@ -364,34 +364,14 @@ const ESCAPE: [u8; 256] = {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
-    use tracing_subscriber::fmt::MakeWriter;
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'a self) -> Self::Writer {
-            self.clone()
-        }
-    }
+    use crate::telemetry::captured::Captured;
 
     /// The lines a few events make, timestamps cut out.
-    fn lines(subscriber: impl Subscriber + Send + Sync + 'static, buffer: &Buffer) -> Vec<String> {
+    fn lines(
+        subscriber: impl Subscriber + Send + Sync + 'static,
+        buffer: &Captured,
+    ) -> Vec<String> {
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("plain message");
             let span = tracing::info_span!("request", request_id = %"abc-123", n = 7u64);
@@ -432,7 +412,7 @@ mod tests {
             empty.record("only", true);
             empty.in_scope(|| tracing::info!("in a span whose field came later"));
         });
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let text = buffer.text();
         text.lines()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
@@ -483,14 +463,9 @@ mod tests {
 
     #[test]
     fn lines_are_those_of_the_tracing_subscriber_json_format() {
-        let ours = Buffer::default();
-        let theirs = Buffer::default();
-        let fast = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(ours.clone())
-            .fmt_fields(SpanFields)
-            .event_format(JsonLine)
-            .finish();
+        let ours = Captured::default();
+        let theirs = Captured::default();
+        let fast = ours.json_subscriber();
         let reference = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_writer(theirs.clone())

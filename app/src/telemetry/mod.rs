@@ -142,3 +142,57 @@ pub fn snapshot_documents_read(documents: u64) {
 pub fn snapshot_feed_gap() {
     metrics::counter!("controltower_snapshot_feed_gaps_total").increment(1);
 }
+
+/// A log kept in memory, for the telemetry tests.
+#[cfg(test)]
+pub(crate) mod captured {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    /// What a subscriber wrote, as bytes.
+    #[derive(Clone, Default)]
+    pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Captured {
+        /// Everything written so far.
+        pub fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+
+        /// Each line, parsed as JSON.
+        pub fn json(&self) -> Vec<serde_json::Value> {
+            self.text()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+
+        /// The service's `LOG_FORMAT=json` subscriber, writing here.
+        pub fn json_subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(self.clone())
+                .fmt_fields(super::json::SpanFields)
+                .event_format(super::json::JsonLine)
+                .finish()
+        }
+    }
+}
