@@ -126,15 +126,16 @@ fn writes(double: &ApiServer) -> usize {
     double.requests().iter().filter(|r| r.is_write()).count()
 }
 
-/// Kills `child` once the double has served `kill_after` writes more than `before` (as a
-/// cancelled CI job or a lost runner would), and waits until it is gone; a command that
-/// finishes first (or hangs for 30 s) is just waited for.
+/// Starts a command with `spawn` and kills it once the double has served `kill_after` writes
+/// more than before it started (as a cancelled CI job or a lost runner would), then waits until
+/// it is gone; a command that finishes first (or hangs for 30 s) is just waited for.
 async fn kill_after_writes(
     double: &ApiServer,
-    mut child: tokio::process::Child,
-    before: usize,
+    spawn: impl FnOnce() -> tokio::process::Child,
     kill_after: usize,
 ) {
+    let before = writes(double);
+    let mut child = spawn();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         if writes(double) - before >= kill_after {
@@ -190,14 +191,7 @@ async fn kill_at_every_write_then(after: After) {
         };
         h.write_env("prod", &h.web(&image, steps)).await;
         let candidate = h.revision();
-        let writes_before = writes(&double);
-        kill_after_writes(
-            &double,
-            h.spawn_apply("prod", &[], &[]),
-            writes_before,
-            kill_after,
-        )
-        .await;
+        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         let expected = match after {
             After::SameApply => {
@@ -321,14 +315,7 @@ async fn stateful_kill_at_every_write_then(after: AfterStateful) {
         let players = h.version_pods("connector", &live).await;
         h.write_env("prod", &file(&version)).await;
         let candidate = h.revision();
-        let writes_before = writes(&double);
-        kill_after_writes(
-            &double,
-            h.spawn_apply("prod", &[], &[]),
-            writes_before,
-            kill_after,
-        )
-        .await;
+        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         match after {
             AfterStateful::SameApply => {
@@ -453,11 +440,9 @@ async fn canary_kill_at_every_write_of(command: &str) {
         h.write_env("prod", &h.web(&image, extra)).await;
         let canary = h.apply("prod", &[]).await;
         assert!(canary.ok, "{}", canary.all());
-        let writes_before = writes(&double);
         kill_after_writes(
             &double,
-            h.spawn_command(command, "prod", &[]),
-            writes_before,
+            || h.spawn_command(command, "prod", &[]),
             kill_after,
         )
         .await;
@@ -525,14 +510,7 @@ async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_i
     let double = h.double().clone();
     for kill_after in [1usize, 2, 3, 5, 8, 13] {
         h.as_before_applysets("prod").await;
-        let writes_before = writes(&double);
-        kill_after_writes(
-            &double,
-            h.spawn_apply("prod", &[], &[]),
-            writes_before,
-            kill_after,
-        )
-        .await;
+        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after}");
         assert_eq!(
             uids(h.managed("prod").await),
