@@ -269,10 +269,10 @@ async fn prepare(state: AppState, poll_interval: Duration) {
 
 fn router(state: AppState, body_limit: usize) -> Router {
     let (api, openapi) = crate::routes::router().split_for_parts();
-    // One `layer` call with the whole stack, outermost first: `Router::layer` wraps every
-    // route in a boxed, cloned-per-request service for each call, so five calls meant five
-    // boxes cloned for every check-in. The request layer is outside the panic guard, so a
-    // panic's 500 has its request id, log line and metrics like any other answer.
+    // One `layer` call with the whole stack, outermost first: each `Router::layer` call wraps
+    // every route in one more boxed service, cloned for every request. The request layer is
+    // outside the panic guard, so a panic's 500 has its request id, log line and metrics like
+    // any other answer.
     let stack = tower::ServiceBuilder::new()
         .layer(telemetry::ObserveLayer)
         .layer(CatchPanicLayer::custom(panic_response))

@@ -37,8 +37,9 @@ pub fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 /// Register a device (or replace its registration).
 ///
 /// Its next check-in answers `upload: true` on every replica as soon as the change reaches
-/// it (typically well under a second; at once on the replica that served this call). Registering a device whose
-/// registration ended starts a new one with its upload count at zero.
+/// it (typically well under a second; at once on the replica that served this call).
+/// Registering a device whose registration ended starts a new one with its upload count at
+/// zero.
 #[utoipa::path(
     put,
     path = "/v1/devices/{device_id}",
