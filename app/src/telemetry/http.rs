@@ -23,6 +23,7 @@ use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
 use super::AccessLog;
+use super::access::{self, Access};
 
 /// The request-id header, read from the request and written on every response.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -76,7 +77,7 @@ where
         let route = request.extensions().get::<MatchedPath>().cloned();
         let span = {
             // A plain `&str`, written as it is rather than formatted through `Display`.
-            let request_id = request_id.to_str().unwrap_or("-");
+            let request_id = span_request_id(&request_id);
             tracing::info_span!("request", request_id)
         };
         Observed {
@@ -127,28 +128,34 @@ where
         };
         let took = done.started.elapsed();
         let status = response.status().as_u16();
+        let route = done.route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let quiet = status < 400 && ONLY_ERRORS.load(Ordering::Relaxed);
+        if !quiet {
+            let access = Access {
+                method: done.method.as_str(),
+                route,
+                status,
+                latency_ms: took.as_secs_f64() * 1000.0,
+            };
+            access::log(
+                this.inner.span(),
+                span_request_id(&done.request_id),
+                &access,
+            );
+        }
+        record_http(route, &done.method, status, took);
         // A handler's own id wins, like tower-http's PropagateRequestId.
         response
             .headers_mut()
             .entry(REQUEST_ID)
             .or_insert(done.request_id);
-        let route = done.route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let quiet = status < 400 && ONLY_ERRORS.load(Ordering::Relaxed);
-        if !quiet {
-            this.inner.span().in_scope(|| {
-                // Plain `&str`s: written as they are, not formatted through `Display`.
-                tracing::info!(
-                    method = done.method.as_str(),
-                    route,
-                    status,
-                    latency_ms = took.as_secs_f64() * 1000.0,
-                    "request"
-                );
-            });
-        }
-        record_http(route, &done.method, status, took);
         Poll::Ready(Ok(response))
     }
+}
+
+/// The request id as the span and the log show it: `-` for an id that is not text.
+fn span_request_id(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or("-")
 }
 
 /// A new request id: a random (v4) UUID, formatted without an intermediate `String`.

@@ -81,7 +81,7 @@ where
 /// `2026-12-01T15:40:13.123456Z`: the time as `tracing_subscriber`'s `SystemTime` writes it
 /// (UTC, six fractional digits), with the part up to the second formatted once a second per
 /// thread rather than digit by digit through `fmt` for every line.
-fn timestamp(out: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
+pub(super) fn timestamp(out: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
     thread_local! {
         static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
     }
@@ -199,12 +199,7 @@ impl Collected {
 /// What `JsonFields`' visitor makes of each kind of value.
 impl Visit for Collected {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field.name(), |w| {
-            match serde_json::Number::from_f64(value) {
-                Some(number) => write!(w, "{number}"),
-                None => w.write_str("null"),
-            }
-        });
+        self.put(field.name(), |w| number(w, value));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -287,11 +282,7 @@ impl<W: fmt::Write> Visit for Fields<'_, W> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // serde_json's rendering (shortest round-trip digits; NaN and infinities as null).
-        self.entry(field, |w| match serde_json::Number::from_f64(value) {
-            Some(number) => write!(w, "{number}"),
-            None => w.write_str("null"),
-        });
+        self.entry(field, |w| number(w, value));
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
@@ -307,8 +298,17 @@ impl<W: fmt::Write> Visit for Fields<'_, W> {
     }
 }
 
+/// A JSON number as serde_json renders an `f64` (shortest round-trip digits; NaN and
+/// infinities as null).
+pub(super) fn number(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
+    match serde_json::Number::from_f64(value) {
+        Some(number) => write!(out, "{number}"),
+        None => out.write_str("null"),
+    }
+}
+
 /// A JSON string, escaped as serde_json escapes it.
-fn string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
+pub(super) fn string(out: &mut impl fmt::Write, value: &str) -> fmt::Result {
     out.write_char('"')?;
     Escaped(out).write_str(value)?;
     out.write_char('"')

@@ -1,6 +1,7 @@
 //! Logs and metrics, in one place: the tracing subscriber, the request middleware (request
 //! id, one log line and the HTTP metrics per request), and every metric the service emits.
 
+mod access;
 mod http;
 mod json;
 
@@ -13,6 +14,7 @@ use std::time::Duration;
 use clap::ValueEnum;
 use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::EnvFilter;
 
 /// Which requests get an access-log line.
@@ -48,17 +50,31 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
             std::io::stdout(),
         ));
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let _already_set = match format {
-        LogFormat::Json => builder
-            .fmt_fields(json::SpanFields)
-            .event_format(json::JsonLine)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    match format {
+        LogFormat::Json => {
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            if json_subscriber(filter, writer.clone()).try_init().is_ok() {
+                access::write_directly_to(writer);
+            }
+        }
+        LogFormat::Text => {
+            let _already_set = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(writer)
+                .try_init();
+        }
+    }
     guard
+}
+
+/// The subscriber of `LOG_FORMAT=json`, writing to `writer`.
+fn json_subscriber(filter: EnvFilter, writer: NonBlocking) -> access::ServiceJson {
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .fmt_fields(json::SpanFields)
+        .event_format(json::JsonLine)
+        .finish()
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
