@@ -241,6 +241,10 @@ impl MemoryStore {
                 data.tickets = tickets;
             }
             if let Some(ticket) = &checkin.ticket {
+                // Recorded already (the same batch again): a ticket is stored once, as on MongoDB.
+                if data.tickets.contains_key(ticket) {
+                    continue;
+                }
                 let index = data.checkins.len();
                 data.tickets.insert(ticket.clone(), index);
             }

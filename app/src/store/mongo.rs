@@ -19,7 +19,7 @@ use futures::TryStreamExt;
 use mongodb::bson::{self, DateTime, Document, doc, oid::ObjectId};
 use mongodb::change_stream::ChangeStream;
 use mongodb::change_stream::event::{ChangeStreamEvent, OperationType, ResumeToken};
-use mongodb::error::ErrorKind;
+use mongodb::error::{ErrorKind, InsertManyError};
 use mongodb::options::{
     ClientOptions, CollectionOptions, FullDocumentType, IndexOptions, ReturnDocument, WriteConcern,
 };
@@ -187,6 +187,22 @@ fn change_of(doc: FeedDoc) -> Change {
         platforms: doc.platforms,
         app_version: (min.is_some() || max.is_some()).then_some(VersionRange { min, max }),
     })
+}
+
+/// MongoDB's `DuplicateKey` error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Whether every write error of an unordered insert is a duplicate key (and the write concern
+/// was met): everything else of the insert was written.
+fn only_duplicate_keys(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::InsertMany(InsertManyError {
+            write_errors: Some(errors),
+            write_concern_error: None,
+            ..
+        }) => !errors.is_empty() && errors.iter().all(|e| e.code == DUPLICATE_KEY),
+        _ => false,
+    }
 }
 
 fn unavailable(action: impl Into<String>) -> impl FnOnce(mongodb::error::Error) -> StoreError {
@@ -516,11 +532,23 @@ impl MongoStore {
         let Some(latest) = checkins.iter().map(|c| c.at).max() else {
             return Ok(());
         };
-        self.checkins
+        let inserted = self
+            .checkins
             .insert_many(checkins.iter().map(CheckinDoc::from))
             .ordered(false)
-            .await
-            .map_err(unavailable(format!("record {} check-ins", checkins.len())))?;
+            .await;
+        match inserted {
+            Ok(_) => {}
+            // A retry of a batch an earlier try wrote without its answer arriving (a cut
+            // connection, the operation deadline): the ticketed records are there already and
+            // the rest were inserted now. Refusing it would keep the recorder retrying forever.
+            Err(error) if only_duplicate_keys(&error) => {}
+            Err(error) => {
+                return Err(unavailable(format!("record {} check-ins", checkins.len()))(
+                    error,
+                ));
+            }
+        }
         let devices: Vec<&str> = checkins.iter().map(|c| c.device_id.as_str()).collect();
         self.devices
             .update_many(
