@@ -43,6 +43,12 @@ pub struct Settings {
     #[arg(long, env = "MONGODB_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub mongodb_timeout: Duration,
 
+    /// The longest one database operation of a request may take, server reached or not,
+    /// before the request gets 503 (e.g. 5s). Without it a server that stops answering on
+    /// an open connection would hold the request as long as the connection stays up.
+    #[arg(long, env = "MONGODB_OPERATION_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub mongodb_operation_timeout: Duration,
+
     /// Admin tokens: `name=token` entries separated by commas; `name=token:read` for a
     /// read-only token. Tokens need at least 16 characters.
     #[arg(long, env = "ADMIN_TOKENS", hide_env_values = true)]

@@ -87,6 +87,7 @@ impl Application {
                     database: settings.mongodb_database.clone(),
                     app_name: settings.mongodb_app_name.clone(),
                     server_selection_timeout: settings.mongodb_timeout,
+                    operation_timeout: settings.mongodb_operation_timeout,
                     checkin_retention: settings.checkin_retention(),
                     heartbeat: settings.snapshot_poll_interval.min(Duration::from_secs(10)),
                 })

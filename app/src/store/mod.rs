@@ -280,10 +280,20 @@ pub enum Store {
     Memory(memory::MemoryStore),
 }
 
+/// Calls the same method on whichever store it is. With an action (what the operation does,
+/// for the error), a MongoDB operation is bounded by `MONGODB_OPERATION_TIMEOUT`
+/// ([`mongo::MongoStore::bounded`]); without, it is not: the start-up work and the snapshot's
+/// full load, which take as long as the data needs.
 macro_rules! dispatch {
     ($self:ident, $store:ident => $call:expr) => {
         match $self {
             Store::Mongo($store) => $call,
+            Store::Memory($store) => $call,
+        }
+    };
+    ($self:ident, $action:literal, $store:ident => $call:expr) => {
+        match $self {
+            Store::Mongo($store) => $store.bounded($action, async { $call }).await,
             Store::Memory($store) => $call,
         }
     };
@@ -337,22 +347,22 @@ impl Store {
 
     /// One registration.
     pub async fn get(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
-        dispatch!(self, s => s.get(id).await)
+        dispatch!(self, "read a registration", s => s.get(id).await)
     }
 
     /// Several registrations at once (batch registration).
     pub async fn get_many(&self, ids: &[DeviceId]) -> StoreResult<Vec<Registration>> {
-        dispatch!(self, s => s.get_many(ids).await)
+        dispatch!(self, "read registrations", s => s.get_many(ids).await)
     }
 
     /// Writes a registration (insert or replace), acknowledged by a majority.
     pub async fn save(&self, registration: &Registration) -> StoreResult<()> {
-        dispatch!(self, s => s.save(registration).await)
+        dispatch!(self, "save a registration", s => s.save(registration).await)
     }
 
     /// Deletes a registration; returns what was deleted.
     pub async fn delete(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
-        dispatch!(self, s => s.delete(id).await)
+        dispatch!(self, "delete a registration", s => s.delete(id).await)
     }
 
     /// Writes registrations and their audit entries atomically (one transaction on
@@ -365,7 +375,7 @@ impl Store {
         registrations: &[(Registration, bool)],
         audit: &[AuditEntry],
     ) -> StoreResult<()> {
-        dispatch!(self, s => s.save_with_audit(registrations, audit).await)
+        dispatch!(self, "save registrations with their audit entries", s => s.save_with_audit(registrations, audit).await)
     }
 
     /// A page of registrations ordered by device id.
@@ -374,7 +384,7 @@ impl Store {
         query: &DeviceQuery,
         now: OffsetDateTime,
     ) -> StoreResult<Vec<Registration>> {
-        dispatch!(self, s => s.list(query, now).await)
+        dispatch!(self, "list registrations", s => s.list(query, now).await)
     }
 
     /// Sets the status if it still is `from` (compare-and-set); true when it changed.
@@ -385,18 +395,18 @@ impl Store {
         to: Status,
         now: OffsetDateTime,
     ) -> StoreResult<bool> {
-        dispatch!(self, s => s.transition(id, from, to, now).await)
+        dispatch!(self, "change a registration's status", s => s.transition(id, from, to, now).await)
     }
 
     /// Marks active registrations past `expires_at` as expired; returns how many.
     pub async fn expire_due(&self, now: OffsetDateTime) -> StoreResult<u64> {
-        dispatch!(self, s => s.expire_due(now).await)
+        dispatch!(self, "expire registrations past their time", s => s.expire_due(now).await)
     }
 
     /// Records check-ins of registered devices (written in batches by the recorder) and sets
     /// their devices' `last_checkin_at`.
     pub async fn record_checkins(&self, checkins: &[CheckinRecord]) -> StoreResult<()> {
-        dispatch!(self, s => s.record_checkins(checkins).await)
+        dispatch!(self, "record check-ins", s => s.record_checkins(checkins).await)
     }
 
     /// The device's latest check-ins, newest first.
@@ -405,7 +415,7 @@ impl Store {
         id: &DeviceId,
         limit: usize,
     ) -> StoreResult<Vec<CheckinRecord>> {
-        dispatch!(self, s => s.recent_checkins(id, limit).await)
+        dispatch!(self, "read a device's check-ins", s => s.recent_checkins(id, limit).await)
     }
 
     /// Marks a ticket's upload complete (once).
@@ -415,22 +425,22 @@ impl Store {
         report: &UploadReport,
         at: OffsetDateTime,
     ) -> StoreResult<TicketCompletion> {
-        dispatch!(self, s => s.complete_ticket(ticket, report, at).await)
+        dispatch!(self, "complete an upload ticket", s => s.complete_ticket(ticket, report, at).await)
     }
 
     /// Adds one upload to an active registration; returns it after the increment, or
     /// `None` when it is no longer active.
     pub async fn count_upload(&self, id: &DeviceId) -> StoreResult<Option<Registration>> {
-        dispatch!(self, s => s.count_upload(id).await)
+        dispatch!(self, "count an upload", s => s.count_upload(id).await)
     }
 
     /// Appends audit entries, acknowledged by a majority.
     pub async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<()> {
-        dispatch!(self, s => s.append_audit(entries).await)
+        dispatch!(self, "append audit entries", s => s.append_audit(entries).await)
     }
 
     /// A page of the audit log, newest first.
     pub async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
-        dispatch!(self, s => s.list_audit(query).await)
+        dispatch!(self, "list the audit log", s => s.list_audit(query).await)
     }
 }

@@ -66,6 +66,8 @@ pub struct MongoConfig {
     /// How long an operation may wait for a usable server before failing. Short, so a
     /// registered device gets its 503 quickly while the database is down.
     pub server_selection_timeout: Duration,
+    /// The longest one operation of a request may take in all (see [`MongoStore::bounded`]).
+    pub operation_timeout: Duration,
     /// How long check-ins are kept (TTL index).
     pub checkin_retention: Duration,
     /// How often the driver checks the server. It bounds how fast the service notices that
@@ -81,7 +83,16 @@ pub struct MongoStore {
     checkins: Collection<CheckinDoc>,
     audit: Collection<AuditDoc>,
     retention: Duration,
+    operation_timeout: Duration,
 }
+
+/// An operation that got no answer within `MONGODB_OPERATION_TIMEOUT`.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no answer from MongoDB within {0:?} (MONGODB_OPERATION_TIMEOUT); a write cut off here may \
+     still have been applied"
+)]
+pub struct OperationTimedOut(Duration);
 
 /// A change stream's resume token.
 #[derive(Debug, Clone)]
@@ -240,8 +251,30 @@ impl MongoStore {
             checkins: db.collection("checkins"),
             audit: db.collection_with_options("audit", majority),
             retention: config.checkin_retention,
+            operation_timeout: config.operation_timeout,
             db,
         })
+    }
+
+    /// Runs `operation` (one store operation of a request) for at most the operation timeout.
+    /// The driver bounds only the wait for a server (`server_selection_timeout`): a server
+    /// that accepted the command and then stops answering — hung, or restarted behind a
+    /// connection that was not reset — would hold the request, and the admin's terminal or
+    /// the registered device, for as long as the connection lives. Past the deadline the
+    /// operation is dropped (the driver closes its connection and aborts a transaction in
+    /// progress) and the caller gets `Unavailable`, a 503.
+    pub(super) async fn bounded<T>(
+        &self,
+        action: &'static str,
+        operation: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        match tokio::time::timeout(self.operation_timeout, operation).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(StoreError::Unavailable {
+                action: action.to_owned(),
+                source: Box::new(OperationTimedOut(self.operation_timeout)),
+            }),
+        }
     }
 
     pub(super) async fn prepare(&self) -> StoreResult<()> {

@@ -3,7 +3,7 @@
 //! scoped to this test's MongoDB application name, so other tests on the same server are
 //! untouched (SecantusDB and mongod both honour `appName`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use mongodb::bson::doc;
@@ -32,6 +32,106 @@ async fn fail_point(app_name: &str, on: bool) {
         })
         .await
         .expect("configureFailPoint (start the server with --enable-test-commands)");
+}
+
+/// Makes the server hold every read and write of `app_name`'s connections for `ms` before
+/// it looks at them: a database that takes commands and does not answer.
+async fn hold_commands(app_name: &str, ms: i32) {
+    mongo_client()
+        .await
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {
+                "failCommands": ["find", "insert", "update", "delete", "findAndModify", "commitTransaction"],
+                "blockConnection": true,
+                "blockTimeMS": ms,
+                "appName": app_name,
+            },
+        })
+        .await
+        .expect("configureFailPoint (start the server with --enable-test-commands)");
+}
+
+/// A database that accepts a command and then does not answer (hung, or restarted behind a
+/// connection that was not reset) costs an admin request or a registered device's check-in
+/// at most `MONGODB_OPERATION_TIMEOUT`, answered 503, and unregistered devices nothing; once
+/// it answers again, so does the service, and the refused write can simply be sent again.
+#[tokio::test]
+async fn requests_get_their_503_within_the_operation_timeout_when_the_database_stops_answering() {
+    let _fail_point = crate::helpers::fail_point_lock().await;
+    let app = spawn_with(Spawn {
+        extra: vec!["--mongodb-operation-timeout".into(), "1s".into()],
+        ..Spawn::default()
+    })
+    .await;
+    app.register_ok("dev-held", json!({"reason": "before"}))
+        .await;
+
+    hold_commands(&app.app_name, 6_000).await;
+    let timed = |name: &'static str, response: reqwest::Response, started: Instant| async move {
+        let took = started.elapsed();
+        let (code, message) = error_of(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(code, "dependency_unavailable", "{name}: {message}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "{name} answered after {took:?}; the operation timeout is 1 s and the server holds \
+             commands for 6 s"
+        );
+    };
+    let started = Instant::now();
+    timed("GET", app.admin_get("/v1/devices/dev-held").await, started).await;
+    let started = Instant::now();
+    let written = app
+        .register("dev-during", json!({"reason": "during"}))
+        .await;
+    timed("PUT", written, started).await;
+    // Check-ins are answered from the snapshot; a registered one's record is queued for the
+    // recorder, whose write now hits the deadline too — from then on registered devices get
+    // 503 (their records cannot be written), as in an outage, instead of piling up behind a
+    // write that never ends.
+    let started = Instant::now();
+    assert_eq!(app.checkin("anon-held").await.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    let refused = eventually(Duration::from_secs(4), || async {
+        app.checkin("dev-held").await.status() == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    assert!(
+        refused,
+        "registered check-ins still accepted while their records cannot be written"
+    );
+    assert_eq!(app.checkin("anon-held").await.status(), StatusCode::OK);
+
+    fail_point(&app.app_name, false).await;
+    let back = eventually(Duration::from_secs(5), || async {
+        app.admin_get("/v1/devices/dev-held").await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(back, "reads still failing after the database answers again");
+    let recording = eventually(Duration::from_secs(10), || async {
+        app.checkin("dev-held").await.status() == StatusCode::OK
+    })
+    .await;
+    assert!(
+        recording,
+        "registered check-ins still refused after the database answers again"
+    );
+    // The PUT cut off by the deadline may or may not have been applied; sending it again is
+    // what a caller does, and it leaves the registration as asked.
+    let again = app
+        .register("dev-during", json!({"reason": "during"}))
+        .await;
+    assert!(again.status().is_success(), "{}", again.status());
+    let detail: serde_json::Value = app
+        .admin_get("/v1/devices/dev-during")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["registration"]["reason"], "during", "{detail}");
+    app.stop().await;
 }
 
 #[tokio::test]

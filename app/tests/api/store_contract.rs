@@ -400,6 +400,7 @@ async fn mongo_store(app_name: &str) -> Store {
         database: unique_database(),
         app_name: app_name.to_owned(),
         server_selection_timeout: Duration::from_secs(5),
+        operation_timeout: Duration::from_secs(10),
         checkin_retention: Duration::from_secs(86_400),
         heartbeat: Duration::from_secs(1),
     })
