@@ -103,7 +103,7 @@ pub struct Settings {
     pub log_level: String,
 
     /// Access log: `all` (one line per request) or `errors` (only requests answered 4xx/5xx).
-    /// With `LOG_FORMAT=json` the per-request line costs about a sixth of a check-in's CPU
+    /// With `LOG_FORMAT=json` the per-request line costs about a tenth of a check-in's CPU
     /// (BENCHMARKS.md).
     #[arg(long, env = "ACCESS_LOG", value_enum, default_value_t = AccessLog::All)]
     pub access_log: AccessLog,
