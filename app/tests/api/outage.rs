@@ -12,46 +12,44 @@ use serde_json::json;
 
 use crate::helpers::{Spawn, error_of, eventually, mongo_client, spawn_with};
 
-async fn fail_point(app_name: &str, on: bool) {
-    let client = mongo_client().await;
-    let mode = if on {
-        mongodb::bson::Bson::from("alwaysOn")
-    } else {
-        mongodb::bson::Bson::from("off")
-    };
-    client
+/// Sends one `configureFailPoint` command (the server's single `failCommand` fail point).
+async fn configure_fail_point(command: mongodb::bson::Document) {
+    mongo_client()
+        .await
         .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": mode,
-            "data": {
-                "failCommands": ["find", "insert", "update", "delete", "findAndModify", "aggregate", "getMore", "count", "createIndexes"],
-                "errorCode": 91,
-                "appName": app_name,
-            },
-        })
+        .run_command(command)
         .await
         .expect("configureFailPoint (start the server with --enable-test-commands)");
+}
+
+async fn fail_point(app_name: &str, on: bool) {
+    let mode = if on { "alwaysOn" } else { "off" };
+    configure_fail_point(doc! {
+        "configureFailPoint": "failCommand",
+        "mode": mode,
+        "data": {
+            "failCommands": ["find", "insert", "update", "delete", "findAndModify", "aggregate", "getMore", "count", "createIndexes"],
+            "errorCode": 91,
+            "appName": app_name,
+        },
+    })
+    .await;
 }
 
 /// Makes the server hold every read and write of `app_name`'s connections for `ms` before
 /// it looks at them: a database that takes commands and does not answer.
 async fn hold_commands(app_name: &str, ms: i32) {
-    mongo_client()
-        .await
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": "alwaysOn",
-            "data": {
-                "failCommands": ["find", "insert", "update", "delete", "findAndModify", "commitTransaction"],
-                "blockConnection": true,
-                "blockTimeMS": ms,
-                "appName": app_name,
-            },
-        })
-        .await
-        .expect("configureFailPoint (start the server with --enable-test-commands)");
+    configure_fail_point(doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": {
+            "failCommands": ["find", "insert", "update", "delete", "findAndModify", "commitTransaction"],
+            "blockConnection": true,
+            "blockTimeMS": ms,
+            "appName": app_name,
+        },
+    })
+    .await;
 }
 
 /// A database that accepts a command and then does not answer (hung, or restarted behind a
@@ -241,16 +239,12 @@ async fn a_batch_that_fails_part_way_keeps_registrations_with_their_audit_and_ca
 
     // Each chunk of 1000 is one transaction of two inserts (registrations, audit): skipping
     // two inserts fails the second chunk's first one.
-    let client = mongo_client().await;
-    client
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": {"skip": 2, "times": 1},
-            "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
-        })
-        .await
-        .unwrap();
+    configure_fail_point(doc! {
+        "configureFailPoint": "failCommand",
+        "mode": {"skip": 2, "times": 1},
+        "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
+    })
+    .await;
     let response = send(items.clone()).await;
     fail_point(&app.app_name, false).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -272,7 +266,7 @@ async fn a_batch_that_fails_part_way_keeps_registrations_with_their_audit_and_ca
     );
 
     // In the database: a registration exists exactly where its audit entry does.
-    let db = client.database(&database);
+    let db = mongo_client().await.database(&database);
     let devices = db.collection::<mongodb::bson::Document>("devices");
     let audit = db.collection::<mongodb::bson::Document>("audit");
     let ids =
@@ -335,16 +329,12 @@ async fn a_batch_the_database_refuses_saves_nothing_and_answers_503() {
         ..Spawn::default()
     })
     .await;
-    let client = mongo_client().await;
-    client
-        .database("admin")
-        .run_command(doc! {
-            "configureFailPoint": "failCommand",
-            "mode": "alwaysOn",
-            "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
-        })
-        .await
-        .unwrap();
+    configure_fail_point(doc! {
+        "configureFailPoint": "failCommand",
+        "mode": "alwaysOn",
+        "data": {"failCommands": ["insert"], "errorCode": 91, "appName": app.app_name.clone()},
+    })
+    .await;
     let response = app
         .client
         .post(app.url("/v1/devices/batch"))
