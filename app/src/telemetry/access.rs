@@ -20,9 +20,18 @@ use tracing_subscriber::EnvFilter;
 
 use super::json;
 
+macro_rules! target {
+    () => {
+        "controltower::telemetry::http"
+    };
+}
+
 /// The target of the access-log line, kept from when it was logged in the request layer: it
 /// is what a `LOG_LEVEL` directive names (`controltower::telemetry::http=warn`).
-pub const TARGET: &str = "controltower::telemetry::http";
+pub const TARGET: &str = target!();
+
+/// The line's `target` member (the target has nothing to escape).
+const TARGET_MEMBER: &str = concat!(",\"target\":\"", target!(), "\"");
 
 /// The type of the subscriber `init_tracing` installs for `LOG_FORMAT=json`.
 pub(super) type ServiceJson =
@@ -112,13 +121,33 @@ fn format(
     out.write_str("{\"timestamp\":\"")?;
     json::timestamp(out, now)?;
     out.write_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":")?;
-    json::string(out, access.method)?;
+    // A method is an HTTP token (no quote, backslash or control character): nothing to escape.
+    if access
+        .method
+        .bytes()
+        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    {
+        out.push('"');
+        out.push_str(access.method);
+        out.push('"');
+    } else {
+        json::string(out, access.method)?;
+    }
     out.write_str(",\"route\":")?;
     json::string(out, access.route)?;
-    write!(out, ",\"status\":{},\"latency_ms\":", access.status)?;
+    out.write_str(",\"status\":")?;
+    match access.status {
+        // Every HTTP status has three digits.
+        status @ 100..=999 => {
+            for digit in [status / 100, status / 10 % 10, status % 10] {
+                out.push(char::from(b'0' + digit as u8));
+            }
+        }
+        other => write!(out, "{other}")?,
+    }
+    out.write_str(",\"latency_ms\":")?;
     json::number(out, access.latency_ms)?;
-    out.write_str(",\"target\":")?;
-    json::string(out, TARGET)?;
+    out.write_str(TARGET_MEMBER)?;
     if let Some(request_id) = request_id {
         out.write_str(",\"span\":{\"request_id\":")?;
         json::string(out, request_id)?;
@@ -158,6 +187,8 @@ mod tests {
                 "quote \" tab \t nul \u{0} é",
             ),
             ("PUT", "/", 500, 1e-7, "-"),
+            // Not from HTTP, but the line stays right: a method to escape, a two-digit status.
+            ("M\"X", "/", 42, 1.0, "x"),
         ];
         for (method, route, status, latency_ms, request_id) in cases {
             let access = Access {
