@@ -570,17 +570,16 @@ impl MongoStore {
             .insert_many(checkins.iter().map(CheckinDoc::from))
             .ordered(false)
             .await;
-        match inserted {
-            Ok(_) => {}
-            // A retry of a batch an earlier try wrote without its answer arriving (a cut
-            // connection, the operation deadline): the ticketed records are there already and
-            // the rest were inserted now. Refusing it would keep the recorder retrying forever.
-            Err(error) if only_duplicate_keys(&error) => {}
-            Err(error) => {
-                return Err(unavailable(format!("record {} check-ins", checkins.len()))(
-                    error,
-                ));
-            }
+        // Duplicate keys alone: a retry of a batch an earlier try wrote without its answer
+        // arriving (a cut connection, the operation deadline) — the ticketed records are there
+        // already and the rest were inserted now. Refusing it would keep the recorder retrying
+        // forever.
+        if let Err(error) = inserted
+            && !only_duplicate_keys(&error)
+        {
+            return Err(unavailable(format!("record {} check-ins", checkins.len()))(
+                error,
+            ));
         }
         let devices: Vec<&str> = checkins.iter().map(|c| c.device_id.as_str()).collect();
         self.devices
