@@ -16,7 +16,6 @@ use std::sync::OnceLock;
 
 use tracing::{Level, Span};
 use tracing_appender::non_blocking::NonBlocking;
-use tracing_subscriber::EnvFilter;
 
 use super::json;
 
@@ -33,9 +32,9 @@ pub const TARGET: &str = target!();
 /// The line's `target` member (the target has nothing to escape).
 const TARGET_MEMBER: &str = concat!(",\"target\":\"", target!(), "\"");
 
-/// The type of the subscriber `init_tracing` installs for `LOG_FORMAT=json`.
-pub(super) type ServiceJson =
-    tracing_subscriber::fmt::Subscriber<json::SpanFields, json::JsonLine, EnvFilter, NonBlocking>;
+/// The type of the subscriber `init_tracing` installs for `LOG_FORMAT=json` (writing to the
+/// log writer's queue; the same subscriber writing elsewhere is another type).
+type ServiceJson = super::JsonSubscriber<NonBlocking>;
 
 /// The log writer of the installed [`ServiceJson`] subscriber.
 static DIRECT: OnceLock<NonBlocking> = OnceLock::new();
@@ -158,6 +157,8 @@ fn format(
 
 #[cfg(test)]
 mod tests {
+    use tracing_subscriber::EnvFilter;
+
     use super::*;
     use crate::telemetry::captured::Captured;
 

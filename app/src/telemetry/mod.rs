@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::ValueEnum;
 use metrics::Counter;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tracing_appender::non_blocking::NonBlocking;
 use tracing_subscriber::EnvFilter;
 
 /// Which requests get an access-log line.
@@ -67,8 +66,16 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
     guard
 }
 
+/// The subscriber of `LOG_FORMAT=json`, writing to `writer` (the log writer's queue; the
+/// telemetry tests' memory).
+type JsonSubscriber<W> =
+    tracing_subscriber::fmt::Subscriber<json::SpanFields, json::JsonLine, EnvFilter, W>;
+
 /// The subscriber of `LOG_FORMAT=json`, writing to `writer`.
-fn json_subscriber(filter: EnvFilter, writer: NonBlocking) -> access::ServiceJson {
+fn json_subscriber<W>(filter: EnvFilter, writer: W) -> JsonSubscriber<W>
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -201,14 +208,9 @@ pub(crate) mod captured {
                 .collect()
         }
 
-        /// The service's `LOG_FORMAT=json` subscriber, writing here.
+        /// The service's `LOG_FORMAT=json` subscriber (at `debug`), writing here.
         pub fn json_subscriber(&self) -> impl tracing::Subscriber + Send + Sync + 'static {
-            tracing_subscriber::fmt()
-                .with_max_level(tracing::Level::DEBUG)
-                .with_writer(self.clone())
-                .fmt_fields(super::json::SpanFields)
-                .event_format(super::json::JsonLine)
-                .finish()
+            super::json_subscriber(tracing_subscriber::EnvFilter::new("debug"), self.clone())
         }
     }
 }
