@@ -120,18 +120,7 @@ fn format(
     out.write_str("{\"timestamp\":\"")?;
     json::timestamp(out, now)?;
     out.write_str("\",\"level\":\"INFO\",\"message\":\"request\",\"method\":")?;
-    // A method is an HTTP token (no quote, backslash or control character): nothing to escape.
-    if access
-        .method
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
-    {
-        out.push('"');
-        out.push_str(access.method);
-        out.push('"');
-    } else {
-        json::string(out, access.method)?;
-    }
+    json::string(out, access.method)?;
     out.write_str(",\"route\":")?;
     json::string(out, access.route)?;
     out.write_str(",\"status\":")?;
