@@ -4,6 +4,7 @@
 use serde_json::Value as Json;
 
 use super::{Cluster, ClusterResult, Kind};
+use crate::render::check::undeclared_handler_ports;
 
 /// How soon a pod problem should stop a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +128,34 @@ pub fn pod_problem(pod: &Json) -> Option<PodProblem> {
         .and_then(Json::as_array)
         .cloned()
         .unwrap_or_default();
+    let ready = conditions.iter().any(|c| {
+        c.get("type").and_then(Json::as_str) == Some("Ready")
+            && c.get("status").and_then(Json::as_str) == Some("True")
+    });
+    // A probe on a port the container does not declare errors on every try (the kubelet's
+    // wording differs between versions; the spec says it plainly): no wait fixes that.
+    if !ready
+        && let Some(missing) = undeclared_handler_ports(pod.get("spec").unwrap_or(&Json::Null))
+            .into_iter()
+            .find(|m| m.handler.ends_with("Probe"))
+    {
+        return Some(PodProblem {
+            pod: name,
+            reason: "ProbePortMissing".into(),
+            detail: format!(
+                "the {} of container {} names port {:?}, which the container does not declare (its ports: {})",
+                missing.handler,
+                missing.container,
+                missing.port,
+                if missing.declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    missing.declared.join(", ")
+                }
+            ),
+            urgency: Urgency::Fatal,
+        });
+    }
     for condition in &conditions {
         let kind = text(condition.get("type"));
         if condition.get("status").and_then(Json::as_str) == Some("False")
@@ -175,11 +204,6 @@ pub async fn problems(cluster: &Cluster, selector: &str) -> ClusterResult<Vec<Po
         if generic && events_read < 5 {
             events_read += 1;
             if let Some(event) = newest_event(cluster, &problem.pod).await? {
-                if event.contains("couldn't find port") {
-                    // The probe names a port the container does not have: no wait fixes that.
-                    problem.urgency = Urgency::Fatal;
-                    problem.reason = "ProbePortMissing".into();
-                }
                 problem.detail = event;
             }
         }
@@ -267,6 +291,21 @@ mod tests {
             ))
             .unwrap()
             .is_fatal()
+        );
+    }
+
+    #[test]
+    fn a_probe_on_an_undeclared_port_is_fatal_whatever_the_kubelet_says() {
+        let pod = serde_json::json!({"metadata": {"name": "game-green-1"},
+            "spec": {"containers": [{"name": "game", "ports": [{"name": "game", "containerPort": 8080}],
+                "readinessProbe": {"tcpSocket": {"port": "health"}}}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+                "containerStatuses": [{"name": "game", "ready": false, "state": {"running": {}}}]}});
+        let problem = pod_problem(&pod).unwrap();
+        assert!(problem.is_fatal());
+        assert_eq!(
+            problem.to_string(),
+            "pod game-green-1: ProbePortMissing (the readinessProbe of container game names port \"health\", which the container does not declare (its ports: game))"
         );
     }
 

@@ -209,6 +209,58 @@ fn port_names(container: &Json) -> Vec<&str> {
         .collect()
 }
 
+/// A probe or lifecycle handler of a container that names a port the container does not
+/// declare: the kubelet cannot resolve it, so the probe errors on every try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UndeclaredPort {
+    pub container: String,
+    /// `readinessProbe`, `livenessProbe`, `startupProbe`, `lifecycle.preStop`, …
+    pub handler: &'static str,
+    pub port: String,
+    /// The port names the container declares.
+    pub declared: Vec<String>,
+}
+
+/// The handlers of a pod spec that name ports their container does not declare.
+pub fn undeclared_handler_ports(spec: &Json) -> Vec<UndeclaredPort> {
+    let mut out = Vec::new();
+    for container in spec
+        .get("containers")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
+        let declared = port_names(container);
+        for (handler, pointer) in [
+            ("readinessProbe", "/readinessProbe"),
+            ("livenessProbe", "/livenessProbe"),
+            ("startupProbe", "/startupProbe"),
+            ("lifecycle.preStop", "/lifecycle/preStop"),
+            ("lifecycle.postStart", "/lifecycle/postStart"),
+        ] {
+            let Some(action) = container.pointer(pointer) else {
+                continue;
+            };
+            for kind in ["httpGet", "tcpSocket"] {
+                if let Some(port) = action
+                    .pointer(&format!("/{kind}/port"))
+                    .and_then(Json::as_str)
+                    && !declared.contains(&port)
+                {
+                    out.push(UndeclaredPort {
+                        container: name.to_owned(),
+                        handler,
+                        port: port.to_owned(),
+                        declared: declared.iter().map(|d| (*d).to_owned()).collect(),
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Every named port a rendered object refers to resolves, as the kubelet and the load
 /// balancer controller will resolve it (project templates included): a probe's or
 /// lifecycle handler's port in its container; a Service's `targetPort` in the pods it
@@ -222,37 +274,14 @@ pub fn named_ports(manifests: &[Manifest]) -> Vec<String> {
             continue;
         };
         let id = format!("{}/{}", m.kind, m.name);
-        for container in template
-            .pointer("/spec/containers")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
-            let declared = port_names(container);
-            for (what, pointer) in [
-                ("readinessProbe", "/readinessProbe"),
-                ("livenessProbe", "/livenessProbe"),
-                ("startupProbe", "/startupProbe"),
-                ("lifecycle.preStop", "/lifecycle/preStop"),
-                ("lifecycle.postStart", "/lifecycle/postStart"),
-            ] {
-                let Some(handler) = container.pointer(pointer) else {
-                    continue;
-                };
-                for kind in ["httpGet", "tcpSocket"] {
-                    if let Some(port) = handler
-                        .pointer(&format!("/{kind}/port"))
-                        .and_then(Json::as_str)
-                        && !declared.contains(&port)
-                    {
-                        problems.push(format!(
-                            "{id}: the {what} of container {name} names port {port:?}, which the container does not declare (its ports: {}); the kubelet would report `couldn't find port: {port}` and the pod would never be ready",
-                            if declared.is_empty() { "none".to_owned() } else { declared.join(", ") }
-                        ));
-                    }
-                }
-            }
+        for missing in undeclared_handler_ports(template.get("spec").unwrap_or(&Json::Null)) {
+            problems.push(format!(
+                "{id}: the {} of container {} names port {:?}, which the container does not declare (its ports: {}); the kubelet cannot resolve it, the probe errors on every try and the pod would never be ready",
+                missing.handler,
+                missing.container,
+                missing.port,
+                if missing.declared.is_empty() { "none".to_owned() } else { missing.declared.join(", ") }
+            ));
         }
     }
     let workloads: Vec<(&Manifest, &Json)> = manifests
