@@ -59,6 +59,9 @@ pub struct Forward {
 #[derive(Clone)]
 pub struct Elb {
     client: Client,
+    /// Load balancer ARNs by DNS name, found once per run: listing every load balancer of
+    /// the region on each poll would spend the Describe quota the controller shares.
+    balancers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
 fn error(operation: &'static str, what: &str, e: impl std::fmt::Display) -> ElbError {
@@ -124,6 +127,7 @@ impl Elb {
             .await;
         Elb {
             client: Client::new(&config),
+            balancers: Default::default(),
         }
     }
 
@@ -183,6 +187,41 @@ impl Elb {
             .unwrap_or(300))
     }
 
+    /// The ARN of the load balancer `dns_name`, read through every page of the region's
+    /// load balancers once per run; `None` when it does not exist (yet).
+    async fn balancer_arn(&self, dns_name: &str) -> Result<Option<String>, ElbError> {
+        let key = dns_name.to_ascii_lowercase();
+        if let Some(arn) = self
+            .balancers
+            .lock()
+            .ok()
+            .and_then(|b| b.get(&key).cloned())
+        {
+            return Ok(Some(arn));
+        }
+        let mut pages = self
+            .client
+            .describe_load_balancers()
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(balancer) = pages.next().await {
+            let balancer = balancer
+                .map_err(|e| error("DescribeLoadBalancers", dns_name, DisplayErrorContext(e)))?;
+            if balancer
+                .dns_name()
+                .is_some_and(|d| d.eq_ignore_ascii_case(dns_name))
+            {
+                let arn = balancer.load_balancer_arn().unwrap_or_default().to_owned();
+                if let Ok(mut known) = self.balancers.lock() {
+                    known.insert(key, arn.clone());
+                }
+                return Ok(Some(arn));
+            }
+        }
+        Ok(None)
+    }
+
     /// The listener rules of the load balancer `dns_name` that match `host` and the
     /// path-pattern of `path`, lowest priority number (evaluated first) first; `None` when
     /// the load balancer does not exist (yet).
@@ -192,38 +231,40 @@ impl Elb {
         host: &str,
         path: &str,
     ) -> Result<Option<Vec<HostPathRule>>, ElbError> {
-        let balancers = self
-            .client
-            .describe_load_balancers()
-            .send()
-            .await
-            .map_err(|e| error("DescribeLoadBalancers", dns_name, DisplayErrorContext(e)))?;
-        let Some(balancer) = balancers.load_balancers().iter().find(|b| {
-            b.dns_name()
-                .is_some_and(|d| d.eq_ignore_ascii_case(dns_name))
-        }) else {
+        let Some(arn) = self.balancer_arn(dns_name).await? else {
             return Ok(None);
         };
-        let arn = balancer.load_balancer_arn().unwrap_or_default();
-        let listeners = self
+        let mut pages = self
             .client
             .describe_listeners()
-            .load_balancer_arn(arn)
-            .send()
-            .await
-            .map_err(|e| error("DescribeListeners", arn, DisplayErrorContext(e)))?;
+            .load_balancer_arn(&arn)
+            .into_paginator()
+            .items()
+            .send();
+        let mut listeners = Vec::new();
+        while let Some(listener) = pages.next().await {
+            listeners.push(
+                listener.map_err(|e| error("DescribeListeners", &arn, DisplayErrorContext(e)))?,
+            );
+        }
         let patterns = path_patterns(path);
         let mut out = Vec::new();
-        for listener in listeners.listeners() {
+        for listener in &listeners {
             let listener_arn = listener.listener_arn().unwrap_or_default();
-            let rules = self
+            let mut pages = self
                 .client
                 .describe_rules()
                 .listener_arn(listener_arn)
-                .send()
-                .await
-                .map_err(|e| error("DescribeRules", listener_arn, DisplayErrorContext(e)))?;
-            for rule in rules.rules() {
+                .into_paginator()
+                .items()
+                .send();
+            let mut rules = Vec::new();
+            while let Some(rule) = pages.next().await {
+                rules.push(
+                    rule.map_err(|e| error("DescribeRules", listener_arn, DisplayErrorContext(e)))?,
+                );
+            }
+            for rule in &rules {
                 let field = |name: &str| {
                     rule.conditions()
                         .iter()
