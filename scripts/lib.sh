@@ -17,6 +17,12 @@ step() {
 
 cleanup() {
   local status=$?
+  # A failed run on the real control plane: the last words of its parts, before they go.
+  if [ "$status" != 0 ] && [ -d "$work/controlplane" ]; then
+    for log in "$work"/controlplane/{out.log,testbed.log,kube-controller-manager.log}; do
+      [ -s "$log" ] && { echo "--- last lines of $log"; tail -n 15 "$log"; } >&2
+    done
+  fi
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
   done
@@ -81,4 +87,58 @@ install_apt() {
     echo "$2 is missing: sudo apt-get install $1" >&2
     return 1
   fi
+}
+
+# wait_for_line NAME FILE PATTERN PID SECONDS: waits until FILE has a line matching PATTERN.
+wait_for_line() {
+  local deadline=$((SECONDS + $5))
+  while [ $SECONDS -lt $deadline ]; do
+    grep -q -- "$3" "$2" 2>/dev/null && return 0
+    if ! kill -0 "$4" 2>/dev/null; then
+      echo "$1 exited before it was ready; its log:" >&2
+      tail -n 40 "$2" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+  echo "$1 was not ready within $5 s; its log:" >&2
+  tail -n 40 "$2" >&2
+  return 1
+}
+
+# build_control_plane_async: starts building the test control plane (Kubernetes from the Go
+# module proxy, cached between runs) in the background; control_plane_bin waits for it.
+build_control_plane_async() {
+  testbed/controlplane/build.sh >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
+  control_plane_build=$!
+  pids+=($control_plane_build)
+}
+
+control_plane_bin() {
+  if ! wait "$control_plane_build"; then
+    echo "building the test control plane failed:" >&2
+    tail -n 40 "$work/controlplane-build.log" >&2
+    return 1
+  fi
+  tail -n 1 "$work/controlplane-bin"
+}
+
+# start_control_plane BIN_DIR: etcd, kube-apiserver, kube-controller-manager and
+# kube-scheduler on free loopback ports; sets $control_plane (its directory: admin.kubeconfig,
+# pki/, logs).
+start_control_plane() {
+  control_plane="$work/controlplane"
+  mkdir -p "$control_plane"
+  "$1/controlplane" -bin-dir "$1" -dir "$control_plane" >"$control_plane/out.log" 2>&1 &
+  pids+=($!)
+  wait_for_line "the test control plane" "$control_plane/out.log" '^ready' "${pids[-1]}" 240
+}
+
+# start_testbed: the node agent and the load-balancer stand-in (target/debug/testbed) on the
+# control plane started by start_control_plane, with moto at $MOTO_ENDPOINT.
+start_testbed() {
+  target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
+    --moto "$MOTO_ENDPOINT" --node testbed >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
+  pids+=($!)
+  wait_for_line "the testbed (node agent, load-balancer stand-in)" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }

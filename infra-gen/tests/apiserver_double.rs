@@ -592,3 +592,100 @@ async fn the_traffic_check_of_the_suite_can_fail() {
         "{violations:#?}"
     );
 }
+
+/// The objects of a defaulting check, as infra-gen writes them (no defaults filled in).
+fn defaulting_objects(ns: &str) -> Vec<(&'static str, &'static str, Json)> {
+    let mut deployment = deployment("web", "w");
+    deployment["metadata"]["namespace"] = json!(ns);
+    deployment["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("replicas");
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"] = json!([
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    ]);
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+        "spec": {"selector": {"app": "w"}, "ports": [{"name": "http", "port": 80}]}});
+    vec![
+        ("apps/v1", "deployments", deployment),
+        ("v1", "services", service),
+    ]
+}
+
+#[tokio::test]
+async fn defaults_are_what_a_real_api_server_writes() {
+    // What a real kube-apiserver fills in, checked on the double and — with a real cluster in
+    // INFRA_GEN_E2E_KUBECONFIG — on that cluster by the same assertions.
+    let mut targets = vec![Harness::double_only(Options::default()).await];
+    if std::env::var_os("INFRA_GEN_E2E_KUBECONFIG").is_some() {
+        targets.push(Harness::start().await);
+    }
+    for h in &targets {
+        let client = h.client().await;
+        let ns = h.namespace();
+        let namespaces: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+            client.clone(),
+            &kube::api::ApiResource::from_gvk_with_plural(
+                &kube::api::GroupVersionKind::gvk("", "v1", "Namespace"),
+                "namespaces",
+            ),
+        );
+        let namespace: kube::api::DynamicObject = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .unwrap();
+        namespaces
+            .patch(
+                &ns,
+                &kube::api::PatchParams::apply("defaults-test"),
+                &kube::api::Patch::Apply(&namespace),
+            )
+            .await
+            .unwrap();
+        let mut read = Vec::new();
+        for (api_version, plural, object) in defaulting_objects(&ns) {
+            let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+            let kind = object["kind"].as_str().unwrap().to_owned();
+            let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+                client.clone(),
+                &ns,
+                &kube::api::ApiResource::from_gvk_with_plural(
+                    &kube::api::GroupVersionKind::gvk(group, version, &kind),
+                    plural,
+                ),
+            );
+            let name = object["metadata"]["name"].as_str().unwrap().to_owned();
+            let typed: kube::api::DynamicObject = serde_json::from_value(object).unwrap();
+            let stored = api
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::apply("defaults-test"),
+                    &kube::api::Patch::Apply(&typed),
+                )
+                .await
+                .unwrap();
+            read.push(serde_json::to_value(stored).unwrap());
+        }
+        let target = if h.double.is_some() {
+            "the double"
+        } else {
+            "the real server"
+        };
+        let (deployment, service) = (&read[0], &read[1]);
+        assert_eq!(deployment["spec"]["replicas"], 1, "{target}");
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["valueFrom"]["fieldRef"],
+            json!({"apiVersion": "v1", "fieldPath": "metadata.name"}),
+            "{target}"
+        );
+        assert_eq!(service["spec"]["type"], "ClusterIP", "{target}");
+        assert_eq!(service["spec"]["ports"][0]["protocol"], "TCP", "{target}");
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], 80, "{target}");
+        assert!(
+            service["spec"]["clusterIP"]
+                .as_str()
+                .is_some_and(|ip| ip.starts_with("10.96.")),
+            "{target}: {service}"
+        );
+    }
+}

@@ -374,9 +374,6 @@ async fn finalize_leaves_a_canary_alone_and_a_newer_apply_replaces_it() {
     );
     assert_eq!(paths(&h).await[0].0, "web-canary");
     assert_eq!(h.weights("web").await, Some((100, 0)));
-    let violations = match h.double {
-        Some(_) => h.traffic_violations("web"),
-        None => Vec::new(),
-    };
+    let violations = h.traffic_violations("web");
     assert!(violations.is_empty(), "{violations:#?}");
 }

@@ -29,12 +29,10 @@ async fn killed_at_half(h: &Harness) {
     );
 }
 
-/// On the double: traffic only ever reached ready slots, and no slot lost pods under it.
+/// Traffic only ever reached ready slots, and no slot lost pods under it.
 fn assert_traffic_only_on_ready_slots(h: &Harness, workload: &str) {
-    if h.double.is_some() {
-        let violations = h.traffic_violations(workload);
-        assert!(violations.is_empty(), "{violations:#?}");
-    }
+    let violations = h.traffic_violations(workload);
+    assert!(violations.is_empty(), "{violations:#?}");
 }
 
 #[tokio::test]

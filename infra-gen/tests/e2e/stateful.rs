@@ -40,17 +40,21 @@ async fn first_deploy_starts_a_versioned_statefulset_with_stable_ids() {
     assert_eq!(text(&set, "/spec/updateStrategy/type"), "OnDelete");
     assert_eq!(text(&set, "/spec/serviceName"), name);
     assert_eq!(set["spec"]["replicas"], 2);
-    let env = set["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
-    assert!(
-        env.contains(
-            r#"{"name":"SERVER_ID","valueFrom":{"fieldRef":{"fieldPath":"metadata.name"}}}"#
-        ),
+    let env = &set["spec"]["template"]["spec"]["containers"][0]["env"];
+    let var = |name: &str| {
+        env.as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} in {env}"))
+    };
+    assert_eq!(
+        var("SERVER_ID")["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name",
         "{env}"
     );
-    assert!(
-        env.contains(&format!(r#"{{"name":"VERSION","value":"{v1}"}}"#)),
-        "{env}"
-    );
+    assert_eq!(var("VERSION")["value"], v1.as_str(), "{env}");
     assert!(
         h.get("StatefulSet", "connector").await.is_none(),
         "the tree's StatefulSet is a template, not applied"

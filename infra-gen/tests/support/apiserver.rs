@@ -207,12 +207,33 @@ impl Request {
     }
 }
 
+/// An injected failure: the next `remaining` requests with `method` whose path contains
+/// `path_contains` are answered with `status`.
 #[derive(Debug, Clone)]
-struct Fault {
-    method: String,
-    path_contains: String,
-    status: u16,
-    remaining: usize,
+pub struct Fault {
+    pub method: String,
+    pub path_contains: String,
+    pub status: u16,
+    pub remaining: usize,
+}
+
+/// The answer of the first fault that matches this request (and uses it up), if any.
+pub fn take_fault(faults: &mut [Fault], method: &str, path: &str) -> Option<Response> {
+    let fault = faults
+        .iter_mut()
+        .find(|f| f.remaining > 0 && f.method == method && path.contains(&f.path_contains))?;
+    fault.remaining -= 1;
+    let status = fault.status;
+    let reason = if status == 409 {
+        "Conflict"
+    } else {
+        "InternalError"
+    };
+    Some(status_error(
+        status,
+        reason,
+        format!("injected fault {status}"),
+    ))
 }
 
 #[derive(Default)]
@@ -527,8 +548,65 @@ fn bump_generation(before: Option<&Json>, after: &mut Json) {
     }
 }
 
+/// Where a kind keeps its pod spec.
+fn pod_spec_pointer(kind: &str) -> Option<&'static str> {
+    match kind {
+        "Deployment" | "StatefulSet" | "Job" => Some("/spec/template/spec"),
+        "CronJob" => Some("/spec/jobTemplate/spec/template/spec"),
+        "Pod" => Some("/spec"),
+        _ => None,
+    }
+}
+
+/// A `fieldRef` without `apiVersion` gets `v1`, as kube-apiserver defaults an
+/// ObjectFieldSelector (env and downward-API volume items alike).
+fn default_field_refs(spec: &mut Json) {
+    for list in ["containers", "initContainers"] {
+        for container in spec
+            .get_mut(list)
+            .and_then(Json::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            for env in container
+                .get_mut("env")
+                .and_then(Json::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(field) = env
+                    .pointer_mut("/valueFrom/fieldRef")
+                    .and_then(Json::as_object_mut)
+                {
+                    field.entry("apiVersion").or_insert(json!("v1"));
+                }
+            }
+        }
+    }
+    for volume in spec
+        .get_mut("volumes")
+        .and_then(Json::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for item in volume
+            .pointer_mut("/downwardAPI/items")
+            .and_then(Json::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(field) = item.get_mut("fieldRef").and_then(Json::as_object_mut) {
+                field.entry("apiVersion").or_insert(json!("v1"));
+            }
+        }
+    }
+}
+
 /// What kube-apiserver's defaulting adds that matters here.
 fn default_fields(data: &mut Data, resource: &Resource, before: Option<&Json>, object: &mut Json) {
+    if let Some(spec) = pod_spec_pointer(resource.kind).and_then(|p| object.pointer_mut(p)) {
+        default_field_refs(spec);
+    }
     match resource.kind {
         "Deployment" | "StatefulSet" => {
             if object.pointer("/spec/replicas").is_none()
@@ -592,7 +670,7 @@ impl ApiServer {
         let sim = shared.options.lock().unwrap().lb.clone();
         if let Some(sim) = sim {
             shared.data.lock().unwrap().inject_gates = sim.inject_gates;
-            tokio::spawn(lb::run(shared.clone(), sim));
+            tokio::spawn(lb::run(shared.clone(), sim.moto.clone()));
         }
         ApiServer { shared, url }
     }
@@ -739,17 +817,8 @@ async fn handle(
                 query: uri.query().unwrap_or_default().to_owned(),
             });
         }
-        if let Some(fault) = data.faults.iter_mut().find(|f| {
-            f.remaining > 0 && f.method == method.as_str() && path.contains(&f.path_contains)
-        }) {
-            fault.remaining -= 1;
-            let status = fault.status;
-            let reason = if status == 409 {
-                "Conflict"
-            } else {
-                "InternalError"
-            };
-            return status_error(status, reason, format!("injected fault {status}"));
+        if let Some(answer) = take_fault(&mut data.faults, method.as_str(), &path) {
+            return answer;
         }
     }
     let ttl = shared.options.lock().unwrap().token_ttl;

@@ -1,7 +1,10 @@
 //! The end-to-end harness. By default it starts the API-server double; with
 //! `INFRA_GEN_E2E_KUBECONFIG` set it uses that cluster instead, unchanged (see README:
-//! "Running the end-to-end suite against a real cluster"). Each test gets its own project id,
-//! hence its own namespace, and a temp project directory with its environment file.
+//! "Testing against a real cluster"). On the test command's own control plane (the `testbed`
+//! program announces itself in `kube-system/testbed`) a test's options reach the node agent
+//! and the load-balancer stand-in through its namespace's annotations, so every test runs
+//! there as on the double. Each test gets its own project id, hence its own namespace, and a
+//! temp project directory with its environment file.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -12,7 +15,10 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value as Json, json};
 
+use super::apiserver::lb::LbSim;
 use super::apiserver::{ApiServer, Options};
+use super::changelog::{ChangeLog, Entry};
+use super::proxy::ApiProxy;
 
 /// The label of every member of an ApplySet (KEP-3659).
 pub const APPLYSET_PART_OF: &str = "applyset.kubernetes.io/part-of";
@@ -50,6 +56,8 @@ pub struct Images {
 }
 
 impl Images {
+    /// The images of a real cluster (`real`), else the double's names, which the double
+    /// and the test control plane's node agent both read.
     fn from_env(real: bool) -> Self {
         let var =
             |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.to_owned());
@@ -106,10 +114,27 @@ impl Images {
     }
 }
 
+/// The test command's control plane, as its `testbed` program announced it.
+#[derive(Debug, Clone)]
+pub struct Testbed {
+    /// moto's endpoint, the load-balancer stand-in's ELBv2.
+    pub moto: Option<String>,
+}
+
 /// One test's world.
 pub struct Harness {
     /// The double, unless a real cluster is used.
     pub double: Option<ApiServer>,
+    /// The test control plane (node agent and load-balancer stand-in), when that is the
+    /// real cluster used.
+    pub testbed: Option<Testbed>,
+    /// Every change in the test's namespace, on a real cluster (the double keeps its own).
+    log: Option<ChangeLog>,
+    /// On a real cluster, what infra-gen talks to: it logs requests and injects faults as
+    /// the double does.
+    proxy: Option<ApiProxy>,
+    /// The kubeconfig of the cluster itself, for the harness's own reads and writes.
+    direct: PathBuf,
     pub kubeconfig: PathBuf,
     pub project: tempfile::TempDir,
     pub id: u32,
@@ -168,32 +193,150 @@ impl Harness {
 
     async fn create(options: Options, real: Option<std::ffi::OsString>) -> Self {
         let project = tempfile::tempdir().expect("temp project");
-        // On a real cluster with the controller (EKS), INFRA_GEN_E2E_VERIFY_LB=1 keeps the
-        // load-balancer checks on, with the real AWS credentials of the environment.
-        let lb_endpoint = match &real {
-            Some(_) => std::env::var("INFRA_GEN_E2E_VERIFY_LB")
+        let id = unique_id();
+        let Some(path) = real else {
+            let lb_endpoint = options.lb.as_ref().map(|sim| sim.moto.clone());
+            let double = ApiServer::start(options).await;
+            let kubeconfig = double.kubeconfig(project.path(), None);
+            return Self {
+                double: Some(double),
+                testbed: None,
+                log: None,
+                proxy: None,
+                direct: kubeconfig.clone(),
+                kubeconfig,
+                project,
+                id,
+                images: Images::from_env(false),
+                revision: std::sync::Mutex::new("0".repeat(40)),
+                lb_endpoint,
+            };
+        };
+        let direct = PathBuf::from(path);
+        let client = Self::client_for(&direct).await;
+        let proxy = ApiProxy::start(client.clone()).await;
+        let kubeconfig = proxy.kubeconfig(project.path());
+        let testbed = Self::testbed_of(&client).await;
+        let lb_endpoint = match &testbed {
+            // The stand-in serves every namespace; infra-gen checks it through the same moto.
+            Some(t) => options.lb.as_ref().and(t.moto.clone()),
+            // On a real cluster with the controller (EKS), INFRA_GEN_E2E_VERIFY_LB=1 keeps the
+            // load-balancer checks on, with the real AWS credentials of the environment.
+            None => std::env::var("INFRA_GEN_E2E_VERIFY_LB")
                 .ok()
                 .filter(|v| v == "1")
                 .map(|_| String::new()),
-            None => options.lb.as_ref().map(|sim| sim.moto.clone()),
         };
-        let (double, kubeconfig) = match real {
-            Some(path) => (None, PathBuf::from(path)),
-            None => {
-                let double = ApiServer::start(options).await;
-                let kubeconfig = double.kubeconfig(project.path(), None);
-                (Some(double), kubeconfig)
-            }
-        };
-        let images = Images::from_env(double.is_none());
+        let namespace = format!("e2e-{id}");
+        if testbed.is_some() {
+            Self::prepare_namespace(&client, &namespace, &options).await;
+        }
+        let log = ChangeLog::start(client, &namespace).await;
         Self {
-            double,
+            double: None,
+            images: Images::from_env(testbed.is_none()),
+            testbed,
+            log: Some(log),
+            proxy: Some(proxy),
+            direct,
             kubeconfig,
             project,
-            id: unique_id(),
-            images,
+            id,
             revision: std::sync::Mutex::new("0".repeat(40)),
             lb_endpoint,
+        }
+    }
+
+    /// The test control plane's announcement, if the cluster is that.
+    async fn testbed_of(client: &kube::Client) -> Option<Testbed> {
+        let maps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client.clone(), "kube-system");
+        let map = maps.get_opt(testbed::ANNOUNCEMENT).await.ok()??;
+        let data = map.data.unwrap_or_default();
+        Some(Testbed {
+            moto: data.get("moto").cloned(),
+        })
+    }
+
+    /// Creates the test's namespace with the node agent's timing and the load-balancer
+    /// stand-in's behaviour for it (`off`: no controller, as on a double without one).
+    async fn prepare_namespace(client: &kube::Client, namespace: &str, options: &Options) {
+        let timing = testbed::node::NodeTiming::from(testbed::pod::Timing {
+            ready_after: options.ready_after,
+            ..testbed::pod::Timing::NODE
+        });
+        let lb = match &options.lb {
+            Some(sim) => serde_json::to_string(&sim.settings).unwrap(),
+            None => "off".to_owned(),
+        };
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        namespaces
+            .patch(
+                namespace,
+                &PatchParams::apply("e2e-harness").force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": namespace, "annotations": {
+                        testbed::node::ANNOTATION: serde_json::to_string(&timing).unwrap(),
+                        testbed::lb::settings::ANNOTATION: lb,
+                    }},
+                })),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Changes how the load-balancer controller behaves from now on (the double's simulated
+    /// one, or the test control plane's stand-in in this namespace).
+    pub async fn set_lb(&self, change: impl FnOnce(&mut LbSim)) {
+        if let Some(double) = &self.double {
+            double.set_lb(change);
+            return;
+        }
+        assert!(
+            self.testbed.is_some(),
+            "this test needs a controller it can break: the double or the test control plane"
+        );
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client().await);
+        let current = namespaces.get(&self.namespace()).await.unwrap();
+        let settings = current
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(testbed::lb::settings::ANNOTATION))
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        let mut sim = LbSim {
+            moto: String::new(),
+            settings,
+        };
+        change(&mut sim);
+        namespaces
+            .patch(
+                &self.namespace(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    testbed::lb::settings::ANNOTATION: serde_json::to_string(&sim.settings).unwrap(),
+                }}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Whether the cluster's controllers, kubelet and load balancer are the ones the test can
+    /// tune and break (the double's or the test control plane's).
+    pub fn is_tunable(&self) -> bool {
+        self.double.is_some() || self.testbed.is_some()
+    }
+
+    /// Every change in the test's namespace so far, oldest first: (resourceVersion, event,
+    /// kind, name, object) — from the double's log, or from watches on a real cluster.
+    pub fn events(&self) -> Vec<Entry> {
+        match (&self.double, &self.log) {
+            (Some(double), _) => double.events(),
+            (None, Some(log)) => log.events(),
+            (None, None) => Vec::new(),
         }
     }
 
@@ -398,10 +541,17 @@ impl Harness {
         Run::from(output)
     }
 
-    /// How long a deploy may wait for pods: the double's are ready in a moment, a real
-    /// cluster pulls images first.
+    /// How long a deploy may wait for pods: the double's are ready in a moment; the test
+    /// control plane rolls ReplicaSets and registers targets as slowly as a real controller;
+    /// a real cluster pulls images first.
     pub fn timeout(&self) -> &'static str {
-        if self.double.is_some() { "20s" } else { "180s" }
+        if self.double.is_some() {
+            "20s"
+        } else if self.testbed.is_some() {
+            "120s"
+        } else {
+            "180s"
+        }
     }
 
     fn apply_args(&self, env: &str, extra: &[&str]) -> Vec<String> {
@@ -494,7 +644,41 @@ impl Harness {
     }
 
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        Self::client_for(&self.direct).await
+    }
+
+    /// Every request infra-gen made so far (watches left out).
+    pub fn requests(&self) -> Vec<super::apiserver::Request> {
+        match (&self.double, &self.proxy) {
+            (Some(double), _) => double.requests(),
+            (None, Some(proxy)) => proxy.requests(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// Forgets the request log.
+    pub fn clear_requests(&self) {
+        if let Some(double) = &self.double {
+            double.clear_requests();
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.clear_requests();
+        }
+    }
+
+    /// Makes the next `times` requests of infra-gen with `method` whose path contains
+    /// `path_contains` fail with `status`.
+    pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {
+        if let Some(double) = &self.double {
+            double.fail(method, path_contains, status, times);
+        }
+        if let Some(proxy) = &self.proxy {
+            proxy.fail(method, path_contains, status, times);
+        }
+    }
+
+    async fn client_for(path: &Path) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
@@ -795,7 +979,7 @@ impl SlotTraffic {
 }
 
 impl Harness {
-    /// Over the double's whole change log, every moment a slot of `workload` got traffic (ALB
+    /// Over the namespace's whole change log, every moment a slot of `workload` got traffic (ALB
     /// weight, or the stable Service selecting it alone) while not every replica was available, and
     /// every change to a slot that had traffic that re-templated it, lowered its replicas or
     /// left it fewer available pods than it served with. Empty: traffic only ever reached
@@ -808,7 +992,7 @@ impl Harness {
         let mut selector: Option<Json> = None;
         let mut before: [SlotTraffic; 2] = Default::default();
         let mut out = Vec::new();
-        for (rv, kind, name, object) in self.double().changes() {
+        for (rv, _, kind, name, object) in self.events() {
             match kind.as_str() {
                 "Deployment" if slots.iter().any(|s| name == format!("{workload}-{s}")) => {
                     deployments.insert(name, object);
@@ -936,7 +1120,7 @@ impl Harness {
 }
 
 impl Harness {
-    /// Over the double's whole change log, for a stateful workload: every moment its stable
+    /// Over the namespace's whole change log, for a stateful workload: every moment its stable
     /// Service started sending new connections to a version that was not fully ready, every
     /// pod of a version deleted while its StatefulSet still wanted it (a restarted server:
     /// its players dropped), every version removed or scaled down while or after it took
@@ -949,7 +1133,7 @@ impl Harness {
         let mut ever_live: std::collections::HashSet<String> = Default::default();
         let mut out = Vec::new();
         let int = |o: &Json, p: &str| o.pointer(p).and_then(Json::as_i64).unwrap_or(0);
-        for (rv, event, kind, name, object) in self.double().events() {
+        for (rv, event, kind, name, object) in self.events() {
             match kind.as_str() {
                 "StatefulSet" if name.starts_with(&prefix) => {
                     let version = name[prefix.len()..].to_owned();
@@ -1014,5 +1198,39 @@ impl Harness {
             }
         }
         out
+    }
+}
+
+impl Drop for Harness {
+    /// On a real cluster, a test that passed leaves nothing behind: its namespaces (review
+    /// instances included) are deleted. A failed test's stay, to be looked at.
+    fn drop(&mut self) {
+        if self.double.is_some() || std::thread::panicking() {
+            return;
+        }
+        let kubeconfig = self.direct.clone();
+        let prefix = self.namespace();
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let client = Harness::client_for(&kubeconfig).await;
+                let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client);
+                let Ok(list) = namespaces.list(&Default::default()).await else {
+                    return;
+                };
+                for namespace in list.items {
+                    let name = namespace.metadata.name.unwrap_or_default();
+                    if name == prefix || name.starts_with(&format!("{prefix}-")) {
+                        let _ = namespaces.delete(&name, &Default::default()).await;
+                    }
+                }
+            });
+        })
+        .join();
     }
 }

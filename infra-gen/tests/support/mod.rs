@@ -2,4 +2,6 @@
 //! runs the real `infra-gen` binary against it (or against a real cluster).
 
 pub mod apiserver;
+pub mod changelog;
 pub mod harness;
+pub mod proxy;

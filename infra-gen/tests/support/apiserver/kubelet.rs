@@ -1,59 +1,17 @@
 //! The simulated controllers and kubelet: each Deployment gets pods of its current template,
-//! each pod becomes ready `ready_after` after it was created — or not, as its image says:
-//!
-//! | image contains | the pod |
-//! | --- | --- |
-//! | `never-ready` | runs, never ready |
-//! | `crash-once` | crashes once (restart 1, CrashLoopBackOff), then runs and gets ready |
-//! | `crash` | crash-loops, its restart count growing |
-//! | `pull-once` | fails one image pull (ErrImagePull), then gets ready |
-//! | `pullfail` | never pulls (ImagePullBackOff) |
-//! | `no-fargate-profile` | stays Pending: no Fargate profile selects it |
-//!
-//! Like the kubelet, a container whose env names a Secret (or key) that does not exist waits
-//! in `CreateContainerConfigError` until it does.
+//! each pod becomes ready `ready_after` after it was created — or not, as its image says
+//! (`testbed::pod`, the model the node agent of the real control plane uses too). Like the
+//! kubelet, a container whose env names a Secret (or key) that does not exist waits in
+//! `CreateContainerConfigError` until it does.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
+use testbed::pod::{Behaviour, PodState, Timing, missing_probe_port, missing_secret, pod_state};
 use tokio::sync::broadcast;
 
 use super::{Data, Key, Resource, WatchEvent, new_metadata, time_now};
-
-/// How long the `-once` images fail before they recover.
-const ONCE_FOR: Duration = Duration::from_millis(700);
-/// How often a crash-looping container restarts, compressed.
-const CRASH_EVERY: Duration = Duration::from_millis(350);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Behaviour {
-    Ready,
-    NeverReady,
-    Crash,
-    CrashOnce,
-    PullFail,
-    PullOnce,
-    FargateUnschedulable,
-}
-
-fn behaviour(image: &str) -> Behaviour {
-    if image.contains("never-ready") {
-        Behaviour::NeverReady
-    } else if image.contains("crash-once") {
-        Behaviour::CrashOnce
-    } else if image.contains("crash") {
-        Behaviour::Crash
-    } else if image.contains("pull-once") {
-        Behaviour::PullOnce
-    } else if image.contains("pullfail") {
-        Behaviour::PullFail
-    } else if image.contains("no-fargate-profile") {
-        Behaviour::FargateUnschedulable
-    } else {
-        Behaviour::Ready
-    }
-}
 
 /// The readiness gates the AWS Load Balancer Controller's webhook gives a pod being created:
 /// one per TargetGroupBinding whose Service selects it, when the namespace asks for them.
@@ -74,206 +32,19 @@ fn injected_gates(data: &Data, namespace: &str, template: &Json) -> Vec<String> 
     if !asks {
         return Vec::new();
     }
-    let labels = template
-        .pointer("/metadata/labels")
-        .and_then(Json::as_object);
-    data.objects
-        .iter()
-        .filter(|(k, _)| k.resource.kind == "TargetGroupBinding" && k.namespace == namespace)
-        .filter(|(_, binding)| {
-            let service = binding
-                .pointer("/spec/serviceRef/name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            let selector = data
-                .objects
-                .get(&Key {
-                    resource: Resource::by_kind("Service"),
-                    namespace: namespace.to_owned(),
-                    name: service.to_owned(),
-                })
-                .and_then(|s| s.pointer("/spec/selector"))
-                .and_then(Json::as_object)
-                .cloned()
-                .unwrap_or_default();
-            !selector.is_empty()
-                && selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
-        })
-        .map(|(k, _)| format!("target-health.elbv2.k8s.aws/{}", k.name))
-        .collect()
-}
-
-/// A named probe port the container does not declare, as the kubelet's prober reports it.
-fn missing_probe_port(spec: &Json) -> Option<String> {
-    let containers = spec.get("containers").and_then(Json::as_array)?;
-    for container in containers {
-        let name = container.get("name").and_then(Json::as_str).unwrap_or("?");
-        let declared: Vec<&str> = container
-            .get("ports")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("name").and_then(Json::as_str))
-            .collect();
-        for (probe, label) in [
-            ("readinessProbe", "Readiness"),
-            ("livenessProbe", "Liveness"),
-        ] {
-            for handler in ["httpGet", "tcpSocket"] {
-                if let Some(port) = container
-                    .pointer(&format!("/{probe}/{handler}/port"))
-                    .and_then(Json::as_str)
-                    && !declared.contains(&port)
-                {
-                    return Some(format!(
-                        "{label} probe errored: couldn't find port: {port} in container {name}"
-                    ));
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The kubelet's view of a pod being created: which Secret reference cannot be resolved.
-fn missing_secret(data: &Data, namespace: &str, spec: &Json) -> Option<String> {
-    let containers = spec.get("containers").and_then(Json::as_array)?;
-    for container in containers {
-        for env in container
-            .get("env")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let Some(reference) = env.pointer("/valueFrom/secretKeyRef") else {
-                continue;
-            };
-            if reference.get("optional").and_then(Json::as_bool) == Some(true) {
-                continue;
-            }
-            let name = reference
-                .get("name")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            let key = reference
-                .get("key")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
-            let secret = data.objects.get(&Key {
-                resource: Resource::by_kind("Secret"),
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            });
-            match secret {
-                None => return Some(format!("secret {name:?} not found")),
-                Some(s) if s.pointer(&format!("/data/{key}")).is_none() => {
-                    return Some(format!(
-                        "couldn't find key {key} in Secret {namespace}/{name}"
-                    ));
-                }
-                Some(_) => {}
-            }
-        }
-    }
-    None
-}
-
-struct PodState {
-    phase: &'static str,
-    ready: bool,
-    state: Json,
-    last: Option<Json>,
-    restarts: i64,
-    condition: Option<(&'static str, &'static str, String)>,
-    event: Option<(&'static str, String)>,
-}
-
-fn pod_state(behaviour: Behaviour, image: &str, age: Duration, ready_after: Duration) -> PodState {
-    let running = json!({"running": {"startedAt": time_now()}});
-    let not_ready = Some((
-        "Ready",
-        "ContainersNotReady",
-        "containers with unready status: [app]".to_owned(),
-    ));
-    let base = |ready: bool, restarts: i64| PodState {
-        phase: "Running",
-        ready,
-        state: running.clone(),
-        last: None,
-        restarts,
-        condition: if ready { None } else { not_ready.clone() },
-        event: None,
+    let of = |kind: &str| -> Vec<Json> {
+        data.objects
+            .iter()
+            .filter(|(k, _)| k.resource.kind == kind && k.namespace == namespace)
+            .map(|(_, o)| o.clone())
+            .collect()
     };
-    let crashing = |restarts: i64| PodState {
-        phase: "Running",
-        ready: false,
-        state: json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed container"}}),
-        last: Some(json!({"terminated": {"exitCode": 1, "reason": "Error"}})),
-        restarts,
-        condition: not_ready.clone(),
-        event: Some((
-            "BackOff",
-            "Back-off restarting failed container app".to_owned(),
-        )),
+    let view = testbed::lb::Snapshot {
+        services: of("Service"),
+        bindings: of("TargetGroupBinding"),
+        ..testbed::lb::Snapshot::default()
     };
-    match behaviour {
-        Behaviour::Ready => base(age >= ready_after, 0),
-        Behaviour::NeverReady => base(false, 0),
-        Behaviour::Crash => {
-            let restarts = 1 + (age.as_millis() / CRASH_EVERY.as_millis()) as i64;
-            crashing(restarts.min(30))
-        }
-        Behaviour::CrashOnce if age < ONCE_FOR => crashing(1),
-        Behaviour::CrashOnce => {
-            let mut state = base(age >= ONCE_FOR + ready_after, 1);
-            state.last = Some(json!({"terminated": {"exitCode": 1, "reason": "Error"}}));
-            state
-        }
-        Behaviour::PullOnce if age < ONCE_FOR => PodState {
-            phase: "Pending",
-            ready: false,
-            state: json!({"waiting": {"reason": "ErrImagePull", "message": format!("failed to pull image {image:?}: i/o timeout")}}),
-            last: None,
-            restarts: 0,
-            condition: not_ready.clone(),
-            event: Some((
-                "Failed",
-                format!("Failed to pull image {image:?}: i/o timeout"),
-            )),
-        },
-        Behaviour::PullOnce => base(age >= ONCE_FOR + ready_after, 0),
-        Behaviour::PullFail => PodState {
-            phase: "Pending",
-            ready: false,
-            state: json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image {image:?}")}}),
-            last: None,
-            restarts: 0,
-            condition: not_ready.clone(),
-            event: Some((
-                "Failed",
-                format!("Failed to pull image {image:?}: not found"),
-            )),
-        },
-        Behaviour::FargateUnschedulable => PodState {
-            phase: "Pending",
-            ready: false,
-            state: Json::Null,
-            last: None,
-            restarts: 0,
-            condition: Some((
-                "PodScheduled",
-                "Unschedulable",
-                "Pod not supported on Fargate: no Fargate profile selects namespace and labels"
-                    .to_owned(),
-            )),
-            event: Some((
-                "FailedScheduling",
-                "Pod not supported on Fargate".to_owned(),
-            )),
-        },
-    }
+    testbed::lb::gates_for(&view, namespace, template.pointer("/metadata/labels"))
 }
 
 fn template_id(template: &Json) -> String {
@@ -393,32 +164,37 @@ fn pods_for(
             .and_then(Json::as_str)
             .unwrap_or("app")
             .to_owned();
-        let mut state = pod_state(behaviour(&image), &image, born.elapsed(), ready_after);
-        if let Some(missing) = missing_secret(data, namespace, &spec) {
-            state = PodState {
-                phase: "Pending",
-                ready: false,
-                state: json!({"waiting": {"reason": "CreateContainerConfigError", "message": missing}}),
-                last: None,
-                restarts: 0,
-                condition: Some((
-                    "Ready",
-                    "ContainersNotReady",
-                    format!("containers with unready status: [{container}]"),
-                )),
-                event: Some(("Failed", format!("Error: {missing}"))),
-            };
-        }
-        if let Some(error) = missing_probe_port(&spec)
-            && state.phase == "Running"
-        {
-            state.ready = false;
-            state.condition = Some((
-                "Ready",
-                "ContainersNotReady",
-                format!("containers with unready status: [{container}]"),
-            ));
-            state.event = Some(("Unhealthy", error));
+        let timing = Timing {
+            ready_after,
+            ..Timing::FAST
+        };
+        let secret = |name: &str| -> Option<Vec<String>> {
+            let secret = data.objects.get(&Key {
+                resource: Resource::by_kind("Secret"),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })?;
+            Some(
+                secret
+                    .get("data")
+                    .and_then(Json::as_object)
+                    .map(|d| d.keys().cloned().collect())
+                    .unwrap_or_default(),
+            )
+        };
+        let mut state = match missing_secret(namespace, &spec, secret) {
+            Some(missing) => PodState::config_error(&container, &missing),
+            None => pod_state(
+                Behaviour::of(&image),
+                &image,
+                &container,
+                born.elapsed(),
+                timing,
+                false,
+            ),
+        };
+        if let Some(error) = missing_probe_port(&spec) {
+            state = state.probe_error(&container, error);
         }
         // Containers ready; the pod is Ready only once every readiness gate passed too.
         let containers_ready = state.ready;
