@@ -30,6 +30,10 @@ pub fn unique_database() -> String {
 /// Options of a spawned service.
 pub struct Spawn {
     pub database: String,
+    /// The deadline of each database operation. A test's, not production's 5 s: SecantusDB
+    /// shares two cores with the rest of the test command (and CI with other jobs), where a
+    /// 10 000-item batch can take longer; tests of the deadline set their own.
+    pub operation_timeout: &'static str,
     pub poll: &'static str,
     pub app_name: String,
     pub extra: Vec<String>,
@@ -40,6 +44,7 @@ impl Default for Spawn {
     fn default() -> Self {
         Self {
             database: unique_database(),
+            operation_timeout: "60s",
             poll: "200ms",
             app_name: format!("ct-test-{}", uuid::Uuid::new_v4().simple()),
             extra: Vec::new(),
@@ -87,6 +92,8 @@ pub async fn spawn_with(options: Spawn) -> TestApp {
         &options.app_name,
         "--upload-url-template",
         "https://dump.test/upload/{ticket}?device={device_id}",
+        "--mongodb-operation-timeout",
+        options.operation_timeout,
     ]
     .into_iter()
     .map(String::from)

@@ -60,7 +60,7 @@ async fn hold_commands(app_name: &str, ms: i32) {
 async fn requests_get_their_503_within_the_operation_timeout_when_the_database_stops_answering() {
     let _fail_point = crate::helpers::fail_point_lock().await;
     let app = spawn_with(Spawn {
-        extra: vec!["--mongodb-operation-timeout".into(), "1s".into()],
+        operation_timeout: "1s",
         ..Spawn::default()
     })
     .await;
