@@ -1,5 +1,7 @@
-//! Resilience against an unreliable API server. These need the in-repo double (fault
-//! injection, expiring tokens, its change log), so they do not run against a real cluster.
+//! Resilience against an unreliable API server and against runs killed at any write. Failed
+//! requests are injected by the double, or by the harness's proxy in front of a real API
+//! server; writes are counted the same way, so the kill matrices run on both. Dropped watches
+//! and expiring tokens need the double.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[allow(dead_code)] // each test binary uses part of the support code
@@ -7,22 +9,21 @@ mod support;
 
 use std::time::Duration;
 
-use support::apiserver::{ApiServer, Options};
+use support::apiserver::Options;
 use support::harness::Harness;
 
 const BLUE_GREEN: &str = "    replicas: 2\n    rollout: {strategy: blue-green}\n";
 
 #[tokio::test]
 async fn server_errors_and_conflicts_are_retried() {
-    let h = Harness::double_only(Options::default()).await;
+    let h = Harness::start().await;
     h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
-    let double = h.double();
-    double.fail("PATCH", "/deployments/web-blue", 500, 2);
-    double.fail("PATCH", "/services/web", 409, 1);
-    double.fail("GET", "/ingresses/web", 503, 2);
+    h.fail("PATCH", "/deployments/web-blue", 500, 2);
+    h.fail("PATCH", "/services/web", 409, 1);
+    h.fail("GET", "/ingresses/web", 503, 2);
     let run = h.apply("prod", &[]).await;
     assert!(run.ok, "{}", run.all());
-    assert!(double.faults_used(), "the faults were not hit");
+    assert!(h.faults_used(), "the faults were not hit");
     assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
 }
 
@@ -89,13 +90,12 @@ async fn a_wait_longer_than_a_token_lives_refreshes_the_token() {
 
 #[tokio::test]
 async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
-    let h = Harness::double_only(Options::default()).await;
+    let h = Harness::start().await;
     h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
     assert!(h.apply("prod", &[]).await.ok);
     h.write_env("prod", &h.web(&h.images.never_ready, BLUE_GREEN))
         .await;
-    h.double()
-        .fail("PUT", "/leases/infra-gen-deploy", 500, 10_000);
+    h.fail("PUT", "/leases/infra-gen-deploy", 500, 10_000);
     let started = std::time::Instant::now();
     let child = h.spawn_apply(
         "prod",
@@ -121,24 +121,25 @@ async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
     );
 }
 
-/// Writes the double has served so far.
-fn writes(double: &ApiServer) -> usize {
-    double.requests().iter().filter(|r| r.is_write()).count()
+/// Writes infra-gen has made so far (seen by the double, or by the harness's proxy in front
+/// of a real API server).
+fn writes(h: &Harness) -> usize {
+    h.requests().iter().filter(|r| r.is_write()).count()
 }
 
-/// Starts a command with `spawn` and kills it once the double has served `kill_after` writes
-/// more than before it started (as a cancelled CI job or a lost runner would), then waits until
-/// it is gone; a command that finishes first (or hangs for 30 s) is just waited for.
+/// Starts a command with `spawn` and kills it once it has made `kill_after` writes (as a
+/// cancelled CI job or a lost runner would), then waits until it is gone; a command that
+/// finishes first (or hangs for 30 s) is just waited for.
 async fn kill_after_writes(
-    double: &ApiServer,
+    h: &Harness,
     spawn: impl FnOnce() -> tokio::process::Child,
     kill_after: usize,
 ) {
-    let before = writes(double);
+    let before = writes(h);
     let mut child = spawn();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if writes(double) - before >= kill_after {
+        if writes(h) - before >= kill_after {
             Harness::kill(&mut child).await;
             break;
         }
@@ -167,7 +168,7 @@ enum After {
 /// would), runs `after`, and checks the result: the run converges, and over the whole change
 /// log no slot ever got traffic while not ready, nor lost pods or its template under it.
 async fn kill_at_every_write_then(after: After) {
-    let h = Harness::double_only(Options {
+    let h = Harness::start_with(Options {
         ready_after: Duration::from_millis(400),
         ..Options::default()
     })
@@ -180,7 +181,6 @@ async fn kill_at_every_write_then(after: After) {
     ];
     h.write_env("prod", &h.web(&images[0], steps)).await;
     assert!(h.apply("prod", &[]).await.ok);
-    let double = h.double().clone();
     let mut live_image = images[0].clone();
     for kill_after in 1..=10usize {
         let image = images[kill_after % 3].clone();
@@ -191,7 +191,7 @@ async fn kill_at_every_write_then(after: After) {
         };
         h.write_env("prod", &h.web(&image, steps)).await;
         let candidate = h.revision();
-        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
+        kill_after_writes(&h, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         let expected = match after {
             After::SameApply => {
@@ -284,7 +284,7 @@ enum AfterStateful {
 /// before still run (same pod UIDs), and over the whole change log no server with players
 /// was restarted or removed and new connections only reached ready versions.
 async fn stateful_kill_at_every_write_then(after: AfterStateful) {
-    let h = Harness::double_only(Options {
+    let h = Harness::start_with(Options {
         ready_after: Duration::from_millis(300),
         ..Options::default()
     })
@@ -308,14 +308,13 @@ async fn stateful_kill_at_every_write_then(after: AfterStateful) {
     };
     h.write_env("prod", &file("r0")).await;
     assert!(h.apply("prod", &[]).await.ok);
-    let double = h.double().clone();
     for kill_after in 1..=9usize {
         let version = format!("r{kill_after}");
         let live = h.live_version("connector").await.unwrap();
         let players = h.version_pods("connector", &live).await;
         h.write_env("prod", &file(&version)).await;
         let candidate = h.revision();
-        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
+        kill_after_writes(&h, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after} then {after:?}");
         match after {
             AfterStateful::SameApply => {
@@ -412,7 +411,7 @@ async fn stateful_killed_at_any_write_finalize_never_retires_the_live_version() 
 /// log no slot got traffic (weights, selector or header rule) while not every replica was
 /// available.
 async fn canary_kill_at_every_write_of(command: &str) {
-    let h = Harness::double_only(Options {
+    let h = Harness::start_with(Options {
         ready_after: Duration::from_millis(300),
         ..Options::default()
     })
@@ -425,7 +424,6 @@ async fn canary_kill_at_every_write_of(command: &str) {
     ];
     h.write_env("prod", &h.web(&images[0], extra)).await;
     assert!(h.apply("prod", &[]).await.ok);
-    let double = h.double().clone();
     for kill_after in 1..=8usize {
         let live_slot = h.live_slot("web").await.unwrap();
         let live_image = h.image(&format!("web-{live_slot}")).await.unwrap();
@@ -440,12 +438,7 @@ async fn canary_kill_at_every_write_of(command: &str) {
         h.write_env("prod", &h.web(&image, extra)).await;
         let canary = h.apply("prod", &[]).await;
         assert!(canary.ok, "{}", canary.all());
-        kill_after_writes(
-            &double,
-            || h.spawn_command(command, "prod", &[]),
-            kill_after,
-        )
-        .await;
+        kill_after_writes(&h, || h.spawn_command(command, "prod", &[]), kill_after).await;
         let context = format!("after a kill of {command} at write {kill_after}");
         let run = h.command(command, "prod", &[]).await;
         assert!(run.ok, "{context}: {}", run.all());
@@ -493,7 +486,7 @@ async fn abort_killed_at_any_write_converges_when_run_again() {
 /// is ever deleted or recreated on the way.
 #[tokio::test]
 async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_it() {
-    let h = Harness::double_only(Options::default()).await;
+    let h = Harness::start_with(Options::default()).await;
     let worker = "  jobs:\n    kind: worker\n    image: registry.test/jobs:v1\n    replicas: 1\n    resources: {cpu: 100m, memory: 128Mi}\n";
     let steps =
         "    replicas: 2\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600}\n";
@@ -507,10 +500,9 @@ async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_i
             .collect::<Vec<_>>()
     };
     let before = uids(h.managed("prod").await);
-    let double = h.double().clone();
     for kill_after in [1usize, 2, 3, 5, 8, 13] {
         h.as_before_applysets("prod").await;
-        kill_after_writes(&double, || h.spawn_apply("prod", &[], &[]), kill_after).await;
+        kill_after_writes(&h, || h.spawn_apply("prod", &[], &[]), kill_after).await;
         let context = format!("after a kill at write {kill_after}");
         assert_eq!(
             uids(h.managed("prod").await),

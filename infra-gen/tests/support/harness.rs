@@ -666,6 +666,15 @@ impl Harness {
         }
     }
 
+    /// Whether every injected fault was used up.
+    pub fn faults_used(&self) -> bool {
+        match (&self.double, &self.proxy) {
+            (Some(double), _) => double.faults_used(),
+            (None, Some(proxy)) => proxy.faults_used(),
+            (None, None) => true,
+        }
+    }
+
     /// Makes the next `times` requests of infra-gen with `method` whose path contains
     /// `path_contains` fail with `status`.
     pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {

@@ -126,6 +126,17 @@ impl ApiProxy {
         self.shared.log.lock().unwrap().requests.clear();
     }
 
+    /// Whether every injected fault was used up.
+    pub fn faults_used(&self) -> bool {
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .faults
+            .iter()
+            .all(|f| f.remaining == 0)
+    }
+
     /// Makes the next `times` requests with `method` whose path contains `path_contains`
     /// fail with `status`.
     pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {
