@@ -79,6 +79,11 @@ pub struct LbArgs {
     /// How long the controller may take to apply new ALB weights before they are moved back.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub lb_converge_timeout: std::time::Duration,
+    /// With --no-verify-lb: how long to wait after moving ALB traffic away from a slot before
+    /// that slot is scaled down or replaced (the controller's usual time to apply a change;
+    /// with the checks on, the weights are read back from the ALB instead).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub lb_unverified_wait: std::time::Duration,
 }
 
 /// `infra-gen apply`.

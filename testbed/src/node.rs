@@ -71,6 +71,8 @@ struct Wanted {
 struct Memo {
     /// When its containers were first started.
     born: Instant,
+    /// Its namespace's timing when it started (a slower node slows only pods started later).
+    timing: Timing,
     start_time: Json,
     ip: String,
     /// The status last written (conditions' times left out), to write only changes.
@@ -214,10 +216,12 @@ impl Agent {
         }
         if !self.memos.contains_key(&uid) {
             let ip = self.allocate_ip();
+            let timing = self.timing(&namespace);
             self.memos.insert(
                 uid.clone(),
                 Memo {
                     born: Instant::now(),
+                    timing,
                     start_time: time_now(),
                     ip,
                     written: None,
@@ -230,7 +234,7 @@ impl Agent {
         let spec = json.get("spec").cloned().unwrap_or_default();
         let container = text(&spec, "/containers/0/name").to_owned();
         let image = text(&spec, "/containers/0/image").to_owned();
-        let timing = self.timing(&namespace);
+        let timing = self.memos[&uid].timing;
         let runs_to_completion =
             text(&spec, "/restartPolicy") != "Always" && !text(&spec, "/restartPolicy").is_empty();
         let age = self.memos[&uid].born.elapsed();

@@ -29,6 +29,7 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
         timeout: args.timeout,
         prune: !args.no_prune,
         lb: super::target::lb_check(&env, &args.lb, &progress).await,
+        unverified_wait: args.lb.lb_unverified_wait,
     };
     let result = apply::apply(&cluster, &desired, &options, &progress).await;
     progress.finish();

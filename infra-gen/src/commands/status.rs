@@ -141,7 +141,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             Routing::Split { from, to } => {
                 let ready = live.slot(to);
                 Some(format!(
-                    "a cutover from {} to {} did not finish ({}); `infra-gen apply` or `finalize` completes it if {} is still healthy ({}/{} available) and moves traffic back to {} otherwise; `infra-gen rollback` moves it back to {}",
+                    "a cutover from {} to {} did not finish ({}); only a retry of its own commit (`infra-gen apply`, or `promote --revision` of its canary) finishes it, once {} is healthy ({}/{} available now); `finalize`, `rollback`, `abort` and the apply of any other commit move every request back to {} first",
                     from.as_str(),
                     to.as_str(),
                     live.traffic(),
@@ -149,7 +149,6 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
                     ready.available,
                     ready.replicas,
                     from.as_str(),
-                    from.as_str()
                 ))
             }
             _ => None,

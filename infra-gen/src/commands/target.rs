@@ -40,6 +40,15 @@ pub struct Session {
     /// The load-balancer checks (`None`: `--no-verify-lb`, or a command that moves no
     /// traffic).
     pub lb: Option<LbCheck>,
+    /// Without the checks: how long the controller is given to apply a move of ALB traffic
+    /// away from a slot before that slot is scaled down or replaced.
+    pub unverified_wait: Duration,
+}
+
+/// Sets the session's load-balancer checks from the flags (said loudly when they are off).
+pub async fn with_lb(session: &mut Session, args: &LbArgs) {
+    session.lb = lb_check(&session.env, args, &session.progress).await;
+    session.unverified_wait = args.lb_unverified_wait;
 }
 
 /// The load-balancer checks the flags ask for; says it loudly when they are off.
@@ -157,6 +166,7 @@ pub async fn session(
         cluster,
         progress: Progress::new(),
         lb: None,
+        unverified_wait: Duration::ZERO,
     })
 }
 
@@ -176,6 +186,7 @@ impl Session {
             by,
             revision: &self.desired.revision,
             lb: self.lb.as_ref(),
+            unverified_wait: self.unverified_wait,
         }
     }
 
@@ -204,7 +215,8 @@ impl Session {
         let mut newest: Option<(k8s_openapi::jiff::Timestamp, String)> = None;
         for spec in &self.desired.blue_green {
             let state = self.blue_green(spec, Duration::ZERO, "").observe().await?;
-            let Some((_, release)) = state.last_live().and_then(|s| state.release_in(s)) else {
+            // An interrupted cutover is rolled back by moving back: its release never went live.
+            let Some((_, release)) = state.live().and_then(|s| state.release_in(s)) else {
                 continue;
             };
             if release.action != "deploy" {
@@ -250,8 +262,15 @@ impl Session {
         for spec in &self.desired.blue_green {
             let bg = self.blue_green(spec, timeout, by);
             match op {
-                // Without --revision during a grey release, the newest deploy is the canary.
-                SlotOp::Rollback { revision: None } if bg.observe().await?.canary.is_some() => {
+                // Without --revision during a grey release, the newest deploy is the canary;
+                // during an interrupted cutover, it is the one that did not finish.
+                SlotOp::Rollback { revision: None }
+                    if {
+                        let state = bg.observe().await?;
+                        state.canary.is_some()
+                            || matches!(state.routing, crate::rollout::state::Routing::Split { .. })
+                    } =>
+                {
                     bg.rollback(None).await?
                 }
                 SlotOp::Rollback { .. } => bg.rollback(revision.as_deref()).await?,

@@ -27,6 +27,9 @@ pub struct ApplyOptions {
     pub prune: bool,
     /// The load-balancer checks (`None`: `--no-verify-lb`).
     pub lb: Option<super::verify::LbCheck>,
+    /// Without the checks: how long the controller is given to apply a move of ALB traffic
+    /// away from a slot before that slot is scaled down or replaced.
+    pub unverified_wait: Duration,
 }
 
 /// What an apply did.
@@ -57,6 +60,7 @@ fn workload<'a>(
         by,
         revision: &desired.revision,
         lb: options.lb.as_ref(),
+        unverified_wait: options.unverified_wait,
     }
 }
 

@@ -44,6 +44,20 @@ enum Settle {
     Revert,
 }
 
+/// Who may finish an interrupted cutover. Anyone else first moves every request back to the
+/// slot it came from (the last release): a cutover stopped on purpose — a cancelled CI job is
+/// how a misbehaving release is stopped — must never be completed by an unattended job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resume<'r> {
+    /// A deploy: only a retry of the same commit, whose template the target slot runs.
+    Deploy,
+    /// A promote of the grey release in the target slot: of this revision, or — without one —
+    /// of the canary the history recorded there.
+    Promote(Option<&'r str>),
+    /// `finalize`, `rollback`, `abort`: always back.
+    Never,
+}
+
 /// One workload's blue-green operations.
 pub struct BlueGreen<'a> {
     /// The cluster.
@@ -60,6 +74,9 @@ pub struct BlueGreen<'a> {
     pub revision: &'a str,
     /// The load-balancer checks (`None`: `--no-verify-lb`).
     pub lb: Option<&'a LbCheck>,
+    /// Without the checks: how long the controller is given to apply a move of ALB traffic
+    /// away from a slot before that slot is scaled down or replaced.
+    pub unverified_wait: Duration,
 }
 
 /// Whether a traffic move checks the load balancer first: moving to a slot that is to take
@@ -406,19 +423,8 @@ impl BlueGreen<'_> {
 
     async fn deploy_steps(&self) -> RolloutResult<()> {
         let desired = self.template_hash();
-        let mut state = self.observe().await?;
-        if let Routing::Split { from, to } = state.routing {
-            let way = if state.slot(to).runs(&desired) {
-                Settle::Complete
-            } else if state.slot(from).runs(&desired) {
-                Settle::Revert
-            } else if self.is_healthy(state.slot(to)).await? {
-                Settle::Complete
-            } else {
-                Settle::Revert
-            };
-            state = self.settle(&state, from, to, way).await?;
-        }
+        let state = self.observe().await?;
+        let state = self.settle_interrupted(state, Resume::Deploy).await?;
         match state.routing {
             Routing::Live(live) if state.slot(live).runs(&desired) => {
                 self.say(&format!("{} already runs this version", live.as_str()));
@@ -450,13 +456,59 @@ impl BlueGreen<'_> {
         Ok(view.complete && self.problem_of(view.slot).await?.is_none())
     }
 
-    /// Finishes or undoes an interrupted cutover from `from` to `to`; returns the new state.
+    /// Settles an interrupted cutover, if there is one: finished when `resume` may finish it
+    /// and its target is healthy, else every request goes back to the slot it came from (a
+    /// retry of its own commit then waits for the target with no traffic on it). Returns the
+    /// state after.
+    async fn settle_interrupted(&self, state: State, resume: Resume<'_>) -> RolloutResult<State> {
+        let Routing::Split { from, to } = state.routing else {
+            return Ok(state);
+        };
+        let target = state.slot(to);
+        let same = |revision: &str| {
+            target
+                .revision
+                .as_deref()
+                .is_some_and(|r| same_revision(r, revision))
+        };
+        let ours = match resume {
+            Resume::Deploy => target.runs(&self.template_hash()) && same(self.revision),
+            Resume::Promote(Some(revision)) => same(revision),
+            Resume::Promote(None) => state.canaries.first().is_some_and(|r| {
+                r.action == "canary"
+                    && r.slot == to.as_str()
+                    && Some(&r.template) == target.template.as_ref()
+            }),
+            Resume::Never => false,
+        };
+        let (way, why) = if !ours {
+            (
+                Settle::Revert,
+                match resume {
+                    Resume::Never => "it is not finished by this command",
+                    _ => "only its own commit's deploy (or promote) may finish it",
+                },
+            )
+        } else if self.is_healthy(target).await? {
+            (Settle::Complete, "")
+        } else {
+            (
+                Settle::Revert,
+                "its new slot is not ready, and no traffic waits on it",
+            )
+        };
+        self.settle(&state, from, to, way, why).await
+    }
+
+    /// Finishes or undoes an interrupted cutover from `from` to `to` (`why`: the reason it is
+    /// undone); returns the new state.
     async fn settle(
         &self,
         state: &State,
         from: Slot,
         to: Slot,
         way: Settle,
+        why: &str,
     ) -> RolloutResult<State> {
         let found = format!(
             "found an interrupted cutover from {} to {} ({})",
@@ -474,7 +526,7 @@ impl BlueGreen<'_> {
             }
             Settle::Revert => {
                 self.say(&format!(
-                    "{found}; moving all traffic back to {}",
+                    "{found}; moving all traffic back to {} ({why})",
                     from.as_str()
                 ));
                 let needed = state.slot(to).replicas;
@@ -571,8 +623,9 @@ impl BlueGreen<'_> {
         let Some(found) = &state.canary else {
             return Ok(false);
         };
+        let mut wrote = false;
         if let Some(ingress) = self.ingress(live, 100) {
-            self.ensure(&ingress).await?;
+            wrote = self.ensure(&ingress).await?;
         }
         let was = found
             .rule
@@ -597,6 +650,17 @@ impl BlueGreen<'_> {
                     problem: seen,
                 });
             }
+        } else if wrote && !self.unverified_wait.is_zero() {
+            self.say(&format!(
+                "waiting {:?} for the AWS Load Balancer Controller to remove the header rule (not checked: --no-verify-lb)",
+                self.unverified_wait
+            ));
+            self.cluster
+                .pause(
+                    self.unverified_wait,
+                    "the controller removing the header rule",
+                )
+                .await?;
         }
         Ok(true)
     }
@@ -766,24 +830,10 @@ impl BlueGreen<'_> {
 
     async fn promote_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
         let state = self.observe().await?;
-        // A promote killed half-way: finish it.
-        if let Routing::Split { from, to } = state.routing {
-            self.say(&format!(
-                "found a promotion from {} to {} that did not finish ({}); completing it",
-                from.as_str(),
-                to.as_str(),
-                state.traffic()
-            ));
-            self.ready_or_abort(to, Some(from)).await?;
-            let keep = state
-                .canary
-                .as_ref()
-                .and_then(|c| c.slot)
-                .filter(|s| *s == to);
-            self.shift(Some(from), to, &self.spec.steps, Move::Forward, keep)
-                .await?;
-            return self.converge(to, Some(from), "deploy").await;
-        }
+        // A promote killed half-way: finished by a promote of that canary, else moved back.
+        let state = self
+            .settle_interrupted(state, Resume::Promote(revision))
+            .await?;
         let Some((live, target)) = self.running_canary(&state, revision)? else {
             let Some(live) = state.live() else {
                 return Err(RolloutError::Preflight(format!(
@@ -857,11 +907,9 @@ impl BlueGreen<'_> {
     }
 
     async fn abort_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
-        let mut state = self.observe().await?;
+        let state = self.observe().await?;
         // A promote killed half-way: move everyone back first.
-        if let Routing::Split { from, to } = state.routing {
-            state = self.settle(&state, from, to, Settle::Revert).await?;
-        }
+        let state = self.settle_interrupted(state, Resume::Never).await?;
         let Some(live) = state.live() else {
             return Err(RolloutError::Preflight(format!(
                 "{}: nothing is deployed, so there is no canary to abort",
@@ -1092,17 +1140,70 @@ impl BlueGreen<'_> {
             .await
     }
 
-    /// Gives every request back to `live` at once (it still has the capacity it served with).
+    /// Gives every request back to `live` at once (it still has the capacity it served with),
+    /// confirmed on the load balancer before anything else happens to the other slot.
     async fn move_back(&self, live: Slot) -> RolloutResult<()> {
         let state = self.observe().await?;
         let deadline = Self::deadline_text(&state);
+        let mut moved = false;
         if let Some(ingress) = self.ingress(live, 100) {
-            self.ensure(&ingress).await?;
+            moved = self.ensure(&ingress).await?;
         }
         self.ensure(&self.stable(Some(live), deadline.as_deref()))
             .await?;
         self.say(&format!("moved all traffic back to {}", live.as_str()));
+        if moved {
+            self.confirm_back(live).await?;
+        }
         Ok(())
+    }
+
+    /// After the Ingress gave every request back to `live`: the ALB's rule says so too, read
+    /// through ELBv2 — or, without the checks, the controller's usual time to apply it has
+    /// passed — so the other slot may be drained, scaled down or replaced. A controller that
+    /// does not apply it leaves the other slot running (the ALB may still send it requests).
+    async fn confirm_back(&self, live: Slot) -> RolloutResult<()> {
+        if self.spec.ingress.is_none() {
+            return Ok(());
+        }
+        let left = live.other();
+        let Some(lb) = self.lb else {
+            if !self.unverified_wait.is_zero() {
+                self.say(&format!(
+                    "waiting {:?} for the AWS Load Balancer Controller to move the ALB's share of {} back (not checked: --no-verify-lb)",
+                    self.unverified_wait,
+                    self.slot_name(left)
+                ));
+                self.cluster
+                    .pause(
+                        self.unverified_wait,
+                        "the controller applying the move back",
+                    )
+                    .await?;
+            }
+            return Ok(());
+        };
+        let (host, path) = self.host_and_path();
+        let expected = [(self.slot_name(live), 100), (self.slot_name(left), 0)];
+        match lb
+            .weights(
+                self.cluster,
+                self.progress,
+                self.name(),
+                &host,
+                &path,
+                &expected,
+            )
+            .await?
+        {
+            Ok(()) => Ok(()),
+            Err(problem) => Err(RolloutError::MoveBackUnconfirmed {
+                workload: self.name().to_owned(),
+                slot: self.slot_name(live),
+                left: self.slot_name(left),
+                problem,
+            }),
+        }
     }
 
     /// Scales `slot` up to at least `replicas` (never down); says why.
@@ -1209,19 +1310,25 @@ impl BlueGreen<'_> {
                 if let Some(from) = from {
                     self.follow_load(from, to).await?;
                 }
+                let mut wrote = false;
                 if let Some(ingress) =
                     self.weighted(to, percent, canary.filter(|_| percent < 100))?
                     && self.ensure(&ingress).await?
                 {
+                    wrote = true;
                     self.say(&format!("{percent}% of ALB traffic on {}", to.as_str()));
                 }
-                if let (Some(lb), Some(from)) = (check, from) {
+                if direction == Move::Back {
+                    if wrote {
+                        self.confirm_back(to).await?;
+                    }
+                } else if let (Some(lb), Some(from)) = (check, from) {
                     let (host, path) = self.host_and_path();
                     let expected = [
                         (self.slot_name(to), percent),
                         (self.slot_name(from), 100 - percent),
                     ];
-                    if let Err(seen) = lb
+                    let checked = lb
                         .weights(
                             self.cluster,
                             self.progress,
@@ -1230,9 +1337,21 @@ impl BlueGreen<'_> {
                             &path,
                             &expected,
                         )
-                        .await?
-                    {
-                        return Err(self.not_serving(to, from, seen).await);
+                        .await;
+                    match checked {
+                        Ok(Ok(())) => {}
+                        Ok(Err(seen)) => return Err(self.not_serving(to, from, seen).await),
+                        // The lock is gone: another run acts now, this one writes nothing.
+                        Err(RolloutError::Cluster(e)) if e.is_lock_lost() => {
+                            return Err(RolloutError::Cluster(e));
+                        }
+                        // The weights moved but could not be read back (ELBv2 or the API
+                        // failing): every request goes back before the error is reported.
+                        Err(error) => {
+                            let problem =
+                                format!("the rule's weights could not be read back ({error})");
+                            return Err(self.not_serving(to, from, problem).await);
+                        }
                     }
                 }
                 if percent < 100 {
@@ -1419,6 +1538,19 @@ impl BlueGreen<'_> {
     async fn rollback_steps(&self, revision: Option<&str>) -> RolloutResult<()> {
         let mut state = self.observe().await?;
         let name = self.name().to_owned();
+        // A cutover that never finished: rolling it back is moving every request back to
+        // the release it started from. Without a revision that is all: the interrupted
+        // release is what was to be undone (a further rollback goes back another release).
+        if let Routing::Split { from, .. } = state.routing {
+            state = self.settle_interrupted(state, Resume::Never).await?;
+            if revision.is_none() {
+                self.say(&format!(
+                    "the interrupted release was given up; {} is live again",
+                    from.as_str()
+                ));
+                return self.converge(from, None, "deploy").await;
+            }
+        }
         // A deploy killed after its switch but before its record: it did go live.
         if let Routing::Live(live) = state.routing
             && state.release_in(live).is_none()
@@ -1483,39 +1615,26 @@ impl BlueGreen<'_> {
             });
             return Ok(());
         }
-        let target = match state.routing {
-            // A cutover that never finished: its new slot never went live, the slot it came
-            // from is what was live.
-            Routing::Split { from, to }
-                if history::rollback_target(&state.releases, index)
-                    .is_none_or(|t| !state.slot(to).runs(&t.template)) =>
-            {
-                from
-            }
-            _ => {
-                let Some(release) = history::rollback_target(&state.releases, index) else {
-                    return Err(RolloutError::Preflight(format!(
-                        "{name}: no earlier release to roll back to ({} is the only one recorded, or every earlier one was rolled back from)",
-                        short(&live_release.revision)
-                    )));
-                };
-                let Some(slot) = Slot::BOTH
-                    .into_iter()
-                    .find(|s| state.slot(*s).runs(&release.template))
-                else {
-                    let other = state.slot(current.other());
-                    return Err(RolloutError::Preflight(format!(
-                        "{name}: the release before {} is {} ({}), which no longer runs in a slot ({} holds {}); deploy commit {} to go back to it",
-                        short(&live_release.revision),
-                        short(&release.revision),
-                        release.image,
-                        self.slot_name(current.other()),
-                        other.revision.as_deref().map_or("nothing", short),
-                        release.revision
-                    )));
-                };
-                slot
-            }
+        let Some(release) = history::rollback_target(&state.releases, index) else {
+            return Err(RolloutError::Preflight(format!(
+                "{name}: no earlier release to roll back to ({} is the only one recorded, or every earlier one was rolled back from)",
+                short(&live_release.revision)
+            )));
+        };
+        let Some(target) = Slot::BOTH
+            .into_iter()
+            .find(|s| state.slot(*s).runs(&release.template))
+        else {
+            let other = state.slot(current.other());
+            return Err(RolloutError::Preflight(format!(
+                "{name}: the release before {} is {} ({}), which no longer runs in a slot ({} holds {}); deploy commit {} to go back to it",
+                short(&live_release.revision),
+                short(&release.revision),
+                release.image,
+                self.slot_name(current.other()),
+                other.revision.as_deref().map_or("nothing", short),
+                release.revision
+            )));
         };
         if state.routing == Routing::Live(target) {
             self.say(&format!("{} is already live", target.as_str()));
@@ -1544,19 +1663,9 @@ impl BlueGreen<'_> {
                 },
             });
         }
-        let from = match state.routing {
-            Routing::Split { from, to } => {
-                if target == from {
-                    to
-                } else {
-                    from
-                }
-            }
-            _ => current,
-        };
-        self.shift(Some(from), target, &[100], Move::Forward, None)
+        self.shift(Some(current), target, &[100], Move::Forward, None)
             .await?;
-        self.converge(target, Some(from), "rollback").await
+        self.converge(target, Some(current), "rollback").await
     }
 
     /// Scales the previous slot to 0 once its deadline passed (or at once with `now`),
@@ -1566,15 +1675,9 @@ impl BlueGreen<'_> {
     }
 
     async fn finalize_steps(&self, now: bool) -> RolloutResult<()> {
-        let mut state = self.observe().await?;
-        if let Routing::Split { from, to } = state.routing {
-            let way = if self.is_healthy(state.slot(to)).await? {
-                Settle::Complete
-            } else {
-                Settle::Revert
-            };
-            state = self.settle(&state, from, to, way).await?;
-        }
+        let state = self.observe().await?;
+        // The delayed job of a pipeline whose deploy was cancelled: back to the last release.
+        let state = self.settle_interrupted(state, Resume::Never).await?;
         let Some(live) = state.live() else {
             self.say("not deployed yet");
             return Ok(());
@@ -1604,7 +1707,11 @@ impl BlueGreen<'_> {
                 state.traffic()
             )));
         }
+        // A version that never went live there (a cancelled or aborted release) is no
+        // rollback target: nothing to keep it for.
+        let keep_for_rollback = state.release_in(previous).is_some();
         if let Some(deadline) = state.scale_down_after
+            && keep_for_rollback
             && !now
             && deadline > Timestamp::now()
         {
@@ -1617,7 +1724,14 @@ impl BlueGreen<'_> {
         }
         self.drain(previous).await?;
         self.cluster.scale(&self.slot_name(previous), 0).await?;
-        self.say(&format!("scaled {} to 0", self.slot_name(previous)));
+        if keep_for_rollback {
+            self.say(&format!("scaled {} to 0", self.slot_name(previous)));
+        } else {
+            self.say(&format!(
+                "scaled {} to 0: it holds a version that never went live, no rollback target",
+                self.slot_name(previous)
+            ));
+        }
         Ok(())
     }
 }

@@ -87,6 +87,21 @@ pub enum RolloutError {
         /// What the load balancer showed.
         problem: String,
     },
+    /// Every request was given back to a slot in the Ingress, but the ALB did not confirm it:
+    /// the slot that lost the traffic was left running.
+    #[error(
+        "{workload}: every request was moved back to {slot} in the Ingress, but {problem}; {left} keeps its pods, since the ALB may still send it requests. Once the controller has applied the weights (`infra-gen status`), run the command again"
+    )]
+    MoveBackUnconfirmed {
+        /// Workload.
+        workload: String,
+        /// The slot that takes every request back.
+        slot: String,
+        /// The slot that lost them.
+        left: String,
+        /// What the load balancer showed.
+        problem: String,
+    },
     /// The deploy lock was lost; the run stopped before its next write.
     #[error(
         "{workload}: {reason}. Traffic was left where it is: {traffic} (each traffic step is a single write, so the step in progress had either completed or not started). The run holding the lock now finishes or reverts the cutover; `infra-gen status` shows it"

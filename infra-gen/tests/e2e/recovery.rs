@@ -12,13 +12,19 @@ const STEPS: &str = "    replicas: 2\n    rollout: {strategy: blue-green, steps:
 
 /// v1 live on blue, then a deploy of v2 killed while the ALB sends 50 % to green.
 async fn killed_at_half(h: &Harness) {
-    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    killed_at(h, STEPS, (50, 50)).await;
+}
+
+/// v1 live on blue, then a deploy of v2 by `steps` cancelled (its CI job killed) once the ALB
+/// sends `weights` to (blue, green).
+async fn killed_at(h: &Harness, steps: &str, weights: (u64, u64)) {
+    h.write_env("prod", &h.web(&h.images.v1, steps)).await;
     let first = h.apply("prod", &[]).await;
     assert!(first.ok, "{}", first.all());
-    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    h.write_env("prod", &h.web(&h.images.v2, steps)).await;
     let mut child = h.spawn_apply("prod", &[], &[]);
-    h.until("50% of the traffic on green", 240, || async {
-        h.weights("web").await == Some((50, 50))
+    h.until(&format!("{weights:?} on (blue, green)"), 240, || async {
+        h.weights("web").await == Some(weights)
     })
     .await;
     Harness::kill(&mut child).await;
@@ -28,6 +34,9 @@ async fn killed_at_half(h: &Harness) {
         "the selector moves last"
     );
 }
+
+/// A first step of 10 % with a long pause: the share most cancels happen at.
+const TEN_PERCENT: &str = "    replicas: 2\n    rollout: {strategy: blue-green, steps: [10, 100], stepPauseSeconds: 60}\n";
 
 /// Traffic only ever reached ready slots, and no slot lost pods under it.
 fn assert_traffic_only_on_ready_slots(h: &Harness, workload: &str) {
@@ -44,7 +53,8 @@ async fn status_names_an_interrupted_cutover_and_what_the_next_command_does() {
     for needle in [
         "a cutover from blue to green did not finish",
         "ALB 50% on blue, 50% on green, Service web selects blue",
-        "`infra-gen rollback` moves it back to blue",
+        "only a retry of its own commit",
+        "move every request back to blue first",
     ] {
         assert!(
             status.stdout.contains(needle),
@@ -55,54 +65,66 @@ async fn status_names_an_interrupted_cutover_and_what_the_next_command_does() {
 }
 
 #[tokio::test]
-async fn finalize_after_a_killed_cutover_completes_it_and_never_scales_a_slot_with_traffic() {
+async fn a_release_cancelled_at_ten_percent_is_moved_back_by_the_unattended_finalize() {
     let h = Harness::start().await;
-    killed_at_half(&h).await;
-    let run = h.command("finalize", "prod", &["--now"]).await;
+    killed_at(&h, TEN_PERCENT, (90, 10)).await;
+    let before = h.releases("web").await;
+    // The delayed finalize job of the cancelled pipeline, as GitLab runs it.
+    let run = h.command("finalize", "prod", &[]).await;
     assert!(run.ok, "{}", run.all());
     assert!(
         run.stderr
-            .contains("found an interrupted cutover from blue to green (ALB 50% on blue, 50% on green, Service web selects blue); completing it"),
+            .contains("found an interrupted cutover from blue to green (ALB 90% on blue, 10% on green, Service web selects blue)")
+            && run.stderr.contains("moving all traffic back to blue"),
         "{}",
         run.all()
     );
-    assert_eq!(h.weights("web").await, Some((0, 100)));
-    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
+    assert!(!run.stderr.contains("completing it"), "{}", run.all());
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
+    assert_eq!(
+        h.image("web-blue").await.as_deref(),
+        Some(h.images.v1.as_str())
+    );
+    assert_eq!(
+        h.releases("web").await,
+        before,
+        "a cancelled release never becomes a release"
+    );
     assert_eq!(
         h.replicas("web-green").await,
-        Some(2),
-        "the slot with traffic keeps its pods"
-    );
-    assert_eq!(
-        h.replicas("web-blue").await,
         Some(0),
-        "scaled down only once it had no traffic"
+        "the cancelled version is no rollback target: scaled down once it had no traffic"
     );
-    assert_eq!(h.releases("web").await[0]["image"], h.images.v2.as_str());
     assert_traffic_only_on_ready_slots(&h, "web");
 }
 
 #[tokio::test]
-async fn a_new_revision_after_a_killed_cutover_settles_it_first_then_deploys() {
+async fn a_new_revision_after_a_cancelled_cutover_moves_back_first_and_keeps_the_last_good_slot() {
     let h = Harness::start().await;
-    killed_at_half(&h).await;
-    let quick = STEPS.replace("stepPauseSeconds: 30", "stepPauseSeconds: 1");
+    killed_at(&h, TEN_PERCENT, (90, 10)).await;
+    let quick = TEN_PERCENT.replace("stepPauseSeconds: 60", "stepPauseSeconds: 1");
     h.write_env("prod", &h.web(&h.images.v3, &quick)).await;
     let run = h.apply("prod", &[]).await;
     assert!(run.ok, "{}", run.all());
     assert!(
         run.stderr
-            .contains("found an interrupted cutover from blue to green"),
+            .contains("found an interrupted cutover from blue to green")
+            && run.stderr.contains("moving all traffic back to blue"),
         "{}",
         run.all()
     );
-    let live = h.live_slot("web").await.unwrap();
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
     assert_eq!(
-        h.image(&format!("web-{live}")).await.as_deref(),
+        h.image("web-green").await.as_deref(),
         Some(h.images.v3.as_str())
     );
-    let (blue, green) = h.weights("web").await.unwrap();
-    assert_eq!(if live == "blue" { blue } else { green }, 100);
+    assert_eq!(h.weights("web").await, Some((0, 100)));
+    assert_eq!(
+        h.image("web-blue").await.as_deref(),
+        Some(h.images.v1.as_str()),
+        "the last good release still runs for an instant rollback"
+    );
     let images: Vec<String> = h
         .releases("web")
         .await
@@ -111,14 +133,68 @@ async fn a_new_revision_after_a_killed_cutover_settles_it_first_then_deploys() {
         .collect();
     assert_eq!(
         images,
-        [
-            h.images.v3.clone(),
-            h.images.v2.clone(),
-            h.images.v1.clone()
-        ],
-        "green healthy: completed, then v3"
+        [h.images.v3.clone(), h.images.v1.clone()],
+        "the cancelled v2 was never a release"
     );
     assert_traffic_only_on_ready_slots(&h, "web");
+}
+
+#[tokio::test]
+async fn a_retry_of_the_cancelled_commit_moves_the_traffic_back_before_it_waits_for_the_slot() {
+    let h = Harness::start().await;
+    if !h.is_tunable() {
+        eprintln!(
+            "not run: this test slows the node down, which only the double and the test control plane can"
+        );
+        return;
+    }
+    killed_at(&h, TEN_PERCENT, (90, 10)).await;
+    // Green stops being ready while it has 10 %: its pods are replaced by ones that take
+    // ten minutes to start.
+    h.set_ready_after(Duration::from_secs(600)).await;
+    for pod in h.pod_names("web-green").await {
+        h.delete("Pod", &pod).await;
+    }
+    h.until("green not ready", 120, || async {
+        h.get("Deployment", "web-green")
+            .await
+            .and_then(|d| {
+                d.pointer("/status/availableReplicas")
+                    .and_then(|a| a.as_i64())
+            })
+            .unwrap_or(0)
+            < 2
+    })
+    .await;
+    let timeout = if h.double.is_some() { "8s" } else { "40s" };
+    let run = h.apply("prod", &["--timeout", timeout]).await;
+    assert!(!run.ok, "green never gets ready: {}", run.all());
+    let moved = run
+        .stderr
+        .find("moving all traffic back to blue")
+        .unwrap_or_else(|| panic!("no move back: {}", run.all()));
+    let waited = run
+        .stderr
+        .find("web-green: 0/2 available")
+        .or_else(|| run.stderr.find("web-green: 1/2 available"))
+        .unwrap_or_else(|| panic!("no wait: {}", run.all()));
+    assert!(
+        moved < waited,
+        "traffic goes back before the wait, not after it: {}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)));
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
+
+    // Fixed (pods start quickly again): the same commit releases through the whole path.
+    h.set_ready_after(Duration::from_millis(300)).await;
+    let fixed = h.apply("prod", &[]).await;
+    assert!(fixed.ok, "{}", fixed.all());
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
+    assert_eq!(
+        h.image("web-green").await.as_deref(),
+        Some(h.images.v2.as_str())
+    );
 }
 
 #[tokio::test]
@@ -161,7 +237,11 @@ async fn rollback_after_a_killed_cutover_returns_to_the_release_that_was_live_an
         Some(h.images.v1.as_str())
     );
     let releases = h.releases("web").await;
-    assert_eq!(releases[0]["action"], "rollback");
+    assert_eq!(
+        releases.len(),
+        1,
+        "v1 stays the newest release; v2 never was one: {releases:#?}"
+    );
     assert_eq!(releases[0]["image"], h.images.v1.as_str());
 
     // The CI job retried (same pipeline, same commit): nothing happens.
@@ -169,11 +249,7 @@ async fn rollback_after_a_killed_cutover_returns_to_the_release_that_was_live_an
         .command("rollback", "prod", &["--revision", &v2_revision])
         .await;
     assert!(again.ok, "{}", again.all());
-    assert!(
-        again.stderr.contains("was already rolled back"),
-        "{}",
-        again.all()
-    );
+    assert!(again.stderr.contains("is not live"), "{}", again.all());
     // By hand, without a revision: there is nothing earlier to go to, and it never flips
     // back to the version it left.
     let by_hand = h.command("rollback", "prod", &[]).await;

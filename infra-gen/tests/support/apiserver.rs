@@ -696,6 +696,11 @@ impl ApiServer {
         path
     }
 
+    /// How long pods created from now on take to become ready.
+    pub fn set_ready_after(&self, ready_after: Duration) {
+        self.shared.options.lock().unwrap().ready_after = ready_after;
+    }
+
     /// Changes how the simulated load balancer controller behaves from now on.
     pub fn set_lb(&self, change: impl FnOnce(&mut lb::LbSim)) {
         let mut options = self.shared.options.lock().unwrap();
@@ -1165,6 +1170,13 @@ fn delete(shared: &Shared, target: &Target, name: &str) -> Response {
             format!("{} \"{name}\" not found", target.resource.plural),
         );
     };
+    if target.resource.kind == "Pod" {
+        // Its owner makes a new pod in its place: a new start, a new webhook call, the
+        // template the owner has now.
+        data.pods.remove(&key);
+        data.gates.remove(&key);
+        data.pod_templates.remove(&key);
+    }
     if target.resource.kind == "Namespace" {
         let inside: Vec<Key> = data
             .objects

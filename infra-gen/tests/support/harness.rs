@@ -324,6 +324,34 @@ impl Harness {
             .unwrap();
     }
 
+    /// Makes pods created from now on take `ready_after` to become ready (the double's
+    /// kubelet, or the test control plane's node agent in this namespace).
+    pub async fn set_ready_after(&self, ready_after: Duration) {
+        if let Some(double) = &self.double {
+            double.set_ready_after(ready_after);
+            return;
+        }
+        assert!(
+            self.testbed.is_some(),
+            "this test needs a node it can slow down: the double or the test control plane"
+        );
+        let timing = testbed::node::NodeTiming::from(testbed::pod::Timing {
+            ready_after,
+            ..testbed::pod::Timing::NODE
+        });
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client().await);
+        namespaces
+            .patch(
+                &self.namespace(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {
+                    testbed::node::ANNOTATION: serde_json::to_string(&timing).unwrap(),
+                }}})),
+            )
+            .await
+            .unwrap();
+    }
+
     /// Whether the cluster's controllers, kubelet and load balancer are the ones the test can
     /// tune and break (the double's or the test control plane's).
     pub fn is_tunable(&self) -> bool {
@@ -504,6 +532,11 @@ impl Harness {
             && !args.iter().any(|a| a == "--no-verify-lb")
         {
             args.push("--no-verify-lb".into());
+            // No controller applies anything here: nothing to give it time for (a test of
+            // the wait passes its own).
+            if !args.iter().any(|a| a == "--lb-unverified-wait") {
+                args.extend(["--lb-unverified-wait".into(), "0s".into()]);
+            }
         }
         if let Some(endpoint) = self.lb_endpoint.as_ref().filter(|e| !e.is_empty()) {
             command

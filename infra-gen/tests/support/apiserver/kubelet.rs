@@ -140,10 +140,12 @@ fn pods_for(
             name: pod_name.clone(),
         };
         let first_seen = !data.pods.contains_key(&pod_key);
-        let born = *data
+        // A pod's start-up time is fixed when it starts: a test that slows the node down
+        // slows only the pods created after.
+        let (born, ready_after) = *data
             .pods
             .entry(pod_key.clone())
-            .or_insert_with(Instant::now);
+            .or_insert_with(|| (Instant::now(), ready_after));
         let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
         if first_seen {
             let gates = injected_gates(data, namespace, template);
@@ -414,5 +416,5 @@ fn reconcile_statefulset(
     }
 }
 
-/// Pod ages kept by the double (creation instants), per pod.
-pub type Births = HashMap<Key, Instant>;
+/// When each simulated pod was created, and the start-up time it got then.
+pub type Births = HashMap<Key, (Instant, Duration)>;
