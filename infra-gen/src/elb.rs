@@ -119,6 +119,14 @@ fn forward_of(action: &Action) -> Option<Vec<(String, i32)>> {
 }
 
 impl Elb {
+    /// An ELBv2 client made elsewhere (an endpoint of its own, as moto's in tests).
+    pub fn with_client(client: Client) -> Elb {
+        Elb {
+            client,
+            balancers: Default::default(),
+        }
+    }
+
     /// A client for `region`.
     pub async fn connect(region: &str) -> Elb {
         let config = aws_config::defaults(BehaviorVersion::latest())

@@ -1127,11 +1127,33 @@ impl BlueGreen<'_> {
         }
     }
 
-    /// Before `slot` is scaled down: waits until its load-balancer targets drained.
+    /// Before `slot` is scaled down: waits until the ALB sends it nothing (weights and header
+    /// rules read through ELBv2) and its load-balancer targets drained.
     async fn drain(&self, slot: Slot) -> RolloutResult<()> {
         let Some(lb) = self.lb.filter(|_| self.routes_through_lb()) else {
             return Ok(());
         };
+        if self.spec.ingress.is_some() {
+            let (host, path) = self.host_and_path();
+            if let Err(problem) = lb
+                .unshared(
+                    self.cluster,
+                    self.progress,
+                    self.name(),
+                    &host,
+                    &path,
+                    &self.slot_name(slot),
+                )
+                .await?
+            {
+                return Err(RolloutError::MoveBackUnconfirmed {
+                    workload: self.name().to_owned(),
+                    slot: self.slot_name(slot.other()),
+                    left: self.slot_name(slot),
+                    problem,
+                });
+            }
+        }
         let mut services = vec![self.slot_name(slot)];
         if self.spec.tcp {
             services.push(self.name().to_owned());

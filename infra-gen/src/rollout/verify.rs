@@ -281,6 +281,88 @@ impl LbCheck {
         }
     }
 
+    /// Waits (up to `converge`) until the ALB sends `service` no request: the listener rule
+    /// the Ingress's host and path reach forwards 0 % to its target groups, and no header
+    /// rule forwards to them. An ALB does not deregister a target group at weight 0, so its
+    /// targets never show `draining`: this, not target health, says a slot left the ALB.
+    /// `Ok(Err(what was seen))` otherwise.
+    pub async fn unshared(
+        &self,
+        cluster: &Cluster,
+        progress: &Progress,
+        ingress: &str,
+        host: &str,
+        path: &str,
+        service: &str,
+    ) -> RolloutResult<Result<(), String>> {
+        let started = Instant::now();
+        let groups: Vec<String> = match self.bindings(cluster, service).await? {
+            Ok(bindings) => bindings.into_iter().map(|b| b.group).collect(),
+            Err(problem) => return Ok(Err(problem)),
+        };
+        loop {
+            cluster.check_lock(&format!("check that the ALB sends {service} nothing"))?;
+            let live = cluster
+                .get(Kind::Ingress, ingress)
+                .await?
+                .unwrap_or_default();
+            let dns = text(&live, "/status/loadBalancer/ingress/0/hostname").to_owned();
+            if dns.is_empty() || groups.is_empty() {
+                return Ok(Ok(()));
+            }
+            let rule = self
+                .elb
+                .forward_for(&dns, host, path)
+                .await
+                .map_err(RolloutError::from)?;
+            let headers = self
+                .elb
+                .header_rules(&dns, host, path)
+                .await
+                .map_err(RolloutError::from)?
+                .unwrap_or_default();
+            let share = |forwards: &[(String, i32)]| -> i32 {
+                let total: i32 = forwards.iter().map(|(_, w)| *w).sum();
+                let mine: i32 = forwards
+                    .iter()
+                    .filter(|(arn, _)| groups.contains(arn))
+                    .map(|(_, w)| *w)
+                    .sum();
+                if total > 0 { mine * 100 / total } else { 0 }
+            };
+            let main = rule.as_ref().map_or(0, |f| share(&f.groups));
+            let by_header: Vec<String> = headers
+                .iter()
+                .filter(|h| share(&h.forward.groups) > 0)
+                .map(|h| h.header.clone())
+                .collect();
+            if main == 0 && by_header.is_empty() {
+                return Ok(Ok(()));
+            }
+            let seen = if by_header.is_empty() {
+                format!("the ALB rule for {host}{path} still forwards {main}% to {service}")
+            } else {
+                format!(
+                    "the ALB still forwards requests with header {} to {service}",
+                    by_header.join(", ")
+                )
+            };
+            if started.elapsed() >= self.converge {
+                return Ok(Err(format!(
+                    "after {:?} {seen}: the AWS Load Balancer Controller did not apply the Ingress (see its logs)",
+                    self.converge
+                )));
+            }
+            progress.status(&format!("{ingress}: waiting until {seen} no more"));
+            cluster
+                .pause(
+                    EVERY,
+                    &format!("wait until the ALB sends {service} nothing"),
+                )
+                .await?;
+        }
+    }
+
     /// Waits (up to `converge`) until the ALB has the grey-release rule `expected` asks for:
     /// `Some((canary, service))`, a header rule for the Ingress's host and path matching
     /// `canary`, forwarding everything to `service`'s target group and evaluated before the

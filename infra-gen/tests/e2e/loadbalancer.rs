@@ -383,3 +383,72 @@ async fn a_header_rule_the_controller_does_not_apply_gives_the_canary_up() {
     let ingress = h.get("Ingress", "web").await.unwrap();
     assert!(!ingress.to_string().contains("web-canary"), "{ingress}");
 }
+
+#[tokio::test]
+async fn a_controller_that_stops_mid_cutover_never_has_requests_sent_to_a_terminating_slot() {
+    let Some(h) = with_broken_controller(|_| {}).await else {
+        return;
+    };
+    let steps = "    replicas: 2\n    rollout: {strategy: blue-green, steps: [50, 100], stepPauseSeconds: 8}\n";
+    h.write_env("prod", &h.web(&h.images.v1, steps)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.write_env("prod", &h.web(&h.images.v2, steps)).await;
+    let child = h.spawn_apply("prod", &["--lb-converge-timeout", "5s"], &[]);
+    // The ALB itself sends half the requests to green: then the controller stops.
+    h.until("the ALB forwarding 50% to green", 240, || async {
+        h.alb_shares("web", "web.e2e.test")
+            .await
+            .is_some_and(|s| s.contains(&("web-green".to_owned(), 50)))
+    })
+    .await;
+    h.set_lb(|sim| sim.paused = true).await;
+    let run = Harness::finish(child).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("every request was moved back to web-blue in the Ingress")
+            && run
+                .stderr
+                .contains("web-green keeps its pods, since the ALB may still send it requests"),
+        "{}",
+        run.all()
+    );
+    let shares = h.alb_shares("web", "web.e2e.test").await.unwrap();
+    assert!(
+        shares.contains(&("web-green".to_owned(), 50)),
+        "the stopped controller still sends half to green: {shares:?}"
+    );
+    assert_eq!(h.replicas("web-green").await, Some(2));
+    let terminating = h
+        .list("Pod")
+        .await
+        .into_iter()
+        .filter(|p| p.pointer("/metadata/deletionTimestamp").is_some())
+        .count();
+    assert_eq!(
+        terminating, 0,
+        "no pod stopped while the ALB sends it requests"
+    );
+
+    // Nothing scales green down while the ALB still forwards to it: finalize says so.
+    let finalize = h
+        .command(
+            "finalize",
+            "prod",
+            &["--now", "--lb-converge-timeout", "4s"],
+        )
+        .await;
+    assert!(!finalize.ok, "{}", finalize.all());
+    assert_eq!(h.replicas("web-green").await, Some(2), "{}", finalize.all());
+
+    // The controller is back: the ALB follows the Ingress, then green goes.
+    h.set_lb(|sim| sim.paused = false).await;
+    let finalize = h.command("finalize", "prod", &["--now"]).await;
+    assert!(finalize.ok, "{}", finalize.all());
+    assert_eq!(h.replicas("web-green").await, Some(0));
+    assert_eq!(
+        h.alb_shares("web", "web.e2e.test").await.unwrap(),
+        [("web-blue".to_owned(), 100), ("web-green".to_owned(), 0)]
+    );
+}

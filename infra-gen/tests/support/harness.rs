@@ -352,6 +352,49 @@ impl Harness {
             .unwrap();
     }
 
+    /// What the ALB's listener rule for the workload's host and path forwards, per Service
+    /// (through the controller's TargetGroupBindings), percent — read from ELBv2 (moto), as
+    /// the load balancer routes requests, not from the Ingress. `None` before the controller
+    /// made the load balancer or the rule.
+    pub async fn alb_shares(&self, workload: &str, host: &str) -> Option<Vec<(String, i32)>> {
+        let endpoint = self.lb_endpoint.clone().filter(|e| !e.is_empty())?;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "e2e",
+            ))
+            .load()
+            .await;
+        let elb =
+            infra_gen::elb::Elb::with_client(aws_sdk_elasticloadbalancingv2::Client::new(&config));
+        let ingress = self.get("Ingress", workload).await?;
+        let dns = ingress
+            .pointer("/status/loadBalancer/ingress/0/hostname")?
+            .as_str()?
+            .to_owned();
+        let forward = elb.forward_for(&dns, host, "/").await.ok()??;
+        let bindings = self.list("TargetGroupBinding").await;
+        let total: i32 = forward.groups.iter().map(|(_, w)| *w).sum();
+        Some(
+            forward
+                .groups
+                .iter()
+                .map(|(arn, weight)| {
+                    let service = bindings
+                        .iter()
+                        .find(|b| {
+                            b.pointer("/spec/targetGroupARN").and_then(Json::as_str) == Some(arn)
+                        })
+                        .and_then(|b| b.pointer("/spec/serviceRef/name").and_then(Json::as_str))
+                        .unwrap_or(arn)
+                        .to_owned();
+                    (service, if total > 0 { weight * 100 / total } else { 0 })
+                })
+                .collect(),
+        )
+    }
+
     /// Whether the cluster's controllers, kubelet and load balancer are the ones the test can
     /// tune and break (the double's or the test control plane's).
     pub fn is_tunable(&self) -> bool {
