@@ -195,6 +195,15 @@ pub async fn problems(cluster: &Cluster, selector: &str) -> ClusterResult<Vec<Po
     // Events are read for a few pods only: a message shows five, and a wait asks every 2 s.
     let mut events_read = 0;
     for pod in &pods {
+        // A terminating or finished pod (a Failed one stays until the pod GC) is not what a
+        // rollout waits for.
+        let finished = matches!(
+            pod.pointer("/status/phase").and_then(Json::as_str),
+            Some("Failed" | "Succeeded")
+        );
+        if finished || pod.pointer("/metadata/deletionTimestamp").is_some() {
+            continue;
+        }
         let Some(mut problem) = pod_problem(pod) else {
             continue;
         };

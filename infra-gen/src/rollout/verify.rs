@@ -1,8 +1,9 @@
 //! The cutover checked against the load balancer itself, not only the Kubernetes objects.
 //! Two things make trusting the objects wrong in production: the AWS Load Balancer
-//! Controller's readiness-gate webhook defaults to `failurePolicy: Ignore`, so when it is
-//! unreachable pods are created without their gate and become Ready before the load balancer
-//! has a healthy target for them; and the controller applies target registrations and
+//! Controller's readiness-gate webhook gives a pod its gate only if it already bound a
+//! Service selecting the pod (and, configured with `failurePolicy: Ignore`, none while it is
+//! unreachable), so such pods become Ready before the load balancer has a healthy target for
+//! them; and the controller applies target registrations and
 //! listener-rule weights separately and late, so weight can reach a target group whose
 //! targets are still `initial`. So, through ELBv2:
 //!
@@ -49,6 +50,12 @@ fn text<'a>(value: &'a Json, pointer: &str) -> &'a str {
         .pointer(pointer)
         .and_then(Json::as_str)
         .unwrap_or_default()
+}
+
+/// Whether a pod runs and may take requests: not terminating, not finished.
+fn is_running(pod: &Json) -> bool {
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && !matches!(text(pod, "/status/phase"), "Failed" | "Succeeded")
 }
 
 /// How often a check looks again.
@@ -110,7 +117,14 @@ impl LbCheck {
                 Ok(b) => b,
                 Err(problem) => return Ok(Err(problem)),
             };
-            let pods = cluster.list(Kind::Pod, selector, None).await?;
+            // A pod that is terminating or finished (a Failed one stays until the pod GC
+            // removes it) takes no new requests and is no target: it is not waited for.
+            let pods: Vec<Json> = cluster
+                .list(Kind::Pod, selector, None)
+                .await?
+                .into_iter()
+                .filter(is_running)
+                .collect();
             let line = if bindings.is_empty() {
                 format!(
                     "no TargetGroupBinding binds Service {service} yet: the AWS Load Balancer Controller has not picked it up (see its logs)"
@@ -130,7 +144,7 @@ impl LbCheck {
                             .find(|b| !gates.contains(&format!("{GATE_PREFIX}{}", b.name).as_str()))
                         {
                             return Ok(Err(format!(
-                                "pod {} has no readiness gate {GATE_PREFIX}{}, although namespace {} asks the AWS Load Balancer Controller to inject it: the controller's webhook did not run when the pod was created (it defaults to failurePolicy: Ignore, so while it is unreachable pods are created without the gate and become Ready before the load balancer has a healthy target for them). Check `kubectl get mutatingwebhookconfiguration aws-load-balancer-webhook -o yaml` and `kubectl -n kube-system get pods -l app.kubernetes.io/name=aws-load-balancer-controller`, then deploy again: the new pods are created anew",
+                                "pod {} has no readiness gate {GATE_PREFIX}{}, although namespace {} asks the AWS Load Balancer Controller to inject it: the controller's webhook gave it none when the pod was created — the controller had not bound the Service yet, or its webhook was unreachable and configured with failurePolicy: Ignore (pods are then Ready before the load balancer has a healthy target for them). Check `kubectl get mutatingwebhookconfiguration aws-load-balancer-webhook -o yaml` and `kubectl -n kube-system get pods -l app.kubernetes.io/name=aws-load-balancer-controller`, then deploy again: the new pods are created anew",
                                 name_of(pod),
                                 missing.name,
                                 cluster.namespace()

@@ -126,7 +126,7 @@ async fn pods_without_their_readiness_gate_abort_before_any_weight_moves() {
             && run
                 .stderr
                 .contains("has no readiness gate target-health.elbv2.k8s.aws/")
-            && run.stderr.contains("failurePolicy: Ignore")
+            && run.stderr.contains("had not bound the Service yet")
             && run
                 .stderr
                 .contains("kubectl get mutatingwebhookconfiguration aws-load-balancer-webhook"),
@@ -451,4 +451,36 @@ async fn a_controller_that_stops_mid_cutover_never_has_requests_sent_to_a_termin
         h.alb_shares("web", "web.e2e.test").await.unwrap(),
         [("web-blue".to_owned(), 100), ("web-green".to_owned(), 0)]
     );
+}
+
+#[tokio::test]
+async fn a_failed_pod_with_the_slots_labels_does_not_hold_the_cutover_up() {
+    let Some(h) = with_broken_controller(|_| {}).await else {
+        return;
+    };
+    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    // Someone ran a one-off pod with green's labels to debug; it failed and stays (Failed
+    // pods remain until the pod GC), with an IP no target group will ever have.
+    let mut labels = h
+        .get("Deployment", "web-blue")
+        .await
+        .unwrap()
+        .pointer("/spec/template/metadata/labels")
+        .cloned()
+        .unwrap();
+    labels["infra-gen.dev/slot"] = serde_json::json!("green");
+    h.create_pod("debug-green", &labels, "registry.test/web:exit-1", "Never")
+        .await;
+    h.until("the debugging pod Failed", 60, || async {
+        h.get("Pod", "debug-green")
+            .await
+            .is_some_and(|p| p.pointer("/status/phase").and_then(|p| p.as_str()) == Some("Failed"))
+    })
+    .await;
+    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
 }

@@ -1004,6 +1004,24 @@ impl Harness {
         }
     }
 
+    /// Creates a pod of its own in the test namespace (as someone debugging would), with
+    /// `labels`, running `image` under `restart_policy`.
+    pub async fn create_pod(&self, name: &str, labels: &Json, image: &str, restart_policy: &str) {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client().await, &self.namespace());
+        let pod = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.namespace(), "labels": labels},
+            "spec": {
+                "restartPolicy": restart_policy,
+                "containers": [{"name": "debug", "image": image}],
+            },
+        }))
+        .unwrap();
+        api.create(&Default::default(), &pod).await.unwrap();
+    }
+
     /// Deletes an object of the test namespace (as an operator would).
     pub async fn delete(&self, kind: &str, name: &str) {
         let (group, version, plural) = Self::resource_of(kind);

@@ -78,6 +78,7 @@ pub fn reconcile_all(
     for (key, set) in sets {
         reconcile_statefulset(data, events, &key, &set, ready_after);
     }
+    reconcile_bare_pods(data, events, ready_after);
     // Pods whose owner is gone go too.
     let orphans: Vec<Key> = data
         .objects
@@ -98,6 +99,58 @@ pub fn reconcile_all(
     for k in orphans {
         data.pods.remove(&k);
         data.remove(&k, events);
+    }
+}
+
+/// Pods created directly (no owner of the double's): run as their image says; one that runs
+/// to completion (`restartPolicy` other than `Always`) ends Succeeded or Failed and stays.
+fn reconcile_bare_pods(data: &mut Data, events: &broadcast::Sender<WatchEvent>, ready_after: Duration) {
+    let bare: Vec<(Key, Json)> = data
+        .objects
+        .iter()
+        .filter(|(k, o)| {
+            k.resource.kind == "Pod" && o.pointer("/metadata/annotations/double~1owner").is_none()
+        })
+        .map(|(k, o)| (k.clone(), o.clone()))
+        .collect();
+    for (key, pod) in bare {
+        let (born, ready_after) = *data
+            .pods
+            .entry(key.clone())
+            .or_insert_with(|| (Instant::now(), ready_after));
+        let image = pod
+            .pointer("/spec/containers/0/image")
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let container = pod
+            .pointer("/spec/containers/0/name")
+            .and_then(Json::as_str)
+            .unwrap_or("app")
+            .to_owned();
+        let once = pod.pointer("/spec/restartPolicy").and_then(Json::as_str) != Some("Always");
+        let timing = Timing {
+            ready_after,
+            ..Timing::FAST
+        };
+        let state = pod_state(Behaviour::of(&image), &image, &container, born.elapsed(), timing, once);
+        let ip = data.pod_ips.len();
+        let pod_ip = data
+            .pod_ips
+            .entry(key.clone())
+            .or_insert_with(|| format!("10.1.{}.{}", ip / 250, ip % 250 + 2))
+            .clone();
+        let status = json!({
+            "phase": state.phase,
+            "podIP": pod_ip,
+            "conditions": [{"type": "Ready", "status": if state.ready { "True" } else { "False" }}],
+            "containerStatuses": [{"name": container, "ready": state.ready, "restartCount": state.restarts, "image": image, "imageID": "", "state": state.state}],
+        });
+        if pod.get("status").map(strip_times) != Some(strip_times(&status)) {
+            let mut updated = pod;
+            updated["status"] = status;
+            data.store(key, updated, events);
+        }
     }
 }
 
