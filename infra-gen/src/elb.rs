@@ -59,8 +59,8 @@ pub struct Forward {
 #[derive(Clone)]
 pub struct Elb {
     client: Client,
-    /// Load balancer ARNs by DNS name, found once per run: listing every load balancer of
-    /// the region on each poll would spend the Describe quota the controller shares.
+    /// Load balancer ARNs by DNS name or by target group ARN, found once per run: each poll
+    /// would otherwise spend the Describe quota the controller shares.
     balancers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
 }
 
@@ -127,10 +127,18 @@ impl Elb {
         }
     }
 
-    /// A client for `region`.
+    /// A client for `region`. Throttled calls are retried with exponential back-off (up to
+    /// 10 attempts, 20 s apart at most): the Describe quota is shared with the AWS Load
+    /// Balancer Controller and every other tool of the account.
     pub async fn connect(region: &str) -> Elb {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(aws_config::Region::new(region.to_owned()))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(10)
+                    .with_initial_backoff(std::time::Duration::from_millis(500))
+                    .with_max_backoff(std::time::Duration::from_secs(20)),
+            )
             .load()
             .await;
         Elb {
@@ -195,17 +203,48 @@ impl Elb {
             .unwrap_or(300))
     }
 
-    /// The ARN of the load balancer `dns_name`, read through every page of the region's
-    /// load balancers once per run; `None` when it does not exist (yet).
-    async fn balancer_arn(&self, dns_name: &str) -> Result<Option<String>, ElbError> {
+    fn cached(&self, key: &str) -> Option<String> {
+        self.balancers.lock().ok().and_then(|b| b.get(key).cloned())
+    }
+
+    fn remember(&self, key: String, arn: &str) {
+        if let Ok(mut known) = self.balancers.lock() {
+            known.insert(key, arn.to_owned());
+        }
+    }
+
+    /// The ARN of the load balancer `dns_name`: from one of its target groups (`groups`, the
+    /// controller's TargetGroupBindings name them) with a single DescribeTargetGroups, else
+    /// read through every page of the region's load balancers; once per run either way.
+    /// `None` when it does not exist (yet).
+    async fn balancer_arn(
+        &self,
+        dns_name: &str,
+        groups: &[String],
+    ) -> Result<Option<String>, ElbError> {
         let key = dns_name.to_ascii_lowercase();
-        if let Some(arn) = self
-            .balancers
-            .lock()
-            .ok()
-            .and_then(|b| b.get(&key).cloned())
-        {
+        if let Some(arn) = self.cached(&key) {
             return Ok(Some(arn));
+        }
+        for group in groups {
+            if let Some(arn) = self.cached(group) {
+                return Ok(Some(arn));
+            }
+            let found = self
+                .client
+                .describe_target_groups()
+                .target_group_arns(group)
+                .send()
+                .await
+                .map_err(|e| error("DescribeTargetGroups", group, DisplayErrorContext(e)))?;
+            if let Some(arn) = found
+                .target_groups()
+                .first()
+                .and_then(|g| g.load_balancer_arns().first())
+            {
+                self.remember(group.clone(), arn);
+                return Ok(Some(arn.clone()));
+            }
         }
         let mut pages = self
             .client
@@ -221,9 +260,7 @@ impl Elb {
                 .is_some_and(|d| d.eq_ignore_ascii_case(dns_name))
             {
                 let arn = balancer.load_balancer_arn().unwrap_or_default().to_owned();
-                if let Ok(mut known) = self.balancers.lock() {
-                    known.insert(key, arn.clone());
-                }
+                self.remember(key, &arn);
                 return Ok(Some(arn));
             }
         }
@@ -236,10 +273,11 @@ impl Elb {
     async fn rules_for(
         &self,
         dns_name: &str,
+        groups: &[String],
         host: &str,
         path: &str,
     ) -> Result<Option<Vec<HostPathRule>>, ElbError> {
-        let Some(arn) = self.balancer_arn(dns_name).await? else {
+        let Some(arn) = self.balancer_arn(dns_name, groups).await? else {
             return Ok(None);
         };
         let mut pages = self
@@ -329,11 +367,12 @@ impl Elb {
     pub async fn forward_for(
         &self,
         dns_name: &str,
+        groups: &[String],
         host: &str,
         path: &str,
     ) -> Result<Option<Forward>, ElbError> {
         Ok(self
-            .rules_for(dns_name, host, path)
+            .rules_for(dns_name, groups, host, path)
             .await?
             .and_then(|rules| {
                 rules
@@ -349,10 +388,11 @@ impl Elb {
     pub async fn header_rules(
         &self,
         dns_name: &str,
+        groups: &[String],
         host: &str,
         path: &str,
     ) -> Result<Option<Vec<HeaderRule>>, ElbError> {
-        let Some(rules) = self.rules_for(dns_name, host, path).await? else {
+        let Some(rules) = self.rules_for(dns_name, groups, host, path).await? else {
             return Ok(None);
         };
         let main = rules

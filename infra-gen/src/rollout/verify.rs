@@ -236,9 +236,10 @@ impl LbCheck {
                         }
                     }
                 }
+                let arns: Vec<String> = groups.keys().cloned().collect();
                 seen = match self
                     .elb
-                    .forward_for(&dns, host, path)
+                    .forward_for(&dns, &arns, host, path)
                     .await
                     .map_err(RolloutError::from)?
                 {
@@ -326,12 +327,12 @@ impl LbCheck {
             }
             let rule = self
                 .elb
-                .forward_for(&dns, host, path)
+                .forward_for(&dns, &groups, host, path)
                 .await
                 .map_err(RolloutError::from)?;
             let headers = self
                 .elb
-                .header_rules(&dns, host, path)
+                .header_rules(&dns, &groups, host, path)
                 .await
                 .map_err(RolloutError::from)?
                 .unwrap_or_default();
@@ -401,12 +402,6 @@ impl LbCheck {
                 .unwrap_or_default();
             let dns = text(&live, "/status/loadBalancer/ingress/0/hostname").to_owned();
             if !dns.is_empty() {
-                let rules = self
-                    .elb
-                    .header_rules(&dns, host, path)
-                    .await
-                    .map_err(RolloutError::from)?
-                    .unwrap_or_default();
                 let groups: Vec<String> = match expected {
                     Some((_, service)) => match self.bindings(cluster, service).await? {
                         Ok(bindings) => bindings.into_iter().map(|b| b.group).collect(),
@@ -414,6 +409,12 @@ impl LbCheck {
                     },
                     None => Vec::new(),
                 };
+                let rules = self
+                    .elb
+                    .header_rules(&dns, &groups, host, path)
+                    .await
+                    .map_err(RolloutError::from)?
+                    .unwrap_or_default();
                 let done = match expected {
                     None => rules.is_empty(),
                     Some((canary, _)) => rules.iter().any(|r| {

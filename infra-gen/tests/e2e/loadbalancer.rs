@@ -484,3 +484,79 @@ async fn a_failed_pod_with_the_slots_labels_does_not_hold_the_cutover_up() {
     assert!(run.ok, "{}", run.all());
     assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
 }
+
+/// The subnets of moto's default VPC (EC2's query API).
+async fn default_subnets() -> Vec<String> {
+    let text = reqwest::Client::new()
+        .post(moto())
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("Action=DescribeSubnets&Version=2016-11-15")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.split("<subnetId>")
+        .skip(1)
+        .filter_map(|part| part.split("</subnetId>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_checks_find_the_alb_among_many_and_ride_out_throttling() {
+    let Some(h) = with_controller().await else {
+        return;
+    };
+    if h.lb_endpoint.as_deref().is_none_or(str::is_empty) {
+        eprintln!("not run: this test fills moto with load balancers and throttles it");
+        return;
+    }
+    // An account with more load balancers than a DescribeLoadBalancers page (moto's: 50),
+    // made before this workload's, so its ALB is not on the first page.
+    let elb = aws_sdk_elasticloadbalancingv2::Client::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(moto())
+            .credentials_provider(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "e2e",
+            ))
+            .load()
+            .await,
+    );
+    let subnets = default_subnets().await;
+    for i in 0..60 {
+        elb.create_load_balancer()
+            .name(format!("other-{}-{i}", h.id))
+            .set_subnets(Some(subnets.clone()))
+            .send()
+            .await
+            .unwrap();
+    }
+    h.write_env("prod", &h.web(&h.images.v1, STEPS)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    // Three of every four ELBv2 calls are throttled: the SDK's default three attempts would
+    // give up on most of them.
+    h.throttle_elb(crate::support::awsproxy::Throttle {
+        throttled: 3,
+        of: 4,
+    })
+    .await;
+    h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "web: the ALB rule for web.e2e.test/ forwards 100% to web-green, 0% to web-blue"
+        ),
+        "{}",
+        run.all()
+    );
+    assert!(h.throttled() > 0, "the proxy throttled nothing");
+}

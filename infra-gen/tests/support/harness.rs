@@ -17,6 +17,7 @@ use serde_json::{Value as Json, json};
 
 use super::apiserver::lb::LbSim;
 use super::apiserver::{ApiServer, Options};
+use super::awsproxy::{AwsProxy, Throttle};
 use super::changelog::{ChangeLog, Entry};
 use super::proxy::ApiProxy;
 
@@ -135,6 +136,8 @@ pub struct Harness {
     proxy: Option<ApiProxy>,
     /// The kubeconfig of the cluster itself, for the harness's own reads and writes.
     direct: PathBuf,
+    /// A proxy throttling infra-gen's ELBv2 calls, when the test asked for one.
+    aws_proxy: std::sync::Mutex<Option<AwsProxy>>,
     pub kubeconfig: PathBuf,
     pub project: tempfile::TempDir,
     pub id: u32,
@@ -204,6 +207,7 @@ impl Harness {
                 log: None,
                 proxy: None,
                 direct: kubeconfig.clone(),
+                aws_proxy: Default::default(),
                 kubeconfig,
                 project,
                 id,
@@ -239,6 +243,7 @@ impl Harness {
             log: Some(log),
             proxy: Some(proxy),
             direct,
+            aws_proxy: Default::default(),
             kubeconfig,
             project,
             id,
@@ -373,7 +378,7 @@ impl Harness {
             .pointer("/status/loadBalancer/ingress/0/hostname")?
             .as_str()?
             .to_owned();
-        let forward = elb.forward_for(&dns, host, "/").await.ok()??;
+        let forward = elb.forward_for(&dns, &[], host, "/").await.ok()??;
         let bindings = self.list("TargetGroupBinding").await;
         let total: i32 = forward.groups.iter().map(|(_, w)| *w).sum();
         Some(
@@ -393,6 +398,27 @@ impl Harness {
                 })
                 .collect(),
         )
+    }
+
+    /// From now on, infra-gen's ELBv2 calls go through a proxy answering `throttle` of them
+    /// with `Throttling`; returns nothing, [`Harness::throttled`] counts them.
+    pub async fn throttle_elb(&self, throttle: Throttle) {
+        let upstream = self
+            .lb_endpoint
+            .clone()
+            .filter(|e| !e.is_empty())
+            .expect("throttling needs moto as the load balancer's AWS");
+        let proxy = AwsProxy::start(&upstream, throttle).await;
+        *self.aws_proxy.lock().unwrap() = Some(proxy);
+    }
+
+    /// How many of infra-gen's ELBv2 calls were throttled.
+    pub fn throttled(&self) -> u32 {
+        self.aws_proxy
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map_or(0, AwsProxy::throttled)
     }
 
     /// Whether the cluster's controllers, kubelet and load balancer are the ones the test can
@@ -581,7 +607,17 @@ impl Harness {
                 args.extend(["--lb-unverified-wait".into(), "0s".into()]);
             }
         }
-        if let Some(endpoint) = self.lb_endpoint.as_ref().filter(|e| !e.is_empty()) {
+        let throttled = self
+            .aws_proxy
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.url.clone());
+        if let Some(endpoint) = throttled
+            .as_ref()
+            .or(self.lb_endpoint.as_ref())
+            .filter(|e| !e.is_empty())
+        {
             command
                 .env("AWS_ENDPOINT_URL", endpoint)
                 .env("AWS_ACCESS_KEY_ID", "testing")

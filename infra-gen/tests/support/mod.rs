@@ -2,6 +2,7 @@
 //! runs the real `infra-gen` binary against it (or against a real cluster).
 
 pub mod apiserver;
+pub mod awsproxy;
 pub mod changelog;
 pub mod harness;
 pub mod proxy;

@@ -104,7 +104,11 @@ pub fn reconcile_all(
 
 /// Pods created directly (no owner of the double's): run as their image says; one that runs
 /// to completion (`restartPolicy` other than `Always`) ends Succeeded or Failed and stays.
-fn reconcile_bare_pods(data: &mut Data, events: &broadcast::Sender<WatchEvent>, ready_after: Duration) {
+fn reconcile_bare_pods(
+    data: &mut Data,
+    events: &broadcast::Sender<WatchEvent>,
+    ready_after: Duration,
+) {
     let bare: Vec<(Key, Json)> = data
         .objects
         .iter()
@@ -133,7 +137,14 @@ fn reconcile_bare_pods(data: &mut Data, events: &broadcast::Sender<WatchEvent>, 
             ready_after,
             ..Timing::FAST
         };
-        let state = pod_state(Behaviour::of(&image), &image, &container, born.elapsed(), timing, once);
+        let state = pod_state(
+            Behaviour::of(&image),
+            &image,
+            &container,
+            born.elapsed(),
+            timing,
+            once,
+        );
         let ip = data.pod_ips.len();
         let pod_ip = data
             .pod_ips
