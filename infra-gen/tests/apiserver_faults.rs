@@ -109,8 +109,9 @@ async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
         "stopped once the lock expired, not at the 60 s timeout"
     );
     assert!(
-        run.stderr
-            .contains("could not be renewed for 3 s, so another run may hold it now"),
+        run.stderr.contains(
+            "could not be renewed within two thirds of its 3 s lifetime, so this run stopped writing before another may take it over"
+        ),
         "{}",
         run.all()
     );
@@ -119,6 +120,65 @@ async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
         Some((100, 0)),
         "traffic never moved"
     );
+}
+
+#[tokio::test]
+async fn a_holder_whose_renewals_hang_stops_writing_before_another_run_may_take_the_lock() {
+    let h = Harness::start().await;
+    let steps = "    replicas: 2\n    rollout: {strategy: blue-green, steps: [50, 100], stepPauseSeconds: 10}\n";
+    h.write_env("prod", &h.web(&h.images.v1, steps)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &h.web(&h.images.v2, steps)).await;
+    let (job1, job2) = (
+        "https://gitlab.test/e2e/-/jobs/41",
+        "https://gitlab.test/e2e/-/jobs/42",
+    );
+    // Every renewal of the first job hangs (a connection that stopped answering): it never
+    // learns that it failed, while its lease runs out.
+    h.fault(support::apiserver::Fault {
+        method: "PUT".into(),
+        path_contains: "/leases/infra-gen-deploy".into(),
+        agent_contains: job1.into(),
+        status: None,
+        remaining: 10_000,
+    });
+    let lease = [("INFRA_GEN_LOCK_SECONDS", "6")];
+    let first = h.spawn_apply("prod", &[], &[lease[0], ("CI_JOB_URL", job1)]);
+    // The first job has split the traffic and pauses 10 s; its lease expires after 6 s.
+    h.until("the 50% step", 60, || async {
+        h.weights("web").await == Some((50, 50))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let second = h.spawn_apply("prod", &[], &[lease[0], ("CI_JOB_URL", job2)]);
+    let (first, second) = (Harness::finish(first).await, Harness::finish(second).await);
+    assert!(!first.ok, "{}", first.all());
+    assert!(
+        first
+            .stderr
+            .contains("so this run stopped writing before another may take it over"),
+        "{}",
+        first.all()
+    );
+    assert!(second.ok, "{}", second.all());
+    let writes = |job: &str| -> Vec<std::time::Instant> {
+        h.requests()
+            .into_iter()
+            .filter(|r| r.is_write() && r.user_agent.contains(job))
+            .map(|r| r.at)
+            .collect()
+    };
+    let last_of_first = writes(job1).into_iter().max().expect("the first job wrote");
+    let first_of_second = writes(job2)
+        .into_iter()
+        .min()
+        .expect("the second job wrote");
+    assert!(
+        last_of_first + Duration::from_secs(1) <= first_of_second,
+        "the first job wrote {:?} after the second began",
+        last_of_first.saturating_duration_since(first_of_second)
+    );
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
 }
 
 /// Writes infra-gen has made so far (seen by the double, or by the harness's proxy in front

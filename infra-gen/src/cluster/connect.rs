@@ -48,6 +48,23 @@ impl Target {
     }
 }
 
+/// `infra-gen/<version> (<who>)`: the API server's audit log then names the CI job (or
+/// user and host) behind every write.
+fn user_agent() -> http::HeaderValue {
+    let who: String = super::lease::identity()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    http::HeaderValue::from_str(&format!("infra-gen/{} ({who})", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("infra-gen"))
+}
+
 /// A client for the target.
 pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
     let kubeconfig = match target {
@@ -69,9 +86,13 @@ pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
             })?
         }
     };
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| ClusterError::Config(format!("cannot use {}: {e}", target.describe())))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| ClusterError::Config(format!("cannot use {}: {e}", target.describe())))?;
+    config
+        .headers
+        .push((http::header::USER_AGENT, user_agent()));
     kube::Client::try_from(config)
         .map_err(|e| ClusterError::Config(format!("cannot connect to {}: {e}", target.describe())))
 }

@@ -160,6 +160,9 @@ impl Lease {
     pub async fn acquire(cluster: &Cluster, holder: &str) -> Result<Lease, LeaseError> {
         let namespace = cluster.namespace().to_owned();
         let seconds = lease_seconds();
+        // Taken before the renewTime it writes: the deadline counts from no later than the
+        // time others count the lease's validity from.
+        let now_instant = std::time::Instant::now();
         let now = Timestamp::now();
         let own = cluster.unguarded();
         match read(cluster).await? {
@@ -191,6 +194,10 @@ impl Lease {
             }
         }
         let watch = cluster.lock_watch();
+        watch.hold_until(
+            renew_deadline(now_instant, seconds),
+            deadline_reason(&namespace, seconds),
+        );
         let renewer = tokio::spawn(renew(
             own.clone(),
             holder.to_owned(),
@@ -205,7 +212,9 @@ impl Lease {
         })
     }
 
-    /// Gives the lease back (unless it was lost: then it is the new holder's).
+    /// Gives the lease back (unless it was lost: then it is the new holder's). The delete
+    /// carries the uid and resourceVersion it read, so a lease another run took over in
+    /// between is never deleted.
     pub async fn release(self) -> ClusterResult<()> {
         self.renewer.abort();
         if self.watch.lost().is_some() {
@@ -213,8 +222,19 @@ impl Lease {
         }
         if let Some(current) = read(&self.cluster).await?
             && holder_of(&current) == self.holder
+            && let (Some(uid), Some(rv)) = (
+                current.metadata.uid.as_deref(),
+                current.metadata.resource_version.as_deref(),
+            )
         {
-            self.cluster.delete(Kind::Lease, LEASE_NAME).await?;
+            match self
+                .cluster
+                .delete_exactly(Kind::Lease, LEASE_NAME, uid, rv)
+                .await
+            {
+                Err(e) if e.code() == Some(409) => {}
+                other => other?,
+            }
         }
         Ok(())
     }
@@ -232,16 +252,31 @@ fn held_if_conflict(error: ClusterError, namespace: &str) -> LeaseError {
     }
 }
 
-/// Renews every quarter of the lease time. Stops, marking the lock lost, when another run
-/// holds the lease, when it is gone, or when no renewal succeeded for the whole lease time.
+/// Until when the holder may write after a renewal (or the acquisition) taken at `at`: two
+/// thirds of the lease's lifetime later. The last third is left for clock skew between the
+/// machines and for a write already in flight; another run takes the lease over only after
+/// the whole lifetime.
+fn renew_deadline(at: std::time::Instant, seconds: i32) -> std::time::Instant {
+    at + Duration::from_millis(u64::try_from(seconds).unwrap_or(60) * 2000 / 3)
+}
+
+fn deadline_reason(namespace: &str, seconds: i32) -> String {
+    format!(
+        "the deploy lock of namespace {namespace} could not be renewed within two thirds of its {seconds} s lifetime, so this run stopped writing before another may take it over"
+    )
+}
+
+/// Renews every quarter of the lease time, each attempt cut off after that quarter (a renewal
+/// that hangs must not hold the next one up). Stops, marking the lock lost, when another run
+/// holds the lease or it is gone; the watch's deadline stops the writes meanwhile if no
+/// renewal succeeds in time, whatever the attempt in flight is doing.
 async fn renew(cluster: Cluster, holder: String, watch: std::sync::Arc<LockWatch>, seconds: i32) {
     let every = Duration::from_millis(u64::try_from(seconds).unwrap_or(60) * 250);
     let namespace = cluster.namespace().to_owned();
-    let mut renewed = Timestamp::now();
-    let mut last_error = String::new();
     loop {
         tokio::time::sleep(every).await;
-        let attempt: ClusterResult<Option<String>> = async {
+        let started = std::time::Instant::now();
+        let attempt = tokio::time::timeout(every, async {
             let Some(mut current) = read(&cluster).await? else {
                 return Ok(Some(format!(
                     "the deploy lock of namespace {namespace} was deleted while this run held it"
@@ -264,30 +299,32 @@ async fn renew(cluster: Cluster, holder: String, watch: std::sync::Arc<LockWatch
             // Left out, the server keeps the managed fields as they are.
             current.metadata.managed_fields = None;
             cluster.replace(&typed_to_json(&current)?).await?;
-            Ok(None)
-        }
+            ClusterResult::Ok(None)
+        })
         .await;
         match attempt {
-            Ok(None) => {
-                renewed = Timestamp::now();
-                last_error.clear();
+            Ok(Ok(None)) => {
+                watch.hold_until(
+                    renew_deadline(started, seconds),
+                    deadline_reason(&namespace, seconds),
+                );
             }
-            Ok(Some(reason)) => {
+            Ok(Ok(Some(reason))) => {
                 tracing::warn!(%reason, "lost the deploy lock");
                 watch.lose(reason);
                 return;
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot renew the deploy lock");
-                last_error = error.to_string();
-                let since = Timestamp::now().duration_since(renewed);
-                if since >= SignedDuration::from_secs(i64::from(seconds)) {
-                    watch.lose(format!(
-                        "the deploy lock of namespace {namespace} could not be renewed for {seconds} s, so another run may hold it now (last error: {last_error})"
-                    ));
-                    return;
-                }
+                watch.note_failure(error.to_string());
             }
+            Err(_) => {
+                tracing::warn!("renewing the deploy lock took longer than {every:?}; trying again");
+                watch.note_failure(format!("a renewal took longer than {every:?}"));
+            }
+        }
+        if watch.lost().is_some() {
+            return;
         }
     }
 }

@@ -288,6 +288,14 @@ where
 #[derive(Debug, Default)]
 pub struct LockWatch {
     lost: Mutex<Option<String>>,
+    /// The holder writes only until this instant unless a renewal moves it: two thirds of the
+    /// lease's lifetime after the last renewal that succeeded (client-go's leader election
+    /// keeps its RenewDeadline below the LeaseDuration alike), checked on every write
+    /// whatever the renewal in flight is doing, so the holder has stopped before anyone else
+    /// may take the lease over.
+    deadline: Mutex<Option<(std::time::Instant, String)>>,
+    /// Why the last renewal failed, for the message when the deadline passes.
+    last_failure: Mutex<Option<String>>,
 }
 
 impl LockWatch {
@@ -300,9 +308,41 @@ impl LockWatch {
         }
     }
 
+    /// Sets the instant after which the lock counts as lost unless renewed, and what to say
+    /// then.
+    pub fn hold_until(&self, deadline: std::time::Instant, reason: String) {
+        if let Ok(mut d) = self.deadline.lock() {
+            *d = Some((deadline, reason));
+        }
+        if let Ok(mut f) = self.last_failure.lock() {
+            *f = None;
+        }
+    }
+
+    /// Records why a renewal failed (the deadline stays where the last success put it).
+    pub fn note_failure(&self, cause: String) {
+        if let Ok(mut f) = self.last_failure.lock() {
+            *f = Some(cause);
+        }
+    }
+
     /// Why the lock is gone, if it is.
     pub fn lost(&self) -> Option<String> {
-        self.lost.lock().ok().and_then(|l| l.clone())
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Some(reason);
+        }
+        let deadline = self.deadline.lock().ok().and_then(|d| d.clone());
+        match deadline {
+            Some((at, reason)) if std::time::Instant::now() >= at => {
+                let reason = match self.last_failure.lock().ok().and_then(|f| f.clone()) {
+                    Some(cause) => format!("{reason} (last error: {cause})"),
+                    None => reason,
+                };
+                self.lose(reason.clone());
+                Some(reason)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -596,6 +636,33 @@ impl Cluster {
             }
         })
         .await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Deletes an object only if it is still the one read: the same uid and
+    /// resourceVersion (a 409 says it changed meanwhile, and nothing was deleted).
+    pub async fn delete_exactly(
+        &self,
+        kind: Kind,
+        name: &str,
+        uid: &str,
+        resource_version: &str,
+    ) -> ClusterResult<()> {
+        let action = format!("delete {}/{name}", kind.name());
+        self.check_lock(&action)?;
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: Some(resource_version.to_owned()),
+            }),
+            ..DeleteParams::background()
+        };
+        match self.api(kind).delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(from_kube(&action, e)),
+        }
         self.writes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }

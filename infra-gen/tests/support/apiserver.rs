@@ -199,6 +199,10 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub query: String,
+    /// Who sent it (infra-gen names its CI job there).
+    pub user_agent: String,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Request {
@@ -208,32 +212,55 @@ impl Request {
 }
 
 /// An injected failure: the next `remaining` requests with `method` whose path contains
-/// `path_contains` are answered with `status`.
+/// `path_contains` are answered with `status`, or (`None`) never answered at all.
 #[derive(Debug, Clone)]
 pub struct Fault {
     pub method: String,
     pub path_contains: String,
-    pub status: u16,
+    /// Only requests whose user agent contains this (infra-gen's names its CI job).
+    pub agent_contains: String,
+    pub status: Option<u16>,
     pub remaining: usize,
 }
 
-/// The answer of the first fault that matches this request (and uses it up), if any.
-pub fn take_fault(faults: &mut [Fault], method: &str, path: &str) -> Option<Response> {
-    let fault = faults
-        .iter_mut()
-        .find(|f| f.remaining > 0 && f.method == method && path.contains(&f.path_contains))?;
+/// The answer of the first fault that matches this request (and uses it up), if any: an
+/// error status now, or — for a hanging fault — none for an hour.
+pub async fn fault_answer(fault: Option<Option<u16>>) -> Option<Response> {
+    match fault? {
+        Some(status) => {
+            let reason = if status == 409 {
+                "Conflict"
+            } else {
+                "InternalError"
+            };
+            Some(status_error(
+                status,
+                reason,
+                format!("injected fault {status}"),
+            ))
+        }
+        None => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Some(status_error(504, "Timeout", "injected hang"))
+        }
+    }
+}
+
+/// Uses up the first fault that matches this request: `Some(status)` (None: it hangs).
+pub fn take_fault(
+    faults: &mut [Fault],
+    method: &str,
+    path: &str,
+    agent: &str,
+) -> Option<Option<u16>> {
+    let fault = faults.iter_mut().find(|f| {
+        f.remaining > 0
+            && f.method == method
+            && path.contains(&f.path_contains)
+            && agent.contains(&f.agent_contains)
+    })?;
     fault.remaining -= 1;
-    let status = fault.status;
-    let reason = if status == 409 {
-        "Conflict"
-    } else {
-        "InternalError"
-    };
-    Some(status_error(
-        status,
-        reason,
-        format!("injected fault {status}"),
-    ))
+    Some(fault.status)
 }
 
 #[derive(Default)]
@@ -725,12 +752,18 @@ impl ApiServer {
     /// Makes the next `times` requests with `method` whose path contains `path_contains`
     /// fail with `status`.
     pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {
-        self.shared.data.lock().unwrap().faults.push(Fault {
+        self.fault(Fault {
             method: method.to_owned(),
             path_contains: path_contains.to_owned(),
-            status,
+            agent_contains: String::new(),
+            status: Some(status),
             remaining: times,
         });
+    }
+
+    /// Adds an injected failure.
+    pub fn fault(&self, fault: Fault) {
+        self.shared.data.lock().unwrap().faults.push(fault);
     }
 
     /// Whether every injected fault was used up.
@@ -812,19 +845,28 @@ async fn handle(
 ) -> Response {
     let path = uri.path().to_owned();
     let query = query_map(&uri);
-    {
+    let fault = {
         let mut data = shared.data.lock().unwrap();
         let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
+        let agent = headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let fault = take_fault(&mut data.faults, method.as_str(), &path, &agent);
         if !watch {
             data.requests.push(Request {
                 method: method.to_string(),
                 path: path.clone(),
                 query: uri.query().unwrap_or_default().to_owned(),
+                user_agent: agent,
+                at: std::time::Instant::now(),
             });
         }
-        if let Some(answer) = take_fault(&mut data.faults, method.as_str(), &path) {
-            return answer;
-        }
+        fault
+    };
+    if let Some(answer) = fault_answer(fault).await {
+        return answer;
     }
     let ttl = shared.options.lock().unwrap().token_ttl;
     if let Some(ttl) = ttl {

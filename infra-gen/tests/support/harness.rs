@@ -790,11 +790,21 @@ impl Harness {
     /// Makes the next `times` requests of infra-gen with `method` whose path contains
     /// `path_contains` fail with `status`.
     pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {
+        self.fault(super::apiserver::Fault {
+            method: method.to_owned(),
+            path_contains: path_contains.to_owned(),
+            agent_contains: String::new(),
+            status: Some(status),
+            remaining: times,
+        });
+    }
+
+    /// Adds an injected failure (the double's, or the proxy's in front of a real server).
+    pub fn fault(&self, fault: super::apiserver::Fault) {
         if let Some(double) = &self.double {
-            double.fail(method, path_contains, status, times);
-        }
-        if let Some(proxy) = &self.proxy {
-            proxy.fail(method, path_contains, status, times);
+            double.fault(fault);
+        } else if let Some(proxy) = &self.proxy {
+            proxy.fault(fault);
         }
     }
 

@@ -13,7 +13,7 @@ use axum::http::Request as HttpRequest;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::apiserver::{Fault, Request, take_fault};
+use super::apiserver::{Fault, Request, fault_answer, take_fault};
 
 #[derive(Default)]
 struct Log {
@@ -40,18 +40,28 @@ async fn forward(State(shared): State<Arc<Shared>>, request: HttpRequest<Body>) 
     let watch = query
         .split('&')
         .any(|p| p == "watch=true" || p == "watch=1");
-    {
+    let fault = {
         let mut log = shared.log.lock().unwrap();
+        let agent = parts
+            .headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let fault = take_fault(&mut log.faults, parts.method.as_str(), &path, &agent);
         if !watch {
             log.requests.push(Request {
                 method: parts.method.to_string(),
                 path: path.clone(),
                 query: query.clone(),
+                user_agent: agent,
+                at: std::time::Instant::now(),
             });
         }
-        if let Some(answer) = take_fault(&mut log.faults, parts.method.as_str(), &path) {
-            return answer;
-        }
+        fault
+    };
+    if let Some(answer) = fault_answer(fault).await {
+        return answer;
     }
     let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
         return (axum::http::StatusCode::PAYLOAD_TOO_LARGE, "body too large").into_response();
@@ -139,13 +149,9 @@ impl ApiProxy {
 
     /// Makes the next `times` requests with `method` whose path contains `path_contains`
     /// fail with `status`.
-    pub fn fail(&self, method: &str, path_contains: &str, status: u16, times: usize) {
-        self.shared.log.lock().unwrap().faults.push(Fault {
-            method: method.to_owned(),
-            path_contains: path_contains.to_owned(),
-            status,
-            remaining: times,
-        });
+    /// Adds an injected failure.
+    pub fn fault(&self, fault: Fault) {
+        self.shared.log.lock().unwrap().faults.push(fault);
     }
 }
 
