@@ -560,3 +560,45 @@ async fn the_checks_find_the_alb_among_many_and_ride_out_throttling() {
     );
     assert!(h.throttled() > 0, "the proxy throttled nothing");
 }
+
+#[tokio::test]
+async fn an_elbv2_failure_right_after_a_weight_move_moves_every_request_back() {
+    let Some(h) = with_broken_controller(|_| {}).await else {
+        return;
+    };
+    let steps = "    replicas: 2\n    rollout: {strategy: blue-green, steps: [50, 100], stepPauseSeconds: 6}\n";
+    h.write_env("prod", &h.web(&h.images.v1, steps)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    bound(&h, 2).await;
+    h.throttle_elb(crate::support::awsproxy::Throttle {
+        throttled: 0,
+        of: 1,
+    })
+    .await;
+    h.write_env("prod", &h.web(&h.images.v2, steps)).await;
+    let child = h.spawn_apply("prod", &[], &[]);
+    h.until("the ALB forwarding 50% to green", 240, || async {
+        h.alb_shares("web", "web.e2e.test")
+            .await
+            .is_some_and(|s| s.contains(&("web-green".to_owned(), 50)))
+    })
+    .await;
+    // During the pause the CI role loses its ELBv2 permissions: the 100 % step is written,
+    // but its weights cannot be read back.
+    h.deny_elb();
+    let run = Harness::finish(child).await;
+    assert!(!run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains("moved all traffic back to blue")
+            && run.stderr.contains("AccessDenied"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.weights("web").await, Some((100, 0)), "{}", run.all());
+    assert_eq!(
+        h.replicas("web-green").await,
+        Some(2),
+        "not scaled down while the ALB cannot be read: {}",
+        run.all()
+    );
+}

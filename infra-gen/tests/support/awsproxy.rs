@@ -1,6 +1,8 @@
 //! A proxy in front of moto for infra-gen's AWS calls, answering a share of them with
 //! ELBv2's `Throttling` error, as an account whose Describe quota the AWS Load Balancer
-//! Controller and other tools share does. It counts what it throttled.
+//! Controller and other tools share does, or — once told to — every one of them with
+//! `AccessDenied` (a role whose policy was changed under a running deploy). It counts what
+//! it throttled.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +22,7 @@ pub struct Throttle {
 struct Shared {
     upstream: String,
     throttle: Throttle,
+    deny: std::sync::atomic::AtomicBool,
     seen: AtomicU32,
     throttled: AtomicU32,
     http: reqwest::Client,
@@ -33,6 +36,10 @@ pub struct AwsProxy {
 }
 
 async fn forward(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if shared.deny.load(Ordering::SeqCst) {
+        let xml = "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>User is not authorized to perform: elasticloadbalancing:DescribeRules</Message></Error><RequestId>denied</RequestId></ErrorResponse>";
+        return (StatusCode::FORBIDDEN, [("content-type", "text/xml")], xml).into_response();
+    }
     let n = shared.seen.fetch_add(1, Ordering::SeqCst);
     if n % shared.throttle.of.max(1) < shared.throttle.throttled {
         shared.throttled.fetch_add(1, Ordering::SeqCst);
@@ -67,6 +74,7 @@ impl AwsProxy {
         let shared = Arc::new(Shared {
             upstream: upstream.to_owned(),
             throttle,
+            deny: Default::default(),
             seen: AtomicU32::new(0),
             throttled: AtomicU32::new(0),
             http: reqwest::Client::new(),
@@ -82,6 +90,11 @@ impl AwsProxy {
             let _ = axum::serve(listener, app).await;
         });
         Self { shared, url, task }
+    }
+
+    /// From now on every call is refused with `AccessDenied`.
+    pub fn deny(&self) {
+        self.shared.deny.store(true, Ordering::SeqCst);
     }
 
     /// How many requests were answered `Throttling`.

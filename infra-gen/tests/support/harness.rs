@@ -412,6 +412,14 @@ impl Harness {
         *self.aws_proxy.lock().unwrap() = Some(proxy);
     }
 
+    /// From now on every ELBv2 call of infra-gen is refused (AccessDenied); needs
+    /// [`Harness::throttle_elb`] first.
+    pub fn deny_elb(&self) {
+        if let Some(proxy) = self.aws_proxy.lock().unwrap().as_ref() {
+            proxy.deny();
+        }
+    }
+
     /// How many of infra-gen's ELBv2 calls were throttled.
     pub fn throttled(&self) -> u32 {
         self.aws_proxy
