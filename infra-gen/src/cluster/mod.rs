@@ -695,6 +695,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Sets one label of an object (a merge patch: nothing else of it changes).
+    pub async fn label(&self, kind: Kind, name: &str, key: &str, value: &str) -> ClusterResult<()> {
+        let action = format!("label {}/{name} {key}={value}", kind.name());
+        self.check_lock(&action)?;
+        let api = self.api(kind);
+        let patch = serde_json::json!({"metadata": {"labels": {key: value}}});
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        retry(|| async {
+            match api.patch(name, &params, &Patch::Merge(&patch)).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(e) => Err(from_kube(&action, e)),
+            }
+        })
+        .await?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// The typed Deployment API (for the watcher).
     pub fn deployments(&self) -> Api<k8s_openapi::api::apps::v1::Deployment> {
         Api::namespaced(self.client.clone(), &self.namespace)

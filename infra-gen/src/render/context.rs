@@ -31,6 +31,10 @@ pub mod labels {
     /// The release of a `stateful` workload a pod, StatefulSet or headless Service belongs
     /// to (set by `infra-gen apply`).
     pub const RELEASE: &str = "infra-gen.dev/version";
+    /// A `stateful` pod that may take new connections while the version named here is
+    /// released: the pods of the live version and of that version carry it, so the NLB
+    /// Service selects those two and no other version during the release.
+    pub const ACCEPTS: &str = "infra-gen.dev/accepts-during";
     /// Namespace label that makes the AWS LB Controller inject pod readiness gates.
     pub const READINESS_GATE: &str = "elbv2.k8s.aws/pod-readiness-gate-inject";
 }

@@ -590,16 +590,32 @@ impl BlueGreen<'_> {
             self.clear_canary(state, live).await?;
             self.record_live(state, live, None, "deploy").await?;
         }
-        if self.spec.tcp && live.is_some() && self.ensure(&self.stable(None, None)).await? {
+        let replicas = self.wanted_replicas(state, live);
+        if self.spec.tcp && live.is_some() {
+            // A slot that still runs an older version (kept for an instant rollback) is
+            // emptied first: selected by the NLB, its old pods would take new players and be
+            // replaced under them.
+            if view.replicas > 0 && !view.runs(&self.template_hash()) {
+                self.cluster
+                    .apply(&stamped(&self.slot_deployment(target, 0)), false)
+                    .await?;
+                self.say(&format!(
+                    "emptied {} (it still ran {}) before the NLB selects it",
+                    self.slot_name(target),
+                    view.revision.as_deref().map_or("an older version", short)
+                ));
+                self.gone(target).await?;
+            }
             // The AWS Load Balancer Controller injects its readiness gate only into pods a
             // Service it binds selects when they are created: the NLB Service selects both
             // slots first, so a new pod is Ready (and gets connections) only once its NLB
             // target is healthy.
-            self.say(
-                "NLB selects both slots: each new pod gets connections once its target is healthy",
-            );
+            if self.ensure(&self.stable(None, None)).await? {
+                self.say(
+                    "NLB selects both slots: each new pod gets connections once its target is healthy",
+                );
+            }
         }
-        let replicas = self.wanted_replicas(state, live);
         if view.runs(&self.template_hash()) && view.replicas >= replicas {
             self.say(&format!("{} already holds this version", target.as_str()));
         } else {
@@ -1054,7 +1070,8 @@ impl BlueGreen<'_> {
             self.move_back(live).await?;
             self.drain(target).await?;
         }
-        if live != Some(target) {
+        // A slot holding a release (a rollback target) keeps its pods for another try.
+        if live != Some(target) && state.release_in(target).is_none() {
             self.cluster.scale(&self.slot_name(target), 0).await?;
             self.say(&format!("aborted, scaled {} to 0", self.slot_name(target)));
         }
@@ -1109,7 +1126,9 @@ impl BlueGreen<'_> {
             if state.slot(to).has_traffic() || canary_traffic {
                 self.move_back(from).await?;
             }
-            if state.release_in(to).is_none() || state.last_live() == Some(from) {
+            // A slot holding a release (a rollback target) stays as it is: only a version
+            // that never went live is scaled down.
+            if state.release_in(to).is_none() {
                 self.drain(to).await?;
                 self.cluster.scale(&self.slot_name(to), 0).await?;
                 self.say(&format!("aborted, scaled {} to 0", self.slot_name(to)));
@@ -1125,6 +1144,63 @@ impl BlueGreen<'_> {
             kept: format!("{} ({})", from.as_str(), self.slot_name(from)),
             problem,
         }
+    }
+
+    /// Waits until `slot` has no pod left (an emptied slot, before the NLB selects it).
+    async fn gone(&self, slot: Slot) -> RolloutResult<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let pods = self
+                .cluster
+                .list(Kind::Pod, &self.selector(slot), None)
+                .await?;
+            if pods.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= self.timeout {
+                return Err(RolloutError::Preflight(format!(
+                    "{}: {} still has {} pod(s) after {:?}; see `kubectl -n {} get pods -l {}`",
+                    self.name(),
+                    self.slot_name(slot),
+                    pods.len(),
+                    self.timeout,
+                    self.cluster.namespace(),
+                    self.selector(slot)
+                )));
+            }
+            self.progress.status(&format!(
+                "{}: waiting for {} old pod(s) to stop",
+                self.slot_name(slot),
+                pods.len()
+            ));
+            self.cluster
+                .pause(Duration::from_secs(1), "wait for the old pods to stop")
+                .await?;
+        }
+    }
+
+    /// With the load-balancer checks: pods of `slot` created before the NLB Service selected
+    /// them have no readiness gate (they would be Ready before their target is healthy):
+    /// they are recreated and waited for (`from` keeps the traffic meanwhile).
+    async fn regate(&self, slot: Slot, from: Slot) -> RolloutResult<()> {
+        let Some(lb) = self.lb else {
+            return Ok(());
+        };
+        let ungated = lb
+            .ungated(self.cluster, &self.lb_service(slot), &self.selector(slot))
+            .await?;
+        if ungated.is_empty() {
+            return Ok(());
+        }
+        for pod in &ungated {
+            self.cluster.delete(Kind::Pod, pod).await?;
+        }
+        self.say(&format!(
+            "recreated {} pod(s) of {} created before the NLB selected them (no readiness gate)",
+            ungated.len(),
+            self.slot_name(slot)
+        ));
+        self.ready_or_abort(slot, Some(from)).await
     }
 
     /// Before `slot` is scaled down: waits until the ALB sends it nothing (weights and header
@@ -1305,6 +1381,19 @@ impl BlueGreen<'_> {
         let check = self
             .lb
             .filter(|_| direction == Move::Forward && from.is_some());
+        if self.spec.tcp
+            && direction == Move::Forward
+            && let Some(from) = from
+        {
+            // The NLB registers only pods its Service selects: onto pods it does not select
+            // now (a rollback, a resumed cutover) it moves like a release — both selected,
+            // pods without their gate recreated, healthy targets — never by the selector
+            // alone, which would leave new players no healthy target for tens of seconds.
+            if self.ensure(&self.stable(None, None)).await? {
+                self.say("NLB selects both slots");
+            }
+            self.regate(to, from).await?;
+        }
         if let (Some(lb), Some(from)) = (check, from)
             && self.routes_through_lb()
         {

@@ -33,6 +33,9 @@ use crate::cluster::wait::{self, Replicas, WaitError};
 use crate::cluster::{Cluster, Kind, name_of};
 use crate::render::context::{annotations, labels, versions_action};
 
+/// How many target groups one ALB rule forwards to at most (an AWS limit, not adjustable).
+pub const MAX_FORWARD_GROUPS: usize = 5;
+
 /// Annotation of an old version: when `finalize` retires it.
 pub const RETIRE_AT: &str = "infra-gen.dev/retire-at";
 
@@ -202,6 +205,14 @@ impl Stateful<'_> {
         self.progress.step(&format!("{}: {message}", self.name()));
     }
 
+    /// The environment (its label on the workload's objects), for commands to suggest.
+    fn env_name(&self) -> &str {
+        text(
+            &self.spec.statefulset,
+            "/metadata/labels/infra-gen.dev~1environment",
+        )
+    }
+
     fn versioned(&self, version: &str) -> String {
         format!("{}-{version}", self.name())
     }
@@ -355,6 +366,7 @@ impl Stateful<'_> {
             labels::RELEASE,
             version,
         );
+        s["spec"]["template"]["metadata"]["labels"][labels::ACCEPTS] = json!(version);
         s
     }
 
@@ -367,15 +379,20 @@ impl Stateful<'_> {
         s
     }
 
-    /// The stable Service selecting `version` (`None`: every version, while a new one starts
-    /// behind the NLB, so its pods get their readiness gate).
-    fn stable(&self, version: Option<&str>) -> Option<Json> {
+    /// The stable Service selecting `version`: where new connections go.
+    fn stable(&self, version: &str) -> Option<Json> {
         let mut s = self.spec.stable.clone()?;
-        let selector = match version {
-            Some(v) => with_label(s.pointer("/spec/selector"), labels::RELEASE, v),
-            None => self.base_selector(),
-        };
-        s["spec"]["selector"] = selector;
+        s["spec"]["selector"] = with_label(s.pointer("/spec/selector"), labels::RELEASE, version);
+        Some(s)
+    }
+
+    /// The stable Service while `version` is released: the pods labelled as accepting
+    /// connections during its release — the live version's and its own — so its new pods
+    /// are selected when created (they get their readiness gate) and no other version takes
+    /// a new player.
+    fn stable_during(&self, version: &str) -> Option<Json> {
+        let mut s = self.spec.stable.clone()?;
+        s["spec"]["selector"] = with_label(Some(&self.base_selector()), labels::ACCEPTS, version);
         Some(s)
     }
 
@@ -461,7 +478,7 @@ impl Stateful<'_> {
             return Ok(false);
         }
         let routing = self
-            .stable(Some(live))
+            .stable(live)
             .into_iter()
             .chain(self.ingress(&self.weights(&state, Some(live), Some(live))));
         for object in routing {
@@ -477,54 +494,113 @@ impl Stateful<'_> {
         Ok(history::is_latest(&state.releases, live, live))
     }
 
-    /// Deploys the desired release: a running version is updated in place (its pods keep
-    /// running), a new one is started beside the others and takes the new connections.
+    /// Deploys the desired release: the live version is updated in place (its pods keep
+    /// running); any other — new, left behind by an aborted or killed release, or an older
+    /// one running again — is released beside the live one and takes the new connections.
     pub async fn deploy(&self) -> RolloutResult<()> {
         let state = self.observe().await?;
         let version = self.spec.version.clone();
         let name = self.versioned(&version);
-        match state.version(&version) {
-            Some(running) => {
-                let replicas = match self.hpa_bounds() {
-                    Some(_) => running.replicas,
-                    None => self.spec_replicas(),
-                };
-                let desired = stamped(&self.statefulset(&version, replicas));
-                let template_changed = running
-                    .statefulset
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(TEMPLATE))
-                    .and_then(Json::as_str)
-                    != Some(self.template_hash().as_str());
-                if !is_up_to_date(&desired, Some(&running.statefulset)) {
-                    self.cluster.apply(&desired, false).await?;
-                    if template_changed {
-                        self.say(&format!(
-                            "{name}: its pod template changed, but its {} running pod(s) keep the old one (updateStrategy OnDelete): only pods created later (a scale-up, a replaced pod) get it. To roll it out to every server, release a new version (a new image tag, or `version:`)",
-                            running.replicas
-                        ));
-                    } else {
-                        self.say(&format!("{name}: updated ({replicas} replica(s))"));
-                    }
-                }
-                if running.ready < replicas || running.replicas == 0 {
-                    self.ready_or_abort(&version, state.live.as_deref()).await?;
-                }
-                // Also when it is live already: an interrupted release may have left the NLB
-                // selecting every version.
-                self.switch(&state, &version, state.live.as_deref()).await?;
-                self.converge(&version, state.live.as_deref(), "deploy")
-                    .await
+        let Some(running) = state
+            .version(&version)
+            .filter(|_| state.live.as_deref() == Some(version.as_str()))
+        else {
+            return self.release(&state, &version, None, "deploy").await;
+        };
+        let replicas = match self.hpa_bounds() {
+            Some((min, max)) => running.replicas.max(min).min(max.max(min)),
+            None => self.spec_replicas(),
+        };
+        let desired = stamped(&self.statefulset(&version, replicas));
+        let template_changed = running
+            .statefulset
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(TEMPLATE))
+            .and_then(Json::as_str)
+            != Some(self.template_hash().as_str());
+        if !is_up_to_date(&desired, Some(&running.statefulset)) {
+            self.cluster.apply(&desired, false).await?;
+            if template_changed {
+                self.say(&format!(
+                    "{name}: its pod template changed, but its {} running pod(s) keep the old one (updateStrategy OnDelete): only pods created later (a scale-up, a replaced pod) get it. To roll it out to every server, release a new version (a new image tag, or `version:`)",
+                    running.replicas
+                ));
+            } else {
+                self.say(&format!("{name}: updated ({replicas} replica(s))"));
             }
-            None => self.release(&state, &version).await,
         }
+        if running.ready < replicas {
+            self.ready_or_abort(&version, state.live.as_deref()).await?;
+        }
+        // Also when it is live already: an interrupted release may have left the NLB
+        // selecting another version's pods too.
+        let fresh = self.observe().await?;
+        self.switch(&fresh, &version, state.live.as_deref()).await?;
+        self.converge(&version, state.live.as_deref(), "deploy")
+            .await
     }
 
-    /// Starts `version` beside the running ones, waits, and moves new connections to it.
-    async fn release(&self, state: &StatefulState, version: &str) -> RolloutResult<()> {
+    /// The ALB forwards to at most five target groups per rule (an AWS limit): a release
+    /// that would need more is refused before anything is written, naming the versions to
+    /// retire first.
+    fn check_forward_limit(&self, state: &StatefulState, version: &str) -> RolloutResult<()> {
+        if self.spec.ingress.is_none() {
+            return Ok(());
+        }
+        let mut versions: Vec<&str> = state.versions.iter().map(|v| v.version.as_str()).collect();
+        if !versions.contains(&version) {
+            versions.push(version);
+        }
+        if versions.len() <= MAX_FORWARD_GROUPS {
+            return Ok(());
+        }
+        let excess = versions.len() - MAX_FORWARD_GROUPS;
+        let retire: Vec<String> = state
+            .versions
+            .iter()
+            .filter(|v| Some(v.version.as_str()) != state.live.as_deref() && v.version != version)
+            .take(excess)
+            .map(|v| {
+                format!(
+                    "`infra-gen retire --env {} --workload {} --version {}`",
+                    self.env_name(),
+                    self.name(),
+                    v.version
+                )
+            })
+            .collect();
+        Err(RolloutError::Preflight(format!(
+            "{}: an ALB rule forwards to at most {MAX_FORWARD_GROUPS} target groups (an AWS limit), and releasing {version} beside {} would need {}; retire the oldest first: {}",
+            self.name(),
+            state
+                .versions
+                .iter()
+                .map(|v| v.version.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            versions.len(),
+            retire.join(", ")
+        )))
+    }
+
+    /// Releases `version` beside the live one, through the same steps whatever its leftover
+    /// state: a new version, one an aborted or killed release left behind, an older one
+    /// running again, or a retired one (`object`: its recorded StatefulSet). The load
+    /// balancer is made to select its pods before they are created (so each gets its
+    /// readiness gate), pods that predate that are recreated, every pod must be ready (and,
+    /// behind a load balancer, a healthy target) before new connections move to it.
+    async fn release(
+        &self,
+        state: &StatefulState,
+        version: &str,
+        object: Option<Json>,
+        action: &str,
+    ) -> RolloutResult<()> {
+        self.check_forward_limit(state, version)?;
         let name = self.versioned(version);
-        let live = state.live.clone();
-        let replicas = match self.hpa_bounds() {
+        let live = state.live.clone().filter(|l| l != version);
+        let existing = state.version(version);
+        let wanted = match self.hpa_bounds() {
             Some((min, max)) => live
                 .as_deref()
                 .and_then(|l| state.version(l))
@@ -532,38 +608,67 @@ impl Stateful<'_> {
                 .max(min)
                 .min(max.max(min)),
             None => self.spec_replicas(),
-        };
+        }
+        .max(existing.map_or(0, |v| v.replicas));
         self.ensure(&self.headless(version)).await?;
-        // Behind a load balancer the new pods must be selected by a bound Service when they
-        // are created, so the controller's webhook gives them their readiness gate.
-        if live.is_some() {
-            if let Some(both) = self.stable(None).filter(|_| self.spec.nlb)
-                && self.ensure(&both).await?
-            {
-                self.say("the NLB selects every running version: new pods get connections once their target is healthy");
-            }
-            if let Some(ingress) =
-                self.ingress(&self.weights(state, live.as_deref(), Some(version)))
-            {
+        if let Some(live) = &live {
+            self.expose_during(state, live, version).await?;
+            if let Some(ingress) = self.ingress(&self.weights(state, Some(live), Some(version))) {
                 self.ensure(&ingress).await?;
             }
+            self.wait_bound(version).await?;
         }
-        self.cluster
-            .apply(&stamped(&self.statefulset(version, replicas)), false)
-            .await?;
-        self.say(&format!(
-            "started {name} with {replicas} replica(s) beside {}",
-            if state.versions.is_empty() {
-                "nothing (first release)".to_owned()
-            } else {
-                state
-                    .versions
-                    .iter()
-                    .map(|v| v.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+        match (object, existing) {
+            // A retired version rolled back to: its recorded StatefulSet.
+            (Some(mut object), _) => {
+                object["spec"]["replicas"] = json!(wanted);
+                object["spec"]["template"]["metadata"]["labels"][labels::ACCEPTS] = json!(version);
+                self.cluster.apply(&stamped(&object), false).await?;
+                self.say(&format!("started {name} again (it was retired)"));
             }
-        ));
+            // The tree's version: its StatefulSet as the tree has it.
+            (None, _) if version == self.spec.version => {
+                let desired = stamped(&self.statefulset(version, wanted));
+                if !is_up_to_date(&desired, existing.map(|v| &v.statefulset)) {
+                    self.cluster.apply(&desired, false).await?;
+                }
+                self.say(&format!(
+                    "started {name} with {wanted} replica(s) beside {}",
+                    if state.versions.iter().all(|v| v.version == version) {
+                        "nothing (first release)".to_owned()
+                    } else {
+                        state
+                            .versions
+                            .iter()
+                            .filter(|v| v.version != version)
+                            .map(|v| v.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ));
+            }
+            // Another running version (a rollback): its own template, only sized.
+            (None, Some(running)) => {
+                if running.replicas < wanted {
+                    self.cluster
+                        .scale_kind(Kind::StatefulSet, &name, wanted)
+                        .await?;
+                    self.say(&format!(
+                        "scaled {name} from {} to {wanted} to take the new connections",
+                        running.replicas
+                    ));
+                }
+            }
+            (None, None) => {
+                return Err(RolloutError::Preflight(format!(
+                    "{}: version {version} does not run and no spec of it is known",
+                    self.name()
+                )));
+            }
+        }
+        if live.is_some() {
+            self.regate(version).await?;
+        }
         self.ready_or_abort(version, live.as_deref()).await?;
         if let (Some(lb), Some(service), Some(_)) = (self.lb, self.lb_service(version), &live)
             && let Err(problem) = lb
@@ -586,7 +691,105 @@ impl Stateful<'_> {
         }
         let fresh = self.observe().await?;
         self.switch(&fresh, version, live.as_deref()).await?;
-        self.converge(version, live.as_deref(), "deploy").await
+        self.converge(version, live.as_deref(), action).await
+    }
+
+    /// Behind an NLB, while `version` is released: the live version's running pods and
+    /// `version`'s (its template too) are labelled as accepting connections during this
+    /// release, then the stable Service selects those only — versions kept for their
+    /// players, or due for retirement, take no new one.
+    async fn expose_during(
+        &self,
+        state: &StatefulState,
+        live: &str,
+        version: &str,
+    ) -> RolloutResult<()> {
+        let Some(during) = self.stable_during(version).filter(|_| self.spec.nlb) else {
+            return Ok(());
+        };
+        for v in [live, version] {
+            for pod in self
+                .cluster
+                .list(Kind::Pod, &self.selector_text(Some(v)), None)
+                .await?
+            {
+                let has = pod
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(labels::ACCEPTS))
+                    .and_then(Json::as_str)
+                    == Some(version);
+                if !has && pod.pointer("/metadata/deletionTimestamp").is_none() {
+                    self.cluster
+                        .label(Kind::Pod, name_of(&pod), labels::ACCEPTS, version)
+                        .await?;
+                }
+            }
+        }
+        // Pods `version` makes later are selected too (a version rolled back to was made
+        // before this release).
+        if let Some(running) = state.version(version)
+            && running
+                .statefulset
+                .pointer("/spec/template/metadata/labels")
+                .and_then(|l| l.get(labels::ACCEPTS))
+                .and_then(Json::as_str)
+                != Some(version)
+        {
+            let patch = json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": running.name, "namespace": self.cluster.namespace()},
+                "spec": {"template": {"metadata": {"labels": {labels::ACCEPTS: version}}}},
+            });
+            self.cluster
+                .apply_as(&patch, "infra-gen-accepts", true, false)
+                .await?;
+        }
+        if self.ensure(&during).await? {
+            self.say(&format!(
+                "the NLB selects {live} and {version} only: each new pod gets connections once its target is healthy"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Behind an ALB (with the load-balancer checks): waits until the controller bound the
+    /// new version's Service, so the pods created next get their readiness gate.
+    async fn wait_bound(&self, version: &str) -> RolloutResult<()> {
+        let (Some(lb), true) = (self.lb, self.spec.ingress.is_some()) else {
+            return Ok(());
+        };
+        let service = self.versioned(version);
+        match lb
+            .bound(self.cluster, self.progress, &service, self.timeout)
+            .await?
+        {
+            Ok(_) => Ok(()),
+            Err(problem) => Err(RolloutError::NotServing {
+                workload: self.name().to_owned(),
+                slot: service,
+                kept: self.name().to_owned(),
+                problem,
+            }),
+        }
+    }
+
+    /// With the load-balancer checks, in a namespace that asks for readiness gates: pods of
+    /// `version` created before the controller bound the Service that routes to them carry
+    /// no gate (they would be Ready before their target is healthy): they are recreated.
+    async fn regate(&self, version: &str) -> RolloutResult<()> {
+        let (Some(lb), Some(service)) = (self.lb, self.lb_service(version)) else {
+            return Ok(());
+        };
+        let ungated = lb
+            .ungated(self.cluster, &service, &self.selector_text(Some(version)))
+            .await?;
+        for pod in ungated {
+            self.cluster.delete(Kind::Pod, &pod).await?;
+            self.say(&format!(
+                "recreating pod {pod}: it was created before the load balancer bound {service}, so it has no readiness gate"
+            ));
+        }
+        Ok(())
     }
 
     /// Forward weights: `new` (if any) gets everything once it is `to`, old versions 0.
@@ -618,22 +821,38 @@ impl Stateful<'_> {
         out
     }
 
-    /// Gives up a version that did not get ready: new connections stay where they were, its
-    /// pods go.
+    /// Gives up a version that did not get ready: new connections stay where they were. One
+    /// that never went live (no release of it) is deleted with its headless Service, so it
+    /// is in no selector and no forward action and a retry starts it through the whole
+    /// release; one that went live before (a rollback target) may hold players and is left
+    /// as it is.
     async fn undo(&self, version: &str, live: Option<&str>) -> RolloutResult<()> {
         let state = self.observe().await?;
         if let Some(live) = live {
-            if let Some(stable) = self.stable(Some(live)) {
+            if let Some(stable) = self.stable(live) {
                 self.ensure(&stable).await?;
             }
-            if let Some(ingress) = self.ingress(&self.weights(&state, Some(live), None)) {
+            let weights: Vec<(String, u8)> = self
+                .weights(&state, Some(live), None)
+                .into_iter()
+                .filter(|(v, _)| v != version)
+                .collect();
+            if let Some(ingress) = self.ingress(&weights) {
                 self.ensure(&ingress).await?;
             }
         }
-        self.cluster
-            .scale_kind(Kind::StatefulSet, &self.versioned(version), 0)
-            .await?;
-        self.say(&format!("aborted, scaled {} to 0", self.versioned(version)));
+        let name = self.versioned(version);
+        if state.releases.iter().any(|r| r.slot == version) {
+            self.say(&format!(
+                "{name} went live before and may still have players: left as it is"
+            ));
+            return Ok(());
+        }
+        self.cluster.delete(Kind::StatefulSet, &name).await?;
+        self.cluster.delete(Kind::Service, &name).await?;
+        self.say(&format!(
+            "aborted, removed {name} (it never took connections)"
+        ));
         Ok(())
     }
 
@@ -671,6 +890,14 @@ impl Stateful<'_> {
         version: &str,
         previous: Option<&str>,
     ) -> RolloutResult<()> {
+        let ready = state.version(version).map_or(0, |v| v.ready);
+        if ready == 0 {
+            return Err(RolloutError::Preflight(format!(
+                "{}: refusing to send new connections to {}: none of its pods is ready",
+                self.name(),
+                self.versioned(version)
+            )));
+        }
         let mut moved = false;
         if let Some(ingress) = self.ingress(&self.weights(state, Some(version), Some(version))) {
             moved |= self.ensure(&ingress).await?;
@@ -679,7 +906,7 @@ impl Stateful<'_> {
                     .await?;
             }
         }
-        if let Some(stable) = self.stable(Some(version)) {
+        if let Some(stable) = self.stable(version) {
             moved |= self.ensure(&stable).await?;
         }
         self.mark_retirement(state, version).await?;
@@ -875,8 +1102,10 @@ impl Stateful<'_> {
     /// NLB selecting every version. The other versions keep the players they got meanwhile.
     pub async fn settle(&self) -> RolloutResult<()> {
         let state = self.observe().await?;
-        let (Some(live), Some(stable)) =
-            (state.live.as_deref(), self.stable(state.live.as_deref()))
+        let Some((live, stable)) = state
+            .live
+            .as_deref()
+            .and_then(|live| Some((live, self.stable(live)?)))
         else {
             return Ok(());
         };
@@ -980,32 +1209,19 @@ impl Stateful<'_> {
             )));
         };
         let version = target.slot.clone();
-        if state.version(&version).is_none() {
-            let Some(object) = target.object.clone() else {
-                return Err(RolloutError::Preflight(format!(
+        let object = match state.version(&version) {
+            Some(_) => None,
+            None => Some(target.object.clone().ok_or_else(|| {
+                RolloutError::Preflight(format!(
                     "{}: version {version} was retired and the history holds no spec to start it again; release its commit {} instead",
                     self.name(),
                     target.revision
-                )));
-            };
-            self.ensure(&self.headless(&version)).await?;
-            if let Some(both) = self.stable(None).filter(|_| self.spec.nlb) {
-                self.ensure(&both).await?;
-            }
-            if let Some(ingress) = self.ingress(&self.weights(&state, Some(&live), Some(&version)))
-            {
-                self.ensure(&ingress).await?;
-            }
-            self.cluster.apply(&stamped(&object), false).await?;
-            self.say(&format!(
-                "started {} again (it was retired)",
-                self.versioned(&version)
-            ));
-        }
-        self.ready_or_abort(&version, Some(&live)).await?;
-        let fresh = self.observe().await?;
-        self.switch(&fresh, &version, Some(&live)).await?;
-        self.converge(&version, Some(&live), "rollback").await
+                ))
+            })?),
+        };
+        // Back through the same steps as a release: the NLB selects both, the old pods
+        // register again (tens of seconds), then new connections move.
+        self.release(&state, &version, object, "rollback").await
     }
 
     /// Retires the old versions whose `retireAfterSeconds` has passed.
@@ -1054,7 +1270,7 @@ impl Stateful<'_> {
             stamped(&self.statefulset(version, replicas)),
             stamped(&self.headless(version)),
         ];
-        out.extend(self.stable(Some(version)).map(|s| stamped(&s)));
+        out.extend(self.stable(version).map(|s| stamped(&s)));
         out.extend(
             self.ingress(&self.weights(&state, Some(version), Some(version)))
                 .map(|i| stamped(&i)),

@@ -89,6 +89,82 @@ impl LbCheck {
             .collect()))
     }
 
+    /// Waits (up to `timeout`) until the controller bound `service` (a TargetGroupBinding
+    /// names it): pods created from then on get its readiness gate. `Ok(Err(problem))`
+    /// otherwise.
+    pub async fn bound(
+        &self,
+        cluster: &Cluster,
+        progress: &Progress,
+        service: &str,
+        timeout: Duration,
+    ) -> RolloutResult<Result<(), String>> {
+        let started = Instant::now();
+        loop {
+            cluster.check_lock(&format!("wait for the controller to bind {service}"))?;
+            match self.bindings(cluster, service).await? {
+                Err(problem) => return Ok(Err(problem)),
+                Ok(bindings) if !bindings.is_empty() => return Ok(Ok(())),
+                Ok(_) => {}
+            }
+            let line = format!(
+                "no TargetGroupBinding binds Service {service} yet: the AWS Load Balancer Controller has not picked it up; its pods are created once it has, so each gets its readiness gate"
+            );
+            if started.elapsed() >= timeout {
+                return Ok(Err(format!("after {:?}: {line}", started.elapsed())));
+            }
+            progress.status(&line);
+            cluster
+                .pause(EVERY, &format!("wait for the controller to bind {service}"))
+                .await?;
+        }
+    }
+
+    /// The running pods of `selector` that lack the readiness gate of one of `service`'s
+    /// TargetGroupBindings, in a namespace that asks the controller to inject them (none
+    /// otherwise, or when no controller is installed).
+    pub async fn ungated(
+        &self,
+        cluster: &Cluster,
+        service: &str,
+        selector: &str,
+    ) -> RolloutResult<Vec<String>> {
+        let namespace = cluster
+            .get(Kind::Namespace, cluster.namespace())
+            .await?
+            .unwrap_or_default();
+        let inject = namespace
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(labels::READINESS_GATE))
+            .and_then(Json::as_str)
+            == Some("enabled");
+        let Ok(bindings) = self.bindings(cluster, service).await? else {
+            return Ok(Vec::new());
+        };
+        if !inject || bindings.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(cluster
+            .list(Kind::Pod, selector, None)
+            .await?
+            .iter()
+            .filter(|p| is_running(p))
+            .filter(|pod| {
+                let gates: Vec<&str> = pod
+                    .pointer("/spec/readinessGates")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|g| g.get("conditionType").and_then(Json::as_str))
+                    .collect();
+                bindings
+                    .iter()
+                    .any(|b| !gates.contains(&format!("{GATE_PREFIX}{}", b.name).as_str()))
+            })
+            .map(|p| name_of(p).to_owned())
+            .collect())
+    }
+
     /// Waits until every pod of `selector` carries the controller's readiness gate (when
     /// the namespace asks for injection) and is a `healthy` target of each target group
     /// bound to `service`. `Ok(Err(problem))`: it will not be, or not in `timeout`.

@@ -11,6 +11,7 @@ mod support;
 mod applyset;
 mod canary;
 mod deploy;
+mod gameservers;
 mod loadbalancer;
 mod lock;
 mod recovery;

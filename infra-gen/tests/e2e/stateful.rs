@@ -330,11 +330,19 @@ async fn a_version_that_never_gets_ready_is_given_up_and_connections_stay() {
     );
     assert_eq!(h.live_version("connector").await, Some(v1.clone()));
     assert_eq!(h.version_pods("connector", &v1).await, pods);
-    let given_up = h
-        .get("StatefulSet", &format!("connector-{bad}"))
-        .await
-        .unwrap();
-    assert_eq!(given_up["spec"]["replicas"], 0);
+    assert!(
+        run.stderr.contains(&format!(
+            "removed connector-{bad} (it never took connections)"
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        h.get("StatefulSet", &format!("connector-{bad}"))
+            .await
+            .is_none(),
+        "a version that never went live is in no selector or action: removed"
+    );
     assert_eq!(h.releases("connector").await.len(), 1, "nothing recorded");
 }
 

@@ -85,9 +85,9 @@ pub fn gates_for(snap: &Snapshot, namespace: &str, labels: Option<&Json>) -> Vec
 /// A rule the controller wants: conditions, what they match (for comparison), forward groups.
 type DesiredRule = (Vec<RuleCondition>, String, Vec<(String, i32)>);
 
-/// What the controller last saw an Ingress ask for, and since when.
+/// What the controller last saw of an Ingress, and since when.
 struct Pending {
-    wanted: Vec<(String, Vec<(String, i32)>)>,
+    seen: String,
     since: Instant,
 }
 
@@ -261,6 +261,28 @@ impl Controller {
         let namespace = text(ingress, "/metadata/namespace").to_owned();
         let name = text(ingress, "/metadata/name").to_owned();
         let key = (namespace.clone(), name.clone());
+        // The controller acts a reconcile lag after the last change of the Ingress it saw
+        // (new target groups and bindings included), and at once the first time.
+        let fingerprint = format!(
+            "{}{}",
+            ingress.get("spec").cloned().unwrap_or_default(),
+            ingress
+                .pointer("/metadata/annotations")
+                .cloned()
+                .unwrap_or_default()
+        );
+        let first = !self.pending.contains_key(&key);
+        let pending = self.pending.entry(key.clone()).or_insert_with(|| Pending {
+            seen: fingerprint.clone(),
+            since: Instant::now(),
+        });
+        if pending.seen != fingerprint {
+            pending.seen = fingerprint;
+            pending.since = Instant::now();
+        }
+        if !first && pending.since.elapsed() < self.pace.rule_lag(settings) {
+            return;
+        }
         let Some((_, dns)) = self
             .aws
             .ensure_balancer(&self.elb, &namespace, &name, false)
@@ -405,30 +427,16 @@ impl Controller {
                 desired.push((conditions, matches, groups));
             }
         }
-        // The controller acts a reconcile lag after the last change it saw.
-        let wanted: Vec<(String, Vec<(String, i32)>)> = desired
-            .iter()
-            .map(|(_, m, g)| (m.clone(), g.clone()))
-            .collect();
-        let pending = self.pending.entry(key.clone()).or_insert_with(|| Pending {
-            wanted: wanted.clone(),
-            since: Instant::now(),
-        });
-        if pending.wanted != wanted {
-            pending.wanted = wanted;
-            pending.since = Instant::now();
-        }
-        let settled = pending.since.elapsed() >= self.pace.rule_lag(settings);
         let existing = self.aws.rules.get(&key).cloned().unwrap_or_default();
         let same_shape = existing.len() == desired.len()
             && existing.iter().zip(&desired).all(|(e, d)| e.matches == d.1);
-        if existing.is_empty() || (settled && !same_shape) {
+        if !same_shape {
             // Rules added or removed: the controller renumbers them; here they are made again
             // in order (each new one gets the next priority number).
             self.aws
                 .replace_rules(&self.elb, &key, &listener, desired)
                 .await;
-        } else if settled && settings.apply_weights {
+        } else if settings.apply_weights {
             // Only the forwards changed (weights): modified in place.
             self.aws.modify_forwards(&self.elb, &key, &desired).await;
         }
