@@ -107,6 +107,11 @@ pub struct ApplyArgs {
     /// Keep objects of this environment that are no longer in the tree.
     #[arg(long)]
     pub no_prune: bool,
+    /// Switch a workload behind a load balancer between rolling and blue-green although
+    /// the switch moves every request at once to target groups whose targets are still
+    /// registering (see `infra-gen plan`): for a quiet moment.
+    #[arg(long)]
+    pub allow_strategy_change: bool,
 }
 
 /// `infra-gen rollback`.

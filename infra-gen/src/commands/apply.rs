@@ -30,6 +30,7 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
         prune: !args.no_prune,
         lb: super::target::lb_check(&env, &args.lb, &progress).await,
         unverified_wait: args.lb.lb_unverified_wait,
+        allow_strategy_change: args.allow_strategy_change,
     };
     let result = apply::apply(&cluster, &desired, &options, &progress).await;
     progress.finish();

@@ -124,12 +124,17 @@ pub fn one_time_changes(manifests: &Path, env: &Environment, rendered: &[Manifes
             ),
             _ => "no load balancer is involved".to_owned(),
         };
+        let refused = if w.kind == WorkloadKind::Tcp || w.http.is_some() {
+            " `apply` refuses it without --allow-strategy-change: do it in a quiet moment"
+        } else {
+            ""
+        };
         out.push(match wanted {
             Strategy::BlueGreen => format!(
-                "{name} switches from rolling to blue-green: apply starts {name}-blue with as many replicas as Deployment {name} runs now, moves the traffic to it once every replica is available, then deletes Deployment {name}. Load balancer: {lb}."
+                "{name} switches from rolling to blue-green: apply starts {name}-blue with as many replicas as Deployment {name} runs now, moves the traffic to it once every replica is available, then deletes Deployment {name}. Load balancer: {lb}.{refused}"
             ),
             Strategy::Rolling => format!(
-                "{name} switches from blue-green to rolling: apply starts Deployment {name} with as many replicas as the live slot runs now (kept while the HPA takes the count over), waits until it is ready, then deletes {name}-blue, {name}-green, their Services and the preview. Load balancer: {lb}."
+                "{name} switches from blue-green to rolling: apply starts Deployment {name} with as many replicas as the live slot runs now (kept while the HPA takes the count over), waits until it is ready, then deletes {name}-blue, {name}-green, their Services and the preview. Load balancer: {lb}.{refused}"
             ),
         });
     }

@@ -30,6 +30,8 @@ pub struct ApplyOptions {
     /// Without the checks: how long the controller is given to apply a move of ALB traffic
     /// away from a slot before that slot is scaled down or replaced.
     pub unverified_wait: Duration,
+    /// Switch workloads behind a load balancer between rolling and blue-green.
+    pub allow_strategy_change: bool,
 }
 
 /// What an apply did.
@@ -470,6 +472,9 @@ pub async fn apply(
 ) -> RolloutResult<Summary> {
     let by = lease::identity();
     let first = plan(cluster, desired, progress, &by, options).await?;
+    if !first.is_empty() && !options.allow_strategy_change {
+        strategy_switches(cluster, desired).await?;
+    }
     if first.is_empty() {
         progress.step(&format!(
             "nothing to do: namespace {} already runs this revision",
@@ -515,6 +520,73 @@ pub async fn apply(
         writes: cluster.writes(),
         ..summary
     })
+}
+
+/// Refuses, before any write, to switch a workload behind a load balancer between rolling
+/// and blue-green: the switch moves the Ingress backend (or the NLB's targets) to target
+/// groups whose targets only start registering then, so every request fails until they
+/// are healthy. `--allow-strategy-change` does it anyway.
+async fn strategy_switches(cluster: &Cluster, desired: &Desired) -> RolloutResult<()> {
+    let runs = |d: Option<Json>| {
+        d.and_then(|d| d.pointer("/spec/replicas").and_then(Json::as_i64))
+            .unwrap_or(0)
+            > 0
+    };
+    let mut switches = Vec::new();
+    for spec in &desired.blue_green {
+        if spec.ingress.is_none() && !spec.tcp {
+            continue;
+        }
+        let rolling = runs(cluster.get(Kind::Deployment, &spec.name).await?);
+        let blue = runs(
+            cluster
+                .get(Kind::Deployment, &format!("{}-blue", spec.name))
+                .await?,
+        );
+        let green = runs(
+            cluster
+                .get(Kind::Deployment, &format!("{}-green", spec.name))
+                .await?,
+        );
+        if rolling && !blue && !green {
+            switches.push(format!("{} from rolling to blue-green", spec.name));
+        }
+    }
+    for name in &desired.rolling {
+        let behind_lb = desired.objects.iter().any(|o| {
+            name_of(o) == name
+                && match o.get("kind").and_then(Json::as_str) {
+                    Some("Ingress") => true,
+                    Some("Service") => {
+                        o.pointer("/spec/type").and_then(Json::as_str) == Some("LoadBalancer")
+                    }
+                    _ => false,
+                }
+        });
+        if !behind_lb {
+            continue;
+        }
+        let blue = runs(
+            cluster
+                .get(Kind::Deployment, &format!("{name}-blue"))
+                .await?,
+        );
+        let green = runs(
+            cluster
+                .get(Kind::Deployment, &format!("{name}-green"))
+                .await?,
+        );
+        if blue || green {
+            switches.push(format!("{name} from blue-green to rolling"));
+        }
+    }
+    if switches.is_empty() {
+        return Ok(());
+    }
+    Err(RolloutError::Preflight(format!(
+        "refusing to switch {}: the load balancer would move every request at once to new target groups whose targets only then start registering, and requests fail until they are healthy (seconds to minutes; `infra-gen plan` says what changes). Do it in a quiet moment with `--allow-strategy-change`, or keep the strategy",
+        switches.join(", ")
+    )))
 }
 
 /// The field manager that keeps `spec.replicas` of a Deployment whose count the HPA takes

@@ -272,12 +272,11 @@ impl BlueGreen<'_> {
         Ok(is_up_to_date(&stamped(object), live.as_ref()))
     }
 
-    /// The live-state objects for `live` being the live slot.
+    /// The live-state objects for `live` being the live slot. The preview shows the live
+    /// release too, until the next deploy starts a candidate in the other slot (which then
+    /// shows there): it never points at a slot about to be scaled down.
     fn live_objects(&self, live: Slot, deadline: Option<&str>) -> Vec<Json> {
-        let mut objects = vec![
-            self.stable(Some(live), deadline),
-            self.preview(live.other()),
-        ];
+        let mut objects = vec![self.stable(Some(live), deadline), self.preview(live)];
         objects.extend(self.ingress(live, 100));
         objects.extend(self.hpa(live));
         objects
@@ -614,6 +613,14 @@ impl BlueGreen<'_> {
                 self.say(
                     "NLB selects both slots: each new pod gets connections once its target is healthy",
                 );
+                if self.lb.is_some() {
+                    self.cluster
+                        .pause(
+                            super::verify::WEBHOOK_CACHE_LAG,
+                            "the controller's webhook seeing the new selector",
+                        )
+                        .await?;
+                }
             }
         }
         if view.runs(&self.template_hash()) && view.replicas >= replicas {
@@ -1555,8 +1562,8 @@ impl BlueGreen<'_> {
                 live.as_str()
             ));
         }
-        if self.ensure(&self.preview(live.other())).await? {
-            self.say(&format!("preview now shows {}", live.other().as_str()));
+        if self.ensure(&self.preview(live)).await? {
+            self.say(&format!("preview now shows {}", live.as_str()));
         }
         if let Some(hpa) = self.hpa(live)
             && self.ensure(&hpa).await?
@@ -1832,6 +1839,13 @@ impl BlueGreen<'_> {
                 history::time_text(deadline)
             ));
             return Ok(());
+        }
+        // A deploy killed between the switch and the HPA's re-point left the HPA on the
+        // slot about to go: the live slot would lose its autoscaling.
+        if let Some(hpa) = self.hpa(live)
+            && self.ensure(&hpa).await?
+        {
+            self.say(&format!("HPA now scales {}", self.slot_name(live)));
         }
         self.drain(previous).await?;
         self.cluster.scale(&self.slot_name(previous), 0).await?;

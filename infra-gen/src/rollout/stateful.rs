@@ -748,6 +748,14 @@ impl Stateful<'_> {
             self.say(&format!(
                 "the NLB selects {live} and {version} only: each new pod gets connections once its target is healthy"
             ));
+            if self.lb.is_some() {
+                self.cluster
+                    .pause(
+                        super::verify::WEBHOOK_CACHE_LAG,
+                        "the controller's webhook seeing the new selector",
+                    )
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -763,7 +771,15 @@ impl Stateful<'_> {
             .bound(self.cluster, self.progress, &service, self.timeout)
             .await?
         {
-            Ok(_) => Ok(()),
+            Ok(()) => {
+                self.cluster
+                    .pause(
+                        super::verify::WEBHOOK_CACHE_LAG,
+                        "the controller's webhook seeing the binding",
+                    )
+                    .await?;
+                Ok(())
+            }
             Err(problem) => Err(RolloutError::NotServing {
                 workload: self.name().to_owned(),
                 slot: service,

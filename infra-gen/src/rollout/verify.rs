@@ -58,6 +58,11 @@ fn is_running(pod: &Json) -> bool {
         && !matches!(text(pod, "/status/phase"), "Failed" | "Succeeded")
 }
 
+/// How long the AWS Load Balancer Controller's webhook may take to see a Service's new
+/// selector in its cache: pods created sooner than this after it changed may get no
+/// readiness gate (they are then recreated, which this wait mostly spares).
+pub const WEBHOOK_CACHE_LAG: Duration = Duration::from_secs(2);
+
 /// How often a check looks again.
 const EVERY: Duration = Duration::from_secs(2);
 

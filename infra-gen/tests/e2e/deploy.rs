@@ -32,7 +32,8 @@ async fn first_deploy_goes_to_blue_and_is_recorded() {
         preview
             .pointer("/spec/selector/infra-gen.dev~1slot")
             .and_then(|v| v.as_str()),
-        Some("green")
+        Some("blue"),
+        "the preview shows what is live until a deploy starts a candidate"
     );
 
     let secret = h.get("Secret", "pull").await.expect("image-pull secret");
@@ -586,5 +587,59 @@ async fn a_pod_whose_probe_names_a_missing_port_is_reported_as_such() {
     assert!(
         started.elapsed() < std::time::Duration::from_secs(120),
         "no wait fixes a missing port: aborted, not timed out"
+    );
+}
+
+#[tokio::test]
+async fn after_a_cutover_the_preview_shows_the_release_now_live() {
+    let h = Harness::start().await;
+    h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
+    let preview = h.get("Service", "web-preview").await.unwrap();
+    assert_eq!(
+        preview["spec"]["selector"]["infra-gen.dev/slot"], "green",
+        "the preview host shows what is live until the next deploy starts a candidate: {preview}"
+    );
+}
+
+#[tokio::test]
+async fn finalize_re_points_an_hpa_left_on_the_old_slot_before_scaling_it_down() {
+    let h = Harness::start().await;
+    let hpa = "    autoscaling: {min: 2, max: 4}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600}\n";
+    h.write_env("prod", &h.web(&h.images.v1, hpa)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &h.web(&h.images.v2, hpa)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    // A deploy killed between the switch and the HPA re-point leaves the HPA on blue.
+    let api: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        h.client().await,
+        &h.namespace(),
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("autoscaling", "v2", "HorizontalPodAutoscaler"),
+            "horizontalpodautoscalers",
+        ),
+    );
+    api.patch(
+        "web",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            serde_json::json!({"spec": {"scaleTargetRef": {"name": "web-blue"}}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let run = h.command("finalize", "prod", &["--now"]).await;
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(h.replicas("web-blue").await, Some(0));
+    let hpa = h.get("HorizontalPodAutoscaler", "web").await.unwrap();
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"]["name"],
+        "web-green",
+        "the live slot keeps its autoscaling: {}",
+        run.all()
     );
 }

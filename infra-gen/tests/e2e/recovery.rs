@@ -274,10 +274,18 @@ async fn a_tcp_deploy_killed_during_the_overlap_is_not_taken_for_a_first_deploy(
     h.scale_like_the_hpa("game-blue", 4).await;
     h.write_env("prod", &h.tcp(&h.images.v2, extra)).await;
     let mut child = h.spawn_apply("prod", &[], &[]);
-    h.until("the NLB Service selecting both slots", 240, || async {
-        h.get("Service", "game")
+    // The overlap: green is ready and the NLB Service selects both slots (it does from the
+    // start of the release too, before green has pods).
+    h.until("the NLB overlap", 240, || async {
+        let both = h
+            .get("Service", "game")
             .await
-            .is_some_and(|s| s.pointer("/spec/selector/infra-gen.dev~1slot").is_none())
+            .is_some_and(|s| s.pointer("/spec/selector/infra-gen.dev~1slot").is_none());
+        let ready = h.get("Deployment", "game-green").await.and_then(|d| {
+            d.pointer("/status/availableReplicas")
+                .and_then(|a| a.as_i64())
+        }) == Some(4);
+        both && ready
     })
     .await;
     Harness::kill(&mut child).await;
@@ -484,7 +492,20 @@ async fn switching_between_rolling_and_blue_green_keeps_the_capacity() {
     let blue_green = format!("{hpa}    rollout: {{strategy: blue-green}}\n");
     h.write_env("prod", &rolling(&h, &h.images.v1, &blue_green))
         .await;
-    let run = h.apply("prod", &[]).await;
+    // Behind the ALB the switch moves every request at once to new target groups: refused
+    // unless asked for, before anything is written.
+    let refused = h.apply("prod", &[]).await;
+    assert!(!refused.ok, "{}", refused.all());
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to switch web from rolling to blue-green")
+            && refused.stderr.contains("--allow-strategy-change"),
+        "{}",
+        refused.all()
+    );
+    assert!(h.get("Deployment", "web-blue").await.is_none());
+    let run = h.apply("prod", &["--allow-strategy-change"]).await;
     assert!(run.ok, "{}", run.all());
     assert_eq!(h.replicas("web-blue").await, Some(5), "{}", run.all());
     assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
@@ -494,7 +515,15 @@ async fn switching_between_rolling_and_blue_green_keeps_the_capacity() {
     );
 
     h.write_env("prod", &rolling(&h, &h.images.v1, hpa)).await;
-    let run = h.apply("prod", &[]).await;
+    let refused = h.apply("prod", &[]).await;
+    assert!(
+        refused
+            .stderr
+            .contains("refusing to switch web from blue-green to rolling"),
+        "{}",
+        refused.all()
+    );
+    let run = h.apply("prod", &["--allow-strategy-change"]).await;
     assert!(run.ok, "{}", run.all());
     assert_eq!(h.replicas("web").await, Some(5), "{}", run.all());
     assert!(h.get("Deployment", "web-blue").await.is_none());

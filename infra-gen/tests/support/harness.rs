@@ -1288,9 +1288,42 @@ impl Harness {
         let mut sets: std::collections::HashMap<String, Json> = Default::default();
         let mut pinned: Option<String> = None;
         let mut ever_live: std::collections::HashSet<String> = Default::default();
+        let mut selector = Json::Null;
+        // Pods that were ready while the stable Service selected them: they may have players.
+        let mut served: std::collections::HashSet<String> = Default::default();
+        let mut pods: std::collections::HashMap<String, Json> = Default::default();
         let mut out = Vec::new();
         let int = |o: &Json, p: &str| o.pointer(p).and_then(Json::as_i64).unwrap_or(0);
+        let ready = |pod: &Json| {
+            pod.pointer("/status/conditions")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        };
+        let selected = |selector: &Json, pod: &Json| {
+            selector.as_object().is_some_and(|s| {
+                !s.is_empty()
+                    && s.iter().all(|(k, v)| {
+                        pod.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)
+                    })
+            })
+        };
         for (rv, event, kind, name, object) in self.events() {
+            if kind == "Service" && name == workload {
+                selector = object
+                    .pointer("/spec/selector")
+                    .cloned()
+                    .unwrap_or_default();
+            }
+            if kind == "Pod" && event != "DELETED" && name.starts_with(&prefix) {
+                pods.insert(name.clone(), object.clone());
+            }
+            for (pod_name, pod) in &pods {
+                if ready(pod) && selected(&selector, pod) {
+                    served.insert(pod_name.clone());
+                }
+            }
             match kind.as_str() {
                 "StatefulSet" if name.starts_with(&prefix) => {
                     let version = name[prefix.len()..].to_owned();
@@ -1343,13 +1376,18 @@ impl Harness {
                         continue;
                     };
                     let ordinal: i64 = ordinal.parse().unwrap_or(-1);
+                    pods.remove(&name);
+                    // Only a server that was ready while selected can have players to drop (a
+                    // pod recreated before it ever was is no restart of a server).
                     if let Some(owner) = sets.get(set)
+                        && served.contains(&name)
                         && ordinal < int(owner, "/spec/replicas")
                     {
                         out.push(format!(
                             "rv {rv}: pod {name} was deleted while {set} still ran it"
                         ));
                     }
+                    served.remove(&name);
                 }
                 _ => {}
             }
