@@ -591,3 +591,214 @@ async fn killed_at_any_write_of_the_applyset_migration_the_next_apply_finishes_i
         );
     }
 }
+
+/// The images of the pods a `tcp` workload's NLB Service selects at every change of it or
+/// of a pod in the log from `since` on: (resourceVersion, images of running selected pods).
+fn nlb_exposure(h: &Harness, since: usize) -> Vec<(u64, Vec<String>)> {
+    let mut selector = serde_json::Value::Null;
+    let mut pods: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut out = Vec::new();
+    for (i, (rv, event, kind, name, object)) in h.events().into_iter().enumerate() {
+        match kind.as_str() {
+            "Service" if name == "game" => selector = object["spec"]["selector"].clone(),
+            "Pod" if event == "DELETED" => {
+                pods.remove(&name);
+            }
+            "Pod" => {
+                pods.insert(name, object);
+            }
+            _ => continue,
+        }
+        if i < since {
+            continue;
+        }
+        let mut images: Vec<String> = pods
+            .values()
+            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .filter(|p| {
+                selector.as_object().is_some_and(|s| {
+                    !s.is_empty()
+                        && s.iter()
+                            .all(|(k, v)| p["metadata"]["labels"].get(k) == Some(v))
+                })
+            })
+            .filter_map(|p| {
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        images.sort();
+        images.dedup();
+        out.push((rv, images));
+    }
+    out
+}
+
+/// Kills a `tcp` deploy into the slot that still runs the previous version (kept for an
+/// instant rollback) after each of its first writes, runs `after`, and checks at every step
+/// of the log: the NLB only ever selected pods of the version that was live or the one being
+/// released (never the old version in the slot being replaced), and the follow-up converges.
+async fn tcp_kill_into_a_running_slot_then(after: After) {
+    let h = Harness::start_with(Options {
+        ready_after: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let file = |image: &str| {
+        h.tcp(
+            image,
+            "    replicas: 2\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600, overlapSeconds: 0}\n",
+        )
+    };
+    let images = [
+        h.images.v1.clone(),
+        h.images.v2.clone(),
+        h.images.v3.clone(),
+    ];
+    h.write_env("prod", &file(&images[0])).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &file(&images[1])).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    for kill_after in 1..=8usize {
+        let live = h.live_slot("game").await.unwrap();
+        let live_image = h.image(&format!("game-{live}")).await.unwrap();
+        let other = if live == "blue" { "green" } else { "blue" };
+        let kept = h.image(&format!("game-{other}")).await.unwrap_or_default();
+        let candidate = images
+            .iter()
+            .find(|i| **i != live_image && **i != kept)
+            .cloned()
+            .unwrap();
+        let since = h.events().len();
+        h.write_env("prod", &file(&candidate)).await;
+        let revision = h.revision();
+        kill_after_writes(&h, || h.spawn_apply("prod", &[], &[]), kill_after).await;
+        let context = format!("after a kill at write {kill_after} then {after:?}");
+        let run = match after {
+            After::SameApply | After::NewApply => h.apply("prod", &[]).await,
+            After::FinalizeNow => h.command("finalize", "prod", &["--now"]).await,
+            After::Rollback => {
+                h.command("rollback", "prod", &["--revision", &revision])
+                    .await
+            }
+        };
+        assert!(run.ok, "{context}: {}", run.all());
+        let settled = h.apply("prod", &[]).await;
+        assert!(settled.ok, "{context}: {}", settled.all());
+        for (rv, selected) in nlb_exposure(&h, since) {
+            assert!(
+                selected.iter().all(|i| *i == live_image || *i == candidate),
+                "{context}: rv {rv}: the NLB selected {selected:?}, but only {live_image} (live) and {candidate} (released) may take new players"
+            );
+        }
+        let now = h.live_slot("game").await.unwrap();
+        assert_eq!(
+            h.image(&format!("game-{now}")).await.as_deref(),
+            Some(candidate.as_str()),
+            "{context}"
+        );
+    }
+    let violations = h.traffic_violations("game");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn tcp_killed_at_any_write_into_a_running_slot_the_same_apply_converges() {
+    tcp_kill_into_a_running_slot_then(After::SameApply).await;
+}
+
+#[tokio::test]
+async fn tcp_killed_at_any_write_into_a_running_slot_finalize_moves_back_first() {
+    tcp_kill_into_a_running_slot_then(After::FinalizeNow).await;
+}
+
+#[tokio::test]
+async fn tcp_killed_at_any_write_into_a_running_slot_rollback_returns_to_what_was_live() {
+    tcp_kill_into_a_running_slot_then(After::Rollback).await;
+}
+
+/// Kills `rollback` (or `retire`) of a stateful workload after each of its first writes,
+/// runs it again, and checks: it converges (rollback: new connections on the version before;
+/// retire: the old version gone), the live version's servers were never restarted, and new
+/// connections only reached ready versions.
+async fn stateful_kill_at_every_write_of(command: &str) {
+    let h = Harness::start_with(Options {
+        ready_after: Duration::from_millis(300),
+        ..Options::default()
+    })
+    .await;
+    let file = |version: &str| {
+        h.stateful(
+            &h.images.v1,
+            &format!("    replicas: 2\n    version: {version}\n    tcp: {{deregistrationDelaySeconds: 0}}\n"),
+        )
+    };
+    for kill_after in 1..=6usize {
+        let (old, new) = (format!("a{kill_after}"), format!("b{kill_after}"));
+        for version in [&old, &new] {
+            h.write_env("prod", &file(version)).await;
+            let run = h.apply("prod", &[]).await;
+            assert!(run.ok, "{}", run.all());
+        }
+        // As the CI jobs run them: the rollback job names the commit it undoes.
+        let revision = h.revision();
+        let args: Vec<&str> = match command {
+            "retire" => vec!["--workload", "connector", "--version", &old],
+            _ => vec!["--revision", &revision],
+        };
+        kill_after_writes(&h, || h.spawn_command(command, "prod", &args), kill_after).await;
+        let context = format!("after a kill of {command} at write {kill_after}");
+        let run = h.command(command, "prod", &args).await;
+        assert!(run.ok, "{context}: {}", run.all());
+        match command {
+            "retire" => {
+                assert_eq!(
+                    h.live_version("connector").await,
+                    Some(new.clone()),
+                    "{context}"
+                );
+                assert!(
+                    h.get("StatefulSet", &format!("connector-{old}"))
+                        .await
+                        .is_none(),
+                    "{context}"
+                );
+            }
+            _ => assert_eq!(
+                h.live_version("connector").await,
+                Some(old.clone()),
+                "{context}"
+            ),
+        }
+        // Leave one version for the next round.
+        for set in h.list("StatefulSet").await {
+            let version = set["metadata"]["labels"]["infra-gen.dev/version"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            if Some(&version) != h.live_version("connector").await.as_ref() {
+                let retire = h
+                    .command(
+                        "retire",
+                        "prod",
+                        &["--workload", "connector", "--version", &version],
+                    )
+                    .await;
+                assert!(retire.ok, "{context}: {}", retire.all());
+            }
+        }
+    }
+    let violations = h.stateful_violations("connector");
+    assert!(violations.is_empty(), "{violations:#?}");
+}
+
+#[tokio::test]
+async fn stateful_rollback_killed_at_any_write_converges_when_run_again() {
+    stateful_kill_at_every_write_of("rollback").await;
+}
+
+#[tokio::test]
+async fn stateful_retire_killed_at_any_write_converges_when_run_again() {
+    stateful_kill_at_every_write_of("retire").await;
+}
