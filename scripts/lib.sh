@@ -134,11 +134,13 @@ start_control_plane() {
   wait_for_line "the test control plane" "$control_plane/out.log" '^ready' "${pids[-1]}" 240
 }
 
-# start_testbed: the node agent and the load-balancer stand-in (target/debug/testbed) on the
-# control plane started by start_control_plane, with moto at $MOTO_ENDPOINT.
+# start_testbed BIN_DIR: the node agent (running kubectl images with BIN_DIR/kubectl) and the
+# load-balancer stand-in (target/debug/testbed) on the control plane started by
+# start_control_plane, with moto at $MOTO_ENDPOINT.
 start_testbed() {
   target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
-    --moto "$MOTO_ENDPOINT" --node testbed >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
+    --moto "$MOTO_ENDPOINT" --node testbed --kubectl "$1/kubectl" \
+    >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
   pids+=($!)
   wait_for_line "the testbed (node agent, load-balancer stand-in)" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }

@@ -44,6 +44,8 @@ pub enum Command {
     /// Remove an old version of a stateful workload (never the one taking new connections).
     #[command(disable_version_flag = true)]
     Retire(RetireArgs),
+    /// Raise an HPA's minimum until a time (an announced event), or end that early (--clear).
+    Scale(ScaleArgs),
     /// Show what apply would change (server-side dry run against the live objects).
     Diff(TargetArgs),
     /// Delete a review environment instance (its namespace and everything in it).
@@ -181,6 +183,43 @@ pub struct RetireArgs {
     /// The version to remove, as `infra-gen status` lists it (`2-6-0`) or as its tag (`2.6.0`).
     #[arg(long, value_name = "VERSION")]
     pub version: String,
+}
+
+/// `infra-gen scale`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["min", "clear"])))]
+pub struct ScaleArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The autoscaled workload (default: the only one of the environment).
+    #[arg(long, value_name = "NAME")]
+    pub workload: Option<String>,
+    /// Fewest replicas until --until (deploys keep it; raises the maximum if below).
+    #[arg(long, value_name = "N", requires = "until")]
+    pub min: Option<u32>,
+    /// When the raise ends: RFC 3339 (`2026-12-09T12:00:00+09:00`) or a duration from now
+    /// (`3h`, `90m`).
+    #[arg(long, value_name = "TIME", value_parser = parse_until)]
+    pub until: Option<jiff::Timestamp>,
+    /// End the current raise now: back to the bounds of the file (and any window in force).
+    #[arg(long, conflicts_with_all = ["min", "until"])]
+    pub clear: bool,
+}
+
+/// An instant: RFC 3339 with an offset, or a duration from now.
+pub fn parse_until(text: &str) -> Result<jiff::Timestamp, String> {
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Ok(t);
+    }
+    match crate::capacity::parse_duration(text) {
+        Ok(d) if d.is_positive() => jiff::Timestamp::now()
+            .checked_add(d)
+            .map_err(|e| e.to_string()),
+        _ => Err(format!(
+            "{text:?} is neither a time like 2026-12-09T12:00:00+09:00 nor a duration like 3h"
+        )),
+    }
 }
 
 /// `infra-gen status`.

@@ -4,6 +4,7 @@
 //! objects) → `tree` (the committed `manifests/` directory) → apply/rollout.
 //! `commands` holds one module per subcommand; `cli` their arguments.
 
+pub mod capacity;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

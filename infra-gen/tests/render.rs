@@ -802,8 +802,14 @@ fn every_rendered_pod_runs_as_nonroot_read_only_and_without_a_token_unless_irsa(
             let irsa = account
                 .pointer("/metadata/annotations/eks.amazonaws.com~1role-arn")
                 .is_some();
-            assert_eq!(pod["automountServiceAccountToken"], irsa, "{file}");
-            assert_eq!(account["automountServiceAccountToken"], irsa, "{file}");
+            // The capacity CronJobs patch HPAs: they need the token, and their account may do
+            // nothing else (checked with the Role below).
+            let needs_token = irsa || workload == "infra-gen-capacity";
+            assert_eq!(pod["automountServiceAccountToken"], needs_token, "{file}");
+            assert_eq!(
+                account["automountServiceAccountToken"], needs_token,
+                "{file}"
+            );
         }
     }
     assert!(pods >= 9, "only {pods} pods found");
@@ -865,4 +871,105 @@ fn pod_security_settings_override_the_defaults() {
             .join("manifests/staging/serviceaccount-controltower.yaml"),
     );
     assert_eq!(account["automountServiceAccountToken"], true);
+}
+
+#[test]
+fn a_capacity_window_renders_cronjobs_in_its_zone_and_a_role_that_may_patch_only_its_hpa() {
+    // environments/production.yaml: maintenance ends at 11:00 JST every Wednesday; 20 pods
+    // from 10:50 to 13:00 (committed bounds 3..30).
+    let tree = repo().join("manifests/production");
+    let up = yaml_file(&tree.join("cronjob-controltower-capacity-maintenance-end-up.yaml"));
+    let down = yaml_file(&tree.join("cronjob-controltower-capacity-maintenance-end-down.yaml"));
+    assert_eq!(up["spec"]["schedule"], "50 10 * * 3");
+    assert_eq!(down["spec"]["schedule"], "0 13 * * 3");
+    for (job, patch) in [
+        (
+            &up,
+            r#"--patch={"spec":{"minReplicas":20,"maxReplicas":30}}"#,
+        ),
+        (
+            &down,
+            r#"--patch={"spec":{"minReplicas":3,"maxReplicas":30}}"#,
+        ),
+    ] {
+        assert_eq!(job["spec"]["timeZone"], "Asia/Tokyo");
+        assert_eq!(job["spec"]["concurrencyPolicy"], "Forbid");
+        let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+        assert_eq!(pod["serviceAccountName"], "infra-gen-capacity");
+        let args: Vec<&str> = pod["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "patch",
+                "horizontalpodautoscaler",
+                "controltower",
+                "--namespace=controltower-9391",
+                "--field-manager=infra-gen-capacity",
+                "--type=merge",
+                patch
+            ]
+        );
+        // The kubectl of the cluster's minor version.
+        assert_eq!(
+            pod["containers"][0]["image"],
+            "registry.k8s.io/kubectl:v1.33.0"
+        );
+        // Not a pod of the workload: no Service or PDB selects it.
+        assert_eq!(
+            job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"],
+            "infra-gen-capacity"
+        );
+    }
+    let role = yaml_file(&tree.join("role-infra-gen-capacity.yaml"));
+    let rules = role["rules"].as_array().unwrap();
+    let names = |resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .find(|r| r["resources"][0] == resource)
+            .map(|r| {
+                r["resourceNames"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap()
+    };
+    assert_eq!(names("horizontalpodautoscalers"), ["controltower"]);
+    assert_eq!(
+        names("cronjobs"),
+        [
+            "controltower-capacity-expire",
+            "controltower-capacity-maintenance-end-up",
+            "controltower-capacity-maintenance-end-down"
+        ]
+    );
+    assert!(rules.iter().all(|r| {
+        !r["verbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v == "create" || v == "*")
+    }));
+    let binding = yaml_file(&tree.join("rolebinding-infra-gen-capacity.yaml"));
+    assert_eq!(binding["subjects"][0]["name"], "infra-gen-capacity");
+    // Staging has no window: the account is there for `infra-gen scale`, no window CronJob.
+    let tree = read_tree(&repo().join("manifests"));
+    let staging: Vec<&String> = tree.keys().filter(|f| f.starts_with("staging/")).collect();
+    assert!(
+        staging
+            .iter()
+            .any(|f| f.contains("role-infra-gen-capacity"))
+    );
+    assert!(
+        !staging
+            .iter()
+            .any(|f| f.contains("cronjob-controltower-capacity"))
+    );
 }

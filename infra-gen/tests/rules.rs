@@ -916,3 +916,82 @@ fn pod_security_refuses_root_bad_ids_and_an_irsa_role_without_its_token() {
     );
     assert_eq!(errors(&fine), Vec::<String>::new());
 }
+
+/// The base file with an HPA of 2..10 and the given capacity windows (YAML list items,
+/// indented for `schedule:`), the first on line 14.
+fn with_windows(windows: &str) -> String {
+    format!(
+        "{}    autoscaling:\n      min: 2\n      max: 10\n      schedule:\n{windows}",
+        BASE.replace("    replicas: 2\n", "")
+    )
+}
+
+#[test]
+fn capacity_windows_are_checked_where_they_are_written() {
+    let ok = with_windows(
+        "        - {name: maintenance-end, cron: \"0 11 * * wed\", timeZone: Asia/Tokyo, duration: 2h, lead: 10m, min: 20}\n",
+    );
+    assert_eq!(errors(&ok), Vec::<String>::new());
+    // A zone that does not exist, pointed at on its line and column.
+    assert_error(
+        &with_windows(
+            "        - {name: a, cron: \"0 11 * * wed\", timeZone: Asia/Tokio, duration: 2h, min: 20}\n",
+        ),
+        "environments/staging.yaml:14:",
+        &[
+            "timeZone",
+            "\"Asia/Tokio\" is not an IANA time zone",
+            "Asia/Tokyo",
+        ],
+    );
+    // min above max.
+    assert_error(
+        &with_windows(
+            "        - {name: a, cron: \"0 11 * * wed\", timeZone: UTC, duration: 2h, min: 20, max: 15}\n",
+        ),
+        "environments/staging.yaml:14:",
+        &["max 15 is below the window's min 20"],
+    );
+    // Shorter than its lead time.
+    assert_error(
+        &with_windows(
+            "        - {name: a, cron: \"0 11 * * wed\", timeZone: UTC, duration: 5m, lead: 10m, min: 20}\n",
+        ),
+        "environments/staging.yaml:14:",
+        &["lasts 5m", "raised 10m before"],
+    );
+    // Two windows open at once, lead time included: the second is pointed at.
+    assert_error(
+        &with_windows(concat!(
+            "        - {name: a, cron: \"0 11 * * wed\", timeZone: Asia/Tokyo, duration: 2h, min: 20}\n",
+            "        - {name: b, cron: \"0 13 * * wed\", timeZone: Asia/Tokyo, duration: 1h, min: 30}\n",
+        )),
+        "environments/staging.yaml:15:",
+        &["windows a and b are both open at", "merge them"],
+    );
+    // The same window twice.
+    assert_error(
+        &with_windows(concat!(
+            "        - {name: a, cron: \"0 11 * * mon\", timeZone: UTC, duration: 1h, min: 20}\n",
+            "        - {name: a, cron: \"0 11 * * fri\", timeZone: UTC, duration: 1h, min: 20}\n",
+        )),
+        "environments/staging.yaml:15:",
+        &["a second window is named \"a\""],
+    );
+    // A start in the hour Berlin's clocks skip in spring.
+    assert_error(
+        &with_windows(
+            "        - {name: a, cron: \"30 2 * * sun\", timeZone: Europe/Berlin, duration: 1h, lead: 0s, min: 20}\n",
+        ),
+        "environments/staging.yaml:14:",
+        &["does not exist in Europe/Berlin", "clock"],
+    );
+    // A key the window does not have.
+    assert_error(
+        &with_windows(
+            "        - {name: a, cron: \"0 11 * * wed\", timeZone: UTC, duraton: 2h, min: 20}\n",
+        ),
+        "environments/staging.yaml:14:",
+        &["duraton"],
+    );
+}

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds the test control plane (this launcher, kube-apiserver, kube-controller-manager,
-# kube-scheduler; with --kubelet also the kubelet) from the Go module proxy, at the versions
+# kube-scheduler, and kubectl, which the node agent runs for kubectl images; with --kubelet
+# also the kubelet) from the Go module proxy, at the versions
 # go.mod pins, into a cache directory keyed by those versions, and prints that directory.
 # A second run with nothing changed prints it at once.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 
-programs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler)
+programs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
 if [ "${1:-}" = "--kubelet" ]; then
   programs+=(k8s.io/kubernetes/cmd/kubelet)
 fi
@@ -24,7 +25,7 @@ esac
 
 key=$( (go env GOVERSION; cat go.mod go.sum ./*.go; printf '%s\n' "${programs[@]}") | sha256sum | cut -c1-16)
 out="${INFRA_GEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/infra-gen}/controlplane-$key"
-if [ -x "$out/controlplane" ] && [ -x "$out/kube-scheduler" ] && { [ "${1:-}" != "--kubelet" ] || [ -x "$out/kubelet" ]; }; then
+if [ -x "$out/controlplane" ] && [ -x "$out/kube-scheduler" ] && [ -x "$out/kubectl" ] && { [ "${1:-}" != "--kubelet" ] || [ -x "$out/kubelet" ]; }; then
   echo "$out"
   exit 0
 fi

@@ -4,6 +4,7 @@
 //! ELBv2 ([`lb`]). Both run on a real kube-apiserver (the program) and, the model parts, inside
 //! the in-repo API-server double of infra-gen's tests.
 
+pub mod kubectl;
 pub mod lb;
 pub mod node;
 pub mod pod;

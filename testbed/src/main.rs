@@ -31,6 +31,9 @@ struct Args {
     /// The name of the node the agent registers; none: no node agent (a real kubelet runs).
     #[arg(long)]
     node: Option<String>,
+    /// A kubectl binary: pods of kubectl images run it (with --node).
+    #[arg(long)]
+    kubectl: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -69,7 +72,18 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("testbed: load-balancer stand-in on {moto}, pod webhook on https://{address}");
     }
     let agent = match &args.node {
-        Some(name) => Some(testbed::node::Agent::start(client.clone(), name).await?),
+        Some(name) => {
+            let runner = match &args.kubectl {
+                Some(binary) => Some(testbed::kubectl::Runner {
+                    binary: binary.clone(),
+                    server: server_of(&args.kubeconfig)?,
+                    ca: args.pki.join("ca.crt"),
+                    client: client.clone(),
+                }),
+                None => None,
+            };
+            Some(testbed::node::Agent::start(client.clone(), name, runner).await?)
+        }
         None => None,
     };
     if let Some(name) = &args.node {
@@ -97,6 +111,16 @@ async fn main() -> anyhow::Result<()> {
 
 /// Tells tests what this cluster has: a ConfigMap `kube-system/testbed` naming the node and
 /// moto's endpoint (the load-balancer stand-in's), read by infra-gen's end-to-end harness.
+/// The API server's URL in the kubeconfig's current context.
+fn server_of(path: &std::path::Path) -> anyhow::Result<String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)?;
+    kubeconfig
+        .clusters
+        .iter()
+        .find_map(|c| c.cluster.as_ref()?.server.clone())
+        .context("the kubeconfig names no server")
+}
+
 async fn announce(client: &kube::Client, args: &Args) -> anyhow::Result<()> {
     let mut data = std::collections::BTreeMap::new();
     if let Some(moto) = &args.moto {

@@ -7,6 +7,8 @@
 //! sleep, then its containers stop and the pod object is removed, at the latest when the grace
 //! period ends), Jobs that complete, and Failed pods, which stay until the pod GC removes them.
 //!
+//! Pods of kubectl images run a real kubectl ([`crate::kubectl`]) when the agent has one.
+//!
 //! Timing per namespace: the annotation [`ANNOTATION`] holds [`NodeTiming`] as JSON.
 
 use std::collections::{HashMap, HashSet};
@@ -82,6 +84,8 @@ struct Memo {
     events: HashSet<String>,
     /// When the containers of a terminating pod exit, and with which code.
     exits_at: Option<(Instant, i64)>,
+    /// A kubectl pod's run: its exit code once it ended.
+    ran: Option<Arc<std::sync::Mutex<Option<i64>>>>,
 }
 
 /// The node agent.
@@ -94,6 +98,7 @@ pub struct Agent {
     memos: HashMap<String, Memo>,
     next_ip: u32,
     used_ips: HashSet<String>,
+    kubectl: Option<crate::kubectl::Runner>,
 }
 
 fn spawn_reflector<K>(api: Api<K>, config: watcher::Config) -> Store<K>
@@ -131,7 +136,11 @@ fn text<'a>(value: &'a Json, pointer: &str) -> &'a str {
 
 impl Agent {
     /// Registers the node `name` and starts watching the pods bound to it.
-    pub async fn start(client: kube::Client, name: &str) -> anyhow::Result<Self> {
+    pub async fn start(
+        client: kube::Client,
+        name: &str,
+        kubectl: Option<crate::kubectl::Runner>,
+    ) -> anyhow::Result<Self> {
         register(&client, name).await?;
         let pods = spawn_reflector(
             Api::<Pod>::all(client.clone()),
@@ -164,6 +173,7 @@ impl Agent {
             memos: HashMap::new(),
             next_ip: 2,
             used_ips,
+            kubectl,
         })
     }
 
@@ -228,6 +238,7 @@ impl Agent {
                     transitions: HashMap::new(),
                     events: HashSet::new(),
                     exits_at: None,
+                    ran: None,
                 },
             );
         }
@@ -260,6 +271,31 @@ impl Agent {
         };
         if let Some(error) = missing_probe_port(&spec) {
             state = state.probe_error(&container, error);
+        }
+        if let Some(runner) = &self.kubectl
+            && crate::kubectl::is_kubectl(&image)
+            && json.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            let memo = self
+                .memos
+                .get_mut(&uid)
+                .ok_or_else(|| anyhow::anyhow!("no memo"))?;
+            let ran = memo.ran.get_or_insert_with(|| {
+                let ran = Arc::new(std::sync::Mutex::new(None));
+                let (runner, pod, done) = (runner.clone(), json.clone(), ran.clone());
+                tokio::spawn(async move {
+                    let code = runner.run(&pod).await;
+                    if let Ok(mut slot) = done.lock() {
+                        *slot = Some(code);
+                    }
+                });
+                ran
+            });
+            let code = ran.lock().ok().and_then(|c| *c);
+            state = match code {
+                Some(code) => PodState::exited(code),
+                None => pod_state(Behaviour::NeverReady, &image, &container, age, timing, true),
+            };
         }
 
         if json.pointer("/metadata/deletionTimestamp").is_some() {

@@ -111,6 +111,19 @@ impl PodState {
         }
     }
 
+    /// A Job's pod whose containers ran and exited with `code`.
+    pub fn exited(code: i64) -> Self {
+        Self {
+            phase: if code == 0 { "Succeeded" } else { "Failed" },
+            ready: false,
+            state: json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}}),
+            last: None,
+            restarts: 0,
+            condition: Some(("Ready", "PodCompleted", String::new())),
+            event: None,
+        }
+    }
+
     /// A running container whose readiness probe errors (it names a port the container
     /// does not declare): never ready, as the kubelet's prober reports it.
     pub fn probe_error(mut self, container: &str, error: String) -> Self {

@@ -112,6 +112,10 @@ pub enum Kind {
     Namespace,
     /// v1 ServiceAccount.
     ServiceAccount,
+    /// rbac.authorization.k8s.io/v1 Role.
+    Role,
+    /// rbac.authorization.k8s.io/v1 RoleBinding.
+    RoleBinding,
     /// v1 ConfigMap.
     ConfigMap,
     /// v1 Secret.
@@ -136,6 +140,10 @@ pub enum Kind {
     Pod,
     /// v1 Event.
     Event,
+    /// batch/v1 Job (read: what a capacity CronJob ran).
+    Job,
+    /// apiregistration.k8s.io/v1 APIService (read: whether the metrics API answers).
+    ApiService,
     /// elbv2.k8s.aws/v1beta1 TargetGroupBinding: made by the AWS Load Balancer Controller;
     /// read to find a Service's target groups, never written or pruned.
     TargetGroupBinding,
@@ -144,9 +152,11 @@ pub enum Kind {
 impl Kind {
     /// Kinds whose objects `apply` creates and prunes, in the order they are applied:
     /// what others depend on first, what exposes traffic last.
-    pub const APPLIED: [Kind; 11] = [
+    pub const APPLIED: [Kind; 13] = [
         Kind::Namespace,
         Kind::ServiceAccount,
+        Kind::Role,
+        Kind::RoleBinding,
         Kind::ConfigMap,
         Kind::Secret,
         Kind::Service,
@@ -163,6 +173,14 @@ impl Kind {
         match self {
             Kind::Namespace => ("", "v1", "Namespace", "namespaces", false),
             Kind::ServiceAccount => ("", "v1", "ServiceAccount", "serviceaccounts", true),
+            Kind::Role => ("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+            Kind::RoleBinding => (
+                "rbac.authorization.k8s.io",
+                "v1",
+                "RoleBinding",
+                "rolebindings",
+                true,
+            ),
             Kind::ConfigMap => ("", "v1", "ConfigMap", "configmaps", true),
             Kind::Secret => ("", "v1", "Secret", "secrets", true),
             Kind::Service => ("", "v1", "Service", "services", true),
@@ -187,6 +205,14 @@ impl Kind {
             Kind::Lease => ("coordination.k8s.io", "v1", "Lease", "leases", true),
             Kind::Pod => ("", "v1", "Pod", "pods", true),
             Kind::Event => ("", "v1", "Event", "events", true),
+            Kind::Job => ("batch", "v1", "Job", "jobs", true),
+            Kind::ApiService => (
+                "apiregistration.k8s.io",
+                "v1",
+                "APIService",
+                "apiservices",
+                false,
+            ),
             Kind::TargetGroupBinding => (
                 "elbv2.k8s.aws",
                 "v1beta1",
@@ -229,7 +255,7 @@ impl Kind {
             .unwrap_or_default();
         Kind::APPLIED
             .into_iter()
-            .chain([Kind::Lease, Kind::Pod, Kind::Event])
+            .chain([Kind::Lease, Kind::Pod, Kind::Event, Kind::Job])
             .find(|k| k.name() == kind && k.api_version() == api_version)
             .ok_or_else(|| ClusterError::UnknownKind {
                 api_version: api_version.to_owned(),

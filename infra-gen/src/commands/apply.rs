@@ -1,4 +1,4 @@
-//! `infra-gen apply`: DESIGN §6 steps 1–5 (see `rollout::apply`).
+//! `infra-gen apply`: preflight, lock, objects in order, each workload's rollout, prune (see `rollout::apply`).
 
 use std::path::Path;
 
@@ -6,6 +6,7 @@ use crate::cli::ApplyArgs;
 use crate::env::model::Compute;
 use crate::error::{Error, Result};
 use crate::rollout::apply::{self, ApplyOptions};
+use crate::rollout::capacity;
 use crate::rollout::desired::Desired;
 use crate::{eks, env::Environment};
 
@@ -13,7 +14,8 @@ use super::target::{self, Variables};
 
 /// Runs the command.
 pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
-    let (env, desired) = target::load(root, &args.target, args.allow_drift, Variables::Required)?;
+    let (env, mut desired) =
+        target::load(root, &args.target, args.allow_drift, Variables::Required)?;
     if env.spec.cluster.compute == Compute::Fargate && !args.skip_fargate_check {
         fargate_preflight(&env, &desired).await?;
     }
@@ -25,6 +27,19 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
         short(&desired.revision),
         desired.namespace
     ));
+    capacity::settle(&cluster, &env, &mut desired, &|m| progress.step(m)).await?;
+    let hpas: Vec<String> = env
+        .spec
+        .workloads
+        .iter()
+        .filter(|(_, w)| w.autoscaling.is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !hpas.is_empty() {
+        for problem in capacity::metrics_problems(&cluster, &hpas).await? {
+            progress.step(&format!("warning: {problem}"));
+        }
+    }
     let options = ApplyOptions {
         timeout: args.timeout,
         prune: !args.no_prune,

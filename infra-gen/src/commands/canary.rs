@@ -13,6 +13,7 @@ use super::target::{self, SlotOp, Variables};
 /// Runs `promote` (`true`) or `abort`.
 pub async fn run(root: &Path, args: &CanaryArgs, promote: bool) -> Result<()> {
     let mut session = target::session(root, &args.target, true, Variables::Optional).await?;
+    session.with_capacity().await?;
     target::with_lb(&mut session, &args.lb).await;
     if !session
         .desired

@@ -12,6 +12,7 @@ use super::target::{self, SlotOp, Variables};
 /// Runs the command.
 pub async fn run(root: &Path, args: &FinalizeArgs) -> Result<()> {
     let mut session = target::session(root, &args.target, true, Variables::Optional).await?;
+    session.with_capacity().await?;
     target::with_lb(&mut session, &args.lb).await;
     session
         .each_blue_green(SlotOp::Finalize { now: args.now }, Duration::from_secs(600))

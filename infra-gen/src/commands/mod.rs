@@ -11,6 +11,7 @@ pub mod plan;
 pub mod render;
 pub mod retire;
 pub mod rollback;
+pub mod scale;
 pub mod schema;
 pub mod status;
 pub mod target;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Abort(args) => block_on(canary::run(&root, &args, false)),
         Command::Status(args) => block_on(status::run(&root, &args)),
         Command::Retire(args) => block_on(retire::run(&root, &args)),
+        Command::Scale(args) => block_on(scale::run(&root, &args)),
         Command::Diff(args) => block_on(diff::run(&root, &args)),
         Command::Destroy(args) => block_on(destroy::run(&root, &args)),
         Command::Eks(EksCommand::Token(args)) => block_on(eks::token(&args)),

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::capacity::{self, Window};
 use crate::cli::{PlanArgs, PlanFormat};
 use crate::env::model::{Compute, Strategy, WorkloadKind};
 use crate::env::{Environment, rules};
@@ -157,7 +158,11 @@ pub fn plan_json(env: &Environment) -> serde_json::Value {
                 serde_json::json!({
                     "kind": w.kind,
                     "replicas": w.replicas,
-                    "autoscaling": w.autoscaling.as_ref().map(|a| serde_json::json!({"min": a.min, "max": a.max})),
+                    "autoscaling": w.autoscaling.as_ref().map(|a| serde_json::json!({
+                        "min": a.min,
+                        "max": a.max,
+                        "schedule": windows_json(a),
+                    })),
                     "fargateSize": size,
                     "strategy": w.rollout.as_ref().map(|r| r.strategy).unwrap_or_default(),
                 }),
@@ -276,5 +281,57 @@ pub fn plan(env: &Environment) -> String {
             .collect();
         out.push_str(&format!("  {}\n", cells.join("  ").trim_end()));
     }
+    let now = jiff::Timestamp::now();
+    for (name, w) in &env.spec.workloads {
+        let Some(a) = &w.autoscaling else { continue };
+        for spec in &a.schedule {
+            let Ok(window) = Window::resolve(spec, (a.min, a.max)) else {
+                continue;
+            };
+            let (min, max) = window.bounds((a.min, a.max));
+            let start = spec.cron.as_deref().or(spec.at.as_deref()).unwrap_or("-");
+            out.push_str(&format!(
+                "  {name}: window {} ({start} {}, {}): HPA {min}..{max}, raised {} before\n",
+                window.name,
+                window.zone_name,
+                capacity::friendly(window.duration),
+                capacity::friendly(window.lead),
+            ));
+            let next = window.upcoming(now, 3);
+            if next.is_empty() {
+                out.push_str("    no window to come\n");
+            }
+            for o in next {
+                out.push_str(&format!(
+                    "    {} → {} (raised {})\n",
+                    window.local(o.starts),
+                    window.local(o.closes),
+                    window.local(o.opens)
+                ));
+            }
+        }
+    }
     out
+}
+
+/// The windows of an HPA, with their next three occurrences (RFC 3339, UTC).
+fn windows_json(a: &crate::env::model::Autoscaling) -> Vec<serde_json::Value> {
+    let now = jiff::Timestamp::now();
+    a.schedule
+        .iter()
+        .filter_map(|spec| Window::resolve(spec, (a.min, a.max)).ok())
+        .map(|w| {
+            let (min, max) = w.bounds((a.min, a.max));
+            serde_json::json!({
+                "name": w.name,
+                "min": min,
+                "max": max,
+                "next": w.upcoming(now, 3).iter().map(|o| serde_json::json!({
+                    "raised": o.opens.to_string(),
+                    "starts": o.starts.to_string(),
+                    "ends": o.closes.to_string(),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
 }

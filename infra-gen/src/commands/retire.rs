@@ -16,6 +16,7 @@ use super::target::{self, Variables};
 /// Runs the command.
 pub async fn run(root: &Path, args: &RetireArgs) -> Result<()> {
     let mut session = target::session(root, &args.target, true, Variables::Optional).await?;
+    session.with_capacity().await?;
     target::with_lb(&mut session, &args.lb).await;
     let departed;
     let spec = match session

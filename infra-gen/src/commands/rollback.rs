@@ -12,6 +12,7 @@ use super::target::{self, SlotOp, Variables};
 /// Runs the command.
 pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
     let mut session = target::session(root, &args.target, true, Variables::Optional).await?;
+    session.with_capacity().await?;
     target::with_lb(&mut session, &args.lb).await;
     if session.desired.blue_green.is_empty() && session.desired.stateful.is_empty() {
         println!(

@@ -2,17 +2,19 @@
 //! ready replicas, revision and image, the HPA, the ALB weights, the scale-down deadline and
 //! the last releases.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Serialize;
 use serde_json::Value as Json;
 
+use crate::capacity::Capacity;
 use crate::cli::{PlanFormat, StatusArgs};
 use crate::cluster::{Cluster, Kind};
 use crate::error::Result;
 use crate::rollout::bluegreen::{Routing, Slot};
 use crate::rollout::history::{self, Release};
-use crate::rollout::{REVISION, state};
+use crate::rollout::{self, REVISION, state};
 
 use super::target::{self, Variables};
 
@@ -115,7 +117,12 @@ fn deployment_status(name: &str, d: Option<&Json>) -> Option<DeploymentStatus> {
     })
 }
 
-async fn hpa_status(cluster: &Cluster, name: &str) -> Result<Option<Json>> {
+async fn hpa_status(
+    cluster: &Cluster,
+    name: &str,
+    caps: &BTreeMap<String, Capacity>,
+) -> Result<Option<Json>> {
+    let capacity = caps.get(name);
     Ok(cluster
         .get(Kind::HorizontalPodAutoscaler, name)
         .await?
@@ -125,6 +132,10 @@ async fn hpa_status(cluster: &Cluster, name: &str) -> Result<Option<Json>> {
                 "min": h.pointer("/spec/minReplicas"),
                 "max": h.pointer("/spec/maxReplicas"),
                 "target": h.pointer("/spec/scaleTargetRef/name"),
+                "minInForce": capacity.map(|c| c.min),
+                "maxInForce": capacity.map(|c| c.max),
+                "why": capacity.map(|c| c.why.clone()).unwrap_or_default(),
+                "cannotScale": rollout::capacity::scaling_inactive(&h),
             })
         }))
 }
@@ -133,6 +144,7 @@ async fn hpa_status(cluster: &Cluster, name: &str) -> Result<Option<Json>> {
 pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
     let cluster = &session.cluster;
     let releases = history::read(cluster).await?;
+    let caps = rollout::capacity::in_force(cluster, &session.env, jiff::Timestamp::now()).await?;
     let mut out = Vec::new();
     for spec in &session.desired.blue_green {
         let bg = session.blue_green(spec, Default::default(), "");
@@ -168,7 +180,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
                     )
                 })
                 .collect(),
-            hpa: hpa_status(cluster, &spec.name).await?,
+            hpa: hpa_status(cluster, &spec.name, &caps).await?,
             weights: state::weights(live.ingress.as_ref(), &spec.name),
             scale_down_after: live.scale_down_after.map(history::time_text),
             releases: releases.get(&spec.name).cloned().unwrap_or_default(),
@@ -211,7 +223,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             traffic: None,
             interrupted: None,
             deployments: Vec::new(),
-            hpa: hpa_status(cluster, &spec.name).await?,
+            hpa: hpa_status(cluster, &spec.name, &caps).await?,
             weights: None,
             scale_down_after: None,
             releases: releases.get(&spec.name).cloned().unwrap_or_default(),
@@ -240,7 +252,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             traffic: None,
             interrupted: None,
             deployments: deployment_status(name, live.as_ref()).into_iter().collect(),
-            hpa: hpa_status(cluster, name).await?,
+            hpa: hpa_status(cluster, name, &caps).await?,
             weights: None,
             scale_down_after: None,
             releases: releases.get(name).cloned().unwrap_or_default(),
@@ -255,9 +267,19 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
 pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
     let session = target::session(root, &args.target, true, Variables::Optional).await?;
     let statuses = collect(&session).await?;
+    let hpas: Vec<String> = statuses
+        .iter()
+        .filter(|w| w.hpa.is_some())
+        .map(|w| w.name.clone())
+        .collect();
+    let metrics = if hpas.is_empty() {
+        Vec::new()
+    } else {
+        rollout::capacity::metrics_problems(&session.cluster, &[]).await?
+    };
     session.progress.finish();
     if args.output == PlanFormat::Json {
-        let doc = serde_json::json!({"environment": session.env.name, "namespace": session.desired.namespace, "workloads": statuses});
+        let doc = serde_json::json!({"environment": session.env.name, "namespace": session.desired.namespace, "workloads": statuses, "problems": metrics});
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
@@ -265,6 +287,9 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
         "{} → namespace {}",
         session.env.name, session.desired.namespace
     );
+    for problem in &metrics {
+        println!("! {problem}");
+    }
     for w in &statuses {
         println!();
         let live = w
@@ -322,6 +347,28 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
                 show("max"),
                 show("target")
             );
+            let why: Vec<&str> = h
+                .get("why")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .collect();
+            if !why.is_empty() {
+                println!(
+                    "    min {} in force: {}",
+                    show("minInForce"),
+                    why.join("; ")
+                );
+            } else if show("min") != show("minInForce") && show("minInForce") != "-" {
+                println!(
+                    "    ! the file's min is {}: the next deploy or capacity CronJob sets it",
+                    show("minInForce")
+                );
+            }
+            if let Some(problem) = h.get("cannotScale").and_then(Json::as_str) {
+                println!("    ! HPA cannot scale: {problem}");
+            }
         }
         if let Some((blue, green)) = w.weights {
             println!("    ALB weights: blue {blue}%, green {green}%");

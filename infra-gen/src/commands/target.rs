@@ -171,6 +171,17 @@ pub async fn session(
 }
 
 impl Session {
+    /// Makes the session's HPAs carry the bounds in force (windows, an override) before a
+    /// command that writes them.
+    pub async fn with_capacity(&mut self) -> Result<()> {
+        let progress = &self.progress;
+        crate::rollout::capacity::settle(&self.cluster, &self.env, &mut self.desired, &|m| {
+            progress.step(m)
+        })
+        .await?;
+        Ok(())
+    }
+
     /// The blue-green operations of one workload of this session.
     pub fn blue_green<'a>(
         &'a self,

@@ -70,6 +70,11 @@ pub struct Cluster {
     /// Kubernetes minor version the manifests are validated against, e.g. `"1.33"`.
     #[serde(default)]
     pub version: Option<String>,
+    /// The kubectl image capacity windows' CronJobs run (default
+    /// `registry.k8s.io/kubectl:v<version>.0`); set it to a mirror where registry.k8s.io is
+    /// not reachable.
+    #[serde(default)]
+    pub kubectl_image: Option<String>,
 }
 
 /// What is appended to `<project>-<id>` to make the namespace.
@@ -461,6 +466,45 @@ pub struct Autoscaling {
     /// Target average memory utilisation in percent of the request.
     #[serde(default)]
     pub memory_percent: Option<u8>,
+    /// Windows of raised capacity (the minutes after maintenance, an event's start): CronJobs
+    /// in the cluster raise the HPA's bounds `lead` before each window and lower them after
+    /// it, and every deploy keeps the window in force.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<CapacityWindow>,
+}
+
+/// A window of raised capacity.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CapacityWindow {
+    /// Name (lowercase letters, digits, -): names the window's CronJobs and what `status`
+    /// says, e.g. maintenance-end.
+    pub name: String,
+    /// When the window starts, every time: cron "minute hour day-of-month month weekday" in
+    /// `timeZone`, e.g. "0 11 * * wed" (one minute; hours may be a list).
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// Or once: a local date and time in `timeZone`, e.g. "2026-12-24T18:00".
+    #[serde(default)]
+    pub at: Option<String>,
+    /// How long the window lasts from its start, e.g. 2h, 90m, 1h30m.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Or, with `at`, when it ends: a local date and time in `timeZone`.
+    #[serde(default)]
+    pub until: Option<String>,
+    /// IANA time zone of `cron`/`at`, as CronJob's timeZone, e.g. Asia/Tokyo.
+    pub time_zone: String,
+    /// Fewest replicas while the window is open (above autoscaling.min).
+    pub min: u32,
+    /// Most replicas while the window is open (default autoscaling.max, raised to `min`).
+    #[serde(default)]
+    pub max: Option<u32>,
+    /// How long before the start the capacity is raised, so new pods are ready when the
+    /// clients arrive (default 5m: a CronJob pod, the HPA's next sync, pods starting on
+    /// Fargate).
+    #[serde(default)]
+    pub lead: Option<String>,
 }
 
 /// Graceful shutdown timing.

@@ -1,4 +1,4 @@
-//! The deployment rules of DESIGN §4: what a valid environment file may ask for. Every rule
+//! The deployment rules: what a valid environment file may ask for. Every rule
 //! is a clear error (or a warning), never a silent fix, and names the key to change.
 
 use std::collections::BTreeMap;
@@ -7,9 +7,10 @@ use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
 use super::model::{
-    Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Security, Strategy, Workload,
-    WorkloadKind,
+    Autoscaling, Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Security, Strategy,
+    Workload, WorkloadKind,
 };
+use crate::capacity;
 
 /// Longest DNS-1123 label.
 pub const MAX_LABEL: usize = 63;
@@ -589,6 +590,7 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 );
             }
         }
+        check_schedule(c, &at("autoscaling.schedule"), name, a);
     }
 
     // Shutdown.
@@ -999,6 +1001,84 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
 
 /// Largest UID/GID Kubernetes accepts (`IsValidUserID`/`IsValidGroupID`: an int32).
 const MAX_ID: i64 = 2_147_483_647;
+
+/// The capacity windows of a workload: each valid, named for its CronJobs, and none
+/// overlapping another (lead times included) in the next two years.
+fn check_schedule(c: &mut Checker<'_>, base: &str, workload: &str, a: &Autoscaling) {
+    let now = jiff::Timestamp::now();
+    let mut windows = Vec::new();
+    let mut paths = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, w) in a.schedule.iter().enumerate() {
+        let path = format!("{base}[{i}]");
+        let cronjob = capacity::cronjob_name(workload, &w.name, capacity::Edge::Down);
+        if !is_dns_label(&w.name) {
+            c.error(
+                &format!("{path}.name"),
+                format!("window name {:?} is not a DNS-1123 label", w.name),
+                "lowercase letters, digits and -, e.g. maintenance-end",
+            );
+        } else if cronjob.len() > capacity::MAX_CRONJOB_NAME {
+            c.error(
+                &format!("{path}.name"),
+                format!(
+                    "the window's CronJob {cronjob} would be {} characters, CronJob names have at most {}",
+                    cronjob.len(),
+                    capacity::MAX_CRONJOB_NAME
+                ),
+                "shorten the window's name",
+            );
+        } else if !names.insert(w.name.as_str()) {
+            c.error(
+                &format!("{path}.name"),
+                format!("a second window is named {:?}", w.name),
+                "give each window its own name",
+            );
+        }
+        match capacity::Window::resolve(w, (a.min, a.max)) {
+            Ok(window) => {
+                if let Some(end) = window.ends()
+                    && end <= now
+                {
+                    c.warning(
+                        &format!("{path}.at"),
+                        format!("the window ended at {}", window.local(end)),
+                        "remove it from the file; deploys no longer create its CronJobs",
+                    );
+                }
+                windows.push(window);
+                paths.push(path);
+            }
+            Err(problems) => {
+                for p in problems {
+                    c.error(&format!("{path}.{}", p.key), p.message, p.hint);
+                }
+            }
+        }
+    }
+    if let Some((first, second, when)) = capacity::first_overlap(&windows, now) {
+        let (a, b) = (&windows[first], &windows[second]);
+        let message = if first == second {
+            format!(
+                "window {} is still open when it opens again at {}",
+                a.name,
+                a.local(when)
+            )
+        } else {
+            format!(
+                "windows {} and {} are both open at {} (lead times included)",
+                a.name,
+                b.name,
+                b.local(when)
+            )
+        };
+        c.error(
+            &paths[second],
+            message,
+            "windows of one workload must not overlap: merge them into one window with the higher min, or move one",
+        );
+    }
+}
 
 fn check_security(c: &mut Checker<'_>, base: &str, w: &Workload, security: &Security) {
     if let Some(user) = security.run_as_user {

@@ -3,7 +3,7 @@
 //! and reported with its path. Then the Fargate and ALB rules that a custom template could
 //! break are checked on the objects themselves.
 
-use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy};
+use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
@@ -34,9 +34,13 @@ pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
             roundtrip::<autoscaling::v2::HorizontalPodAutoscaler>(body)?
         }
         ("policy/v1", "PodDisruptionBudget") => roundtrip::<policy::v1::PodDisruptionBudget>(body)?,
+        ("rbac.authorization.k8s.io/v1", "Role") => roundtrip::<rbac::v1::Role>(body)?,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => {
+            roundtrip::<rbac::v1::RoleBinding>(body)?
+        }
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, StatefulSet, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget)"
+                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, StatefulSet, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget, Role, RoleBinding)"
             ));
         }
     }

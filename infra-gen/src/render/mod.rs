@@ -3,6 +3,7 @@
 //! document is parsed back and checked ([`check`]) before anything is written, so a template
 //! bug is an error, never a broken file.
 
+pub mod capacity;
 pub mod check;
 pub mod context;
 pub mod pipeline;
@@ -209,6 +210,25 @@ impl Renderer {
             if w.pdb {
                 out.push(self.one(env, "pdb.yaml.j2", &ctx, Some(w), None, None)?);
             }
+        }
+        for body in capacity::objects(env, &ctx) {
+            let kind = body["kind"].as_str().unwrap_or_default().to_owned();
+            let name = body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            check::object(&body, &ctx.namespace).map_err(|message| RenderError::InvalidObject {
+                template: "-".into(),
+                environment: env.name.clone(),
+                object: format!(" ({kind}/{name})"),
+                message,
+            })?;
+            out.push(Manifest {
+                kind,
+                name,
+                body,
+                note: None,
+            });
         }
         let mut seen = std::collections::BTreeSet::new();
         for m in &out {

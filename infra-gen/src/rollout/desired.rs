@@ -105,6 +105,38 @@ impl Desired {
             .find(|o| o.get("kind").and_then(Json::as_str) == Some("Namespace"))
     }
 
+    /// Sets the bounds of each HPA to those in force (by workload name), wherever the HPA
+    /// is applied from: the plain objects, a blue-green or a stateful workload.
+    pub fn raise_capacity(&mut self, bounds: &BTreeMap<String, crate::capacity::Capacity>) {
+        let hpas = self
+            .objects
+            .iter_mut()
+            .filter(|o| o.get("kind").and_then(Json::as_str) == Some("HorizontalPodAutoscaler"))
+            .chain(self.blue_green.iter_mut().filter_map(|b| b.hpa.as_mut()))
+            .chain(self.stateful.iter_mut().filter_map(|s| s.hpa.as_mut()));
+        for hpa in hpas {
+            if let Some(c) = bounds.get(name_of(hpa))
+                && let Some(spec) = hpa.get_mut("spec").and_then(Json::as_object_mut)
+            {
+                spec.insert("minReplicas".into(), json!(c.min));
+                spec.insert("maxReplicas".into(), json!(c.max));
+            }
+        }
+    }
+
+    /// Leaves out the CronJobs of one-off capacity windows that ended before `now` (pruned
+    /// from the cluster like anything the tree no longer has).
+    pub fn drop_ended_windows(&mut self, now: jiff::Timestamp) {
+        self.objects.retain(|o| {
+            let ends = o
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(crate::render::capacity::WINDOW_ENDS))
+                .and_then(Json::as_str)
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+            ends.is_none_or(|ends| ends > now)
+        });
+    }
+
     /// Pod labels of every workload (to check Fargate profile selectors).
     pub fn pod_labels(&self) -> Vec<(String, BTreeMap<String, String>)> {
         let templates = self

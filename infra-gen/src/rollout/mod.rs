@@ -8,6 +8,7 @@ pub mod apply;
 pub mod applyset;
 pub mod bluegreen;
 pub mod canary;
+pub mod capacity;
 pub mod desired;
 pub mod history;
 pub mod progress;

@@ -44,7 +44,7 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-pub const RESOURCES: [Resource; 16] = [
+pub const RESOURCES: [Resource; 18] = [
     Resource {
         group: "",
         version: "v1",
@@ -141,6 +141,20 @@ pub const RESOURCES: [Resource; 16] = [
         version: "v1",
         plural: "statefulsets",
         kind: "StatefulSet",
+        namespaced: true,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "roles",
+        kind: "Role",
+        namespaced: true,
+    },
+    Resource {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        plural: "rolebindings",
+        kind: "RoleBinding",
         namespaced: true,
     },
     Resource {
