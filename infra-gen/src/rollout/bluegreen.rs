@@ -1199,14 +1199,36 @@ impl BlueGreen<'_> {
         if ungated.is_empty() {
             return Ok(());
         }
+        let mut recreated = Vec::new();
         for pod in &ungated {
+            let uid = self
+                .cluster
+                .get(Kind::Pod, pod)
+                .await?
+                .and_then(|p| p.pointer("/metadata/uid")?.as_str().map(str::to_owned));
             self.cluster.delete(Kind::Pod, pod).await?;
+            recreated.push((pod.clone(), uid));
         }
         self.say(&format!(
             "recreated {} pod(s) of {} created before the NLB selected them (no readiness gate)",
             ungated.len(),
             self.slot_name(slot)
         ));
+        // The Deployment's status counts the deleted pods for a moment: wait for as many
+        // Ready pods that are not them (Ready includes the gate: their targets are healthy).
+        let state = self.observe().await?;
+        let wanted = usize::try_from(state.slot(slot).replicas).unwrap_or(0);
+        if let Err(e) = super::replaced_and_ready(
+            self.cluster,
+            &self.selector(slot),
+            &recreated,
+            wanted,
+            self.timeout,
+        )
+        .await
+        {
+            self.say(&format!("{}: {e}", self.name()));
+        }
         self.ready_or_abort(slot, Some(from)).await
     }
 

@@ -148,6 +148,54 @@ pub fn hpa_bounds(hpa: &Json) -> Option<(i32, i32)> {
     ))
 }
 
+/// After pods were deleted to be recreated: waits until `wanted` pods of `selector` are Ready
+/// and not terminating, none of them a deleted one (same name and UID). A controller's status
+/// keeps counting deleted pods for a moment; this reads the pods themselves.
+pub async fn replaced_and_ready(
+    cluster: &crate::cluster::Cluster,
+    selector: &str,
+    deleted: &[(String, Option<String>)],
+    wanted: usize,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let pods = cluster
+            .list(crate::cluster::Kind::Pod, selector, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ready = pods
+            .iter()
+            .filter(|p| {
+                let name = crate::cluster::name_of(p);
+                let uid = p.pointer("/metadata/uid").and_then(Json::as_str);
+                !deleted
+                    .iter()
+                    .any(|(n, u)| n == name && u.as_deref() == uid)
+                    && p.pointer("/metadata/deletionTimestamp").is_none()
+                    && p.pointer("/status/conditions")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+            .count();
+        if ready >= wanted {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{ready} of {wanted} recreated pod(s) of {selector} got ready within {timeout:?}; see `kubectl -n {} describe pods -l {selector}`",
+                cluster.namespace()
+            ));
+        }
+        cluster
+            .pause(std::time::Duration::from_millis(500), "recreated pods")
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
 /// `spec.replicas` of a workload from the tree (1 when the tree leaves it out).
 pub fn template_replicas(workload: &Json) -> i32 {
     workload

@@ -799,12 +799,41 @@ impl Stateful<'_> {
         let ungated = lb
             .ungated(self.cluster, &service, &self.selector_text(Some(version)))
             .await?;
+        if ungated.is_empty() {
+            return Ok(());
+        }
+        let wanted = self
+            .cluster
+            .list(Kind::Pod, &self.selector_text(Some(version)), None)
+            .await?
+            .iter()
+            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .count();
+        let mut recreated = Vec::new();
         for pod in ungated {
+            let uid = self
+                .cluster
+                .get(Kind::Pod, &pod)
+                .await?
+                .and_then(|p| p.pointer("/metadata/uid")?.as_str().map(str::to_owned));
             self.cluster.delete(Kind::Pod, &pod).await?;
             self.say(&format!(
                 "recreating pod {pod}: it was created before the load balancer bound {service}, so it has no readiness gate"
             ));
+            recreated.push((pod, uid));
         }
+        // The StatefulSet's status still counts the deleted pods as ready for a moment: wait
+        // for their successors (same names, new UIDs) to be Ready — with their gates, so
+        // only once their targets are healthy.
+        super::replaced_and_ready(
+            self.cluster,
+            &self.selector_text(Some(version)),
+            &recreated,
+            wanted,
+            self.timeout,
+        )
+        .await
+        .map_err(|e| RolloutError::Preflight(format!("{}: {e}", self.name())))?;
         Ok(())
     }
 

@@ -10,6 +10,7 @@ mod support;
 
 mod applyset;
 mod canary;
+mod capacity;
 mod deploy;
 mod gameservers;
 mod loadbalancer;

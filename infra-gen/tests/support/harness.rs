@@ -860,6 +860,7 @@ impl Harness {
             "PodDisruptionBudget" => ("policy", "v1", "poddisruptionbudgets"),
             "StatefulSet" => ("apps", "v1", "statefulsets"),
             "CronJob" => ("batch", "v1", "cronjobs"),
+            "Job" => ("batch", "v1", "jobs"),
             "Pod" => ("", "v1", "pods"),
             "TargetGroupBinding" => ("elbv2.k8s.aws", "v1beta1", "targetgroupbindings"),
             other => panic!("kind {other} not in the harness"),
@@ -1074,6 +1075,109 @@ impl Harness {
         }))
         .unwrap();
         api.create(&Default::default(), &pod).await.unwrap();
+    }
+
+    /// Runs a CronJob now, as `kubectl create job --from=cronjob/<name>` does, and waits for
+    /// its Job to end; true when it completed. On a cluster its pod runs (on the test control
+    /// plane, the node agent runs kubectl images with a real kubectl as the pod's service
+    /// account). The double has no Job controller: there the kubectl arguments of its
+    /// containers are carried out through the API, as kubectl would (`patch` with a merge
+    /// patch and field manager, `delete` of `kind/name`s), RBAC not checked.
+    pub async fn run_cronjob(&self, name: &str) -> bool {
+        let cronjob = self
+            .get("CronJob", name)
+            .await
+            .unwrap_or_else(|| panic!("no CronJob {name}"));
+        let template = cronjob["spec"]["jobTemplate"].clone();
+        if self.double.is_none() {
+            let job_name = format!("{name}-run-{}", unique_id());
+            let job = json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": job_name, "namespace": self.namespace(), "labels": template["metadata"]["labels"]},
+                "spec": template["spec"],
+            });
+            let api = self.api(self.client().await, "batch", "v1", "Job", "jobs");
+            api.create(&Default::default(), &serde_json::from_value(job).unwrap())
+                .await
+                .unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let Some(job) = api.get_opt(&job_name).await.unwrap() else {
+                    // Deleted with its CronJob (an override's expiry deletes itself).
+                    return true;
+                };
+                let job = serde_json::to_value(job).unwrap();
+                for c in job["status"]["conditions"].as_array().into_iter().flatten() {
+                    if c["status"] == "True" && (c["type"] == "Complete" || c["type"] == "Failed") {
+                        return c["type"] == "Complete";
+                    }
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "Job {job_name} did not end in 120 s: {job}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        let pod = &template["spec"]["template"]["spec"];
+        let containers = ["initContainers", "containers"]
+            .iter()
+            .flat_map(|k| pod[*k].as_array().cloned().unwrap_or_default());
+        for container in containers {
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            let flag = |name: &str| {
+                args.iter()
+                    .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+                    .map(str::to_owned)
+            };
+            assert_eq!(
+                flag("namespace").as_deref(),
+                Some(self.namespace().as_str())
+            );
+            let kind_of = |resource: &str| match resource {
+                "horizontalpodautoscaler" => "HorizontalPodAutoscaler",
+                "cronjob" => "CronJob",
+                "configmap" => "ConfigMap",
+                other => panic!("the double's kubectl does not know {other}"),
+            };
+            match args[0].as_str() {
+                "patch" => {
+                    assert_eq!(flag("type").as_deref(), Some("merge"));
+                    let kind = kind_of(&args[1]);
+                    let (group, version, plural) = Self::resource_of(kind);
+                    let api = self.api(self.client().await, group, version, kind, plural);
+                    let patch: Json = serde_json::from_str(&flag("patch").unwrap()).unwrap();
+                    let params = PatchParams {
+                        field_manager: flag("field-manager"),
+                        ..PatchParams::default()
+                    };
+                    if api
+                        .patch(&args[2], &params, &Patch::Merge(patch))
+                        .await
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                "delete" => {
+                    for target in args.iter().skip(1).filter(|a| !a.starts_with("--")) {
+                        let (resource, object) = target.split_once('/').unwrap();
+                        let kind = kind_of(resource);
+                        let (group, version, plural) = Self::resource_of(kind);
+                        let api = self.api(self.client().await, group, version, kind, plural);
+                        let _ = api.delete(object, &Default::default()).await;
+                    }
+                }
+                other => panic!("the double's kubectl does not know `{other}`"),
+            }
+        }
+        true
     }
 
     /// Deletes an object of the test namespace (as an operator would).
