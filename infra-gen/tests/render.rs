@@ -973,3 +973,34 @@ fn a_capacity_window_renders_cronjobs_in_its_zone_and_a_role_that_may_patch_only
             .any(|f| f.contains("cronjob-controltower-capacity"))
     );
 }
+
+#[test]
+fn plan_shows_each_capacity_window_and_the_next_ones_in_its_zone() {
+    let (ok, stdout, stderr) = infra_gen(&repo(), &["plan", "--env", "production"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "controltower: window maintenance-end (0 11 * * wed Asia/Tokyo, 2h): HPA 20..30, raised 10m before"
+        ),
+        "{stdout}"
+    );
+    let next: Vec<&str> = stdout.lines().filter(|l| l.contains("(raised ")).collect();
+    assert_eq!(next.len(), 3, "{stdout}");
+    for line in next {
+        assert!(
+            line.contains(" 11:00 JST → ")
+                && line.contains(" 13:00 JST (raised ")
+                && line.contains(" 10:50 JST)"),
+            "{line}"
+        );
+    }
+    let (ok, json, _) = infra_gen(&repo(), &["plan", "--env", "production", "-o", "json"]);
+    assert!(ok);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let window = &doc[0]["workloads"]["controltower"]["autoscaling"]["schedule"][0];
+    assert_eq!(window["name"], "maintenance-end");
+    assert_eq!(window["min"], 20);
+    // 11:00 JST is 02:00 UTC, on a Wednesday.
+    let starts = window["next"][0]["starts"].as_str().unwrap();
+    assert!(starts.ends_with("T02:00:00Z"), "{starts}");
+}

@@ -986,6 +986,22 @@ fn capacity_windows_are_checked_where_they_are_written() {
         "environments/staging.yaml:14:",
         &["does not exist in Europe/Berlin", "clock"],
     );
+    // A one-off window that ended is a warning, not an error: deploys drop its CronJobs.
+    let ended = with_windows(
+        "        - {name: launch, at: \"2020-01-01T10:00\", until: \"2020-01-01T12:00\", timeZone: UTC, min: 20}\n",
+    );
+    assert_eq!(errors(&ended), Vec::<String>::new());
+    let warnings: Vec<String> = diagnostics(&[("staging.yaml", &ended)], None)
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("environments/staging.yaml:14:")
+                && w.contains("the window ended at 2020-01-01 12:00 UTC")),
+        "{warnings:?}"
+    );
     // A key the window does not have.
     assert_error(
         &with_windows(

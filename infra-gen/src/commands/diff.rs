@@ -55,7 +55,12 @@ fn yaml(object: Option<&Json>) -> String {
 
 /// Runs the command.
 pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
-    let session = target::session(root, args, false, Variables::Required).await?;
+    let mut session = target::session(root, args, false, Variables::Required).await?;
+    // What apply would write: the HPA bounds in force (read only: nothing is ended here).
+    let now = jiff::Timestamp::now();
+    let bounds = crate::rollout::capacity::in_force(&session.cluster, &session.env, now).await?;
+    session.desired.raise_capacity(&bounds);
+    session.desired.drop_ended_windows(now);
     let cluster = &session.cluster;
     let mut desired: Vec<Json> = session.desired.objects.iter().map(stamped).collect();
     for spec in &session.desired.blue_green {

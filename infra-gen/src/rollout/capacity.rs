@@ -366,7 +366,7 @@ pub async fn end_override(
 /// Available, or an HPA that reports it cannot get its metrics.
 pub async fn metrics_problems(cluster: &Cluster, hpas: &[String]) -> RolloutResult<Vec<String>> {
     let mut out = Vec::new();
-    const FIX: &str = "install metrics-server (on Fargate give it a port other than the kubelet's 10250: `--secure-port=10251` and containerPort 10251; see the README's cluster set-up)";
+    const FIX: &str = "install metrics-server (on Fargate with a port other than the kubelet's 10250: the EKS add-on, or the Helm chart with `--set containerPort=4443`; see the README's cluster set-up)";
     match cluster.get(Kind::ApiService, METRICS_API).await {
         Ok(None) => out.push(format!(
             "the metrics API ({METRICS_API}) is not registered: HPAs cannot read CPU or memory and never scale; {FIX}"

@@ -239,7 +239,11 @@ async fn a_missing_metrics_api_is_reported_with_the_fix() {
         "{}",
         run.all()
     );
-    assert!(run.stderr.contains("--secure-port=10251"), "{}", run.all());
+    assert!(
+        run.stderr.contains("--set containerPort=4443"),
+        "{}",
+        run.all()
+    );
     let status = h.command("status", "prod", &[]).await;
     assert!(
         status
@@ -248,4 +252,24 @@ async fn a_missing_metrics_api_is_reported_with_the_fix() {
         "{}",
         status.all()
     );
+}
+
+#[tokio::test]
+async fn a_one_off_window_that_ended_leaves_no_cronjob_in_the_cluster() {
+    let h = Harness::start().await;
+    let windows = concat!(
+        "        - {name: launch, at: \"2020-01-01T10:00\", until: \"2020-01-01T12:00\", timeZone: UTC, min: 3}\n",
+        "        - {name: weekly, cron: \"0 11 * * wed\", timeZone: Asia/Tokyo, duration: 2h, min: 2}\n",
+    );
+    h.write_env("prod", &autoscaled(&h, &h.images.v1, windows))
+        .await;
+    // The tree has them (render is the same whenever it runs) …
+    let tree = h.root().join("manifests/prod");
+    assert!(tree.join("cronjob-web-capacity-launch-up.yaml").exists());
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    // … the cluster does not: next year they would fire again on that date.
+    assert!(h.get("CronJob", "web-capacity-launch-up").await.is_none());
+    assert!(h.get("CronJob", "web-capacity-launch-down").await.is_none());
+    assert!(h.get("CronJob", "web-capacity-weekly-up").await.is_some());
 }
