@@ -13,9 +13,35 @@ pub struct Cli {
     #[arg(long, global = true, env = "INFRA_GEN_ROOT", default_value = ".")]
     pub root: PathBuf,
 
+    /// More log lines on stderr: -v retries and lock renewals, -vv the API requests
+    /// (RUST_LOG, e.g. `infra_gen=debug,kube=info`, overrides both flags).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors on stderr (no warnings).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The log filter: RUST_LOG when set, else warnings (-q: errors; -v: info; -vv: debug).
+    pub fn log_filter(&self) -> String {
+        if let Ok(filter) = std::env::var("RUST_LOG")
+            && !filter.trim().is_empty()
+        {
+            return filter;
+        }
+        match (self.quiet, self.verbose) {
+            (true, _) => "error".into(),
+            (false, 0) => "warn".into(),
+            (false, 1) => "warn,infra_gen=info".into(),
+            (false, _) => "info,infra_gen=debug,kube_client=debug".into(),
+        }
+    }
 }
 
 /// The commands.

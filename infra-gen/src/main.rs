@@ -8,6 +8,15 @@ use infra_gen::error::Error;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(cli.log_filter()).unwrap_or_else(|e| {
+        eprintln!("infra-gen: RUST_LOG is not a log filter ({e}); using warn");
+        tracing_subscriber::EnvFilter::new("warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
     match infra_gen::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Error::Environments(diagnostics)) => {

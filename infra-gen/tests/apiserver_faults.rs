@@ -115,6 +115,12 @@ async fn a_lock_that_cannot_be_renewed_until_it_expires_stops_the_deploy() {
         "{}",
         run.all()
     );
+    // Each failed renewal is logged as it happens (warnings are shown by default).
+    assert!(
+        run.stderr.contains("WARN") && run.stderr.contains("cannot renew the deploy lock"),
+        "{}",
+        run.all()
+    );
     assert_eq!(
         h.weights("web").await,
         Some((100, 0)),

@@ -1004,3 +1004,21 @@ fn plan_shows_each_capacity_window_and_the_next_ones_in_its_zone() {
     let starts = window["next"][0]["starts"].as_str().unwrap();
     assert!(starts.ends_with("T02:00:00Z"), "{starts}");
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    // As `infra-gen plan -o json | head -c1`: the reader is gone before the plan is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .arg("--root")
+        .arg(repo())
+        .args(["plan", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(141), "{stderr}");
+}

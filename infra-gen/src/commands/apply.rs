@@ -51,14 +51,14 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
     progress.finish();
     let summary = result?;
     if !summary.nothing_to_do {
-        println!(
+        crate::outln!(
             "{}: deployed revision {} ({} write(s))",
             env.name,
             short(&desired.revision),
             summary.writes
         );
     } else {
-        println!(
+        crate::outln!(
             "{}: already up to date (revision {})",
             env.name,
             short(&desired.revision)

@@ -21,7 +21,7 @@ pub async fn run(root: &Path, args: &CanaryArgs, promote: bool) -> Result<()> {
         .iter()
         .any(|b| b.canary.is_some())
     {
-        println!(
+        crate::outln!(
             "{} has no workload with `rollout.canary`; nothing to {}",
             session.env.name,
             if promote { "promote" } else { "abort" }
@@ -35,7 +35,7 @@ pub async fn run(root: &Path, args: &CanaryArgs, promote: bool) -> Result<()> {
         SlotOp::Abort { revision }
     };
     session.each_blue_green(op, args.timeout).await?;
-    println!(
+    crate::outln!(
         "{}: {}",
         session.env.name,
         if promote { "promoted" } else { "aborted" }

@@ -64,7 +64,7 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
     let cluster = target::connect(&env, &desired, args.kubeconfig.as_deref()).await?;
     release_load_balancers(&cluster).await?;
     cluster.delete(Kind::Namespace, &desired.namespace).await?;
-    println!(
+    crate::outln!(
         "deleted namespace {} (review environment {} instance {})",
         desired.namespace,
         env.name,

@@ -92,7 +92,7 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
         changed += 1;
         let title = describe(object);
         let label = if live.is_none() { "new" } else { "changed" };
-        println!(
+        crate::outln!(
             "{}",
             TextDiff::from_lines(&old, &new)
                 .unified_diff()
@@ -102,23 +102,23 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
     }
     let prune = prune_candidates(cluster, &session.desired).await?;
     for kept in &prune.kept {
-        println!("# {kept}");
+        crate::outln!("# {kept}");
     }
     for (kind, name) in prune.delete {
         changed += 1;
-        println!(
+        crate::outln!(
             "--- {}/{name} (live)\n+++ deleted: no longer in the tree\n",
             kind.name()
         );
     }
     session.progress.finish();
     if changed == 0 {
-        println!(
+        crate::outln!(
             "no differences: namespace {} matches the tree",
             session.desired.namespace
         );
     } else {
-        println!("{changed} object(s) would change");
+        crate::outln!("{changed} object(s) would change");
     }
     Ok(())
 }

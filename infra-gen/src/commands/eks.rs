@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// Prints an ExecCredential.
 pub async fn token(args: &EksArgs) -> Result<()> {
     let (token, expires) = eks::token(&args.cluster, &args.region).await?;
-    println!("{}", eks::exec_credential(&token, expires));
+    crate::outln!("{}", eks::exec_credential(&token, expires));
     Ok(())
 }
 
@@ -37,7 +37,7 @@ pub async fn kubeconfig(args: &KubeconfigArgs) -> Result<()> {
                 args.eks.cluster
             );
         }
-        None => print!("{yaml}"),
+        None => crate::out!("{yaml}"),
     }
     Ok(())
 }

@@ -21,9 +21,9 @@ pub fn run(root: &Path, args: &PlanArgs) -> Result<()> {
         let changes = one_time_changes(&manifests, env, &rendered);
         match args.output {
             PlanFormat::Table => {
-                print!("{}", plan(env));
+                crate::out!("{}", plan(env));
                 for change in changes {
-                    println!("  one-time change: {change}");
+                    crate::outln!("  one-time change: {change}");
                 }
             }
             PlanFormat::Json => {
@@ -34,7 +34,7 @@ pub fn run(root: &Path, args: &PlanArgs) -> Result<()> {
         }
     }
     if args.output == PlanFormat::Json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&docs).unwrap_or_default()
         );

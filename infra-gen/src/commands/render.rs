@@ -63,12 +63,12 @@ pub fn run(root: &Path, args: &RenderArgs) -> Result<()> {
     }
     let report = tree::write(&manifests_dir, &rendered, all)?;
     for path in &report.written {
-        println!("wrote   {}", path.display());
+        crate::outln!("wrote   {}", path.display());
     }
     for path in &report.removed {
-        println!("removed {}", path.display());
+        crate::outln!("removed {}", path.display());
     }
-    println!(
+    crate::outln!(
         "{} environment(s): {} file(s) written, {} unchanged, {} removed",
         rendered.len(),
         report.written.len(),
@@ -87,30 +87,30 @@ fn check(
     let drift = tree::check(manifests_dir, rendered, all)?;
     let mut problems = 0;
     for (path, diff) in &drift.differing {
-        println!("differs: {}\n{diff}", path.display());
+        crate::outln!("differs: {}\n{diff}", path.display());
         problems += 1;
     }
     for path in &drift.missing {
-        println!("missing: {}", path.display());
+        crate::outln!("missing: {}", path.display());
         problems += 1;
     }
     for path in &drift.stale {
-        println!("stale:   {} (no longer rendered)", path.display());
+        crate::outln!("stale:   {} (no longer rendered)", path.display());
         problems += 1;
     }
     let uncommitted = tree::uncommitted(root, &["environments/", "manifests/", "templates/"]);
     match &uncommitted {
         Some(entries) => {
             for (path, what) in entries {
-                println!("not committed: {path} ({what})");
+                crate::outln!("not committed: {path} ({what})");
             }
         }
-        None => println!("note: not a git repository; skipped the committed-files check"),
+        None => crate::outln!("note: not a git repository; skipped the committed-files check"),
     }
     let uncommitted = uncommitted.map_or(0, |e| e.len());
     match (problems, uncommitted) {
         (0, 0) => {
-            println!(
+            crate::outln!(
                 "manifests/ matches the environment files ({} environment(s))",
                 rendered.len()
             );

@@ -15,7 +15,7 @@ pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
     session.with_capacity().await?;
     target::with_lb(&mut session, &args.lb).await;
     if session.desired.blue_green.is_empty() && session.desired.stateful.is_empty() {
-        println!(
+        crate::outln!(
             "{} has no blue-green or stateful workload; roll back a rolling one by deploying the previous commit",
             session.env.name
         );
@@ -29,6 +29,6 @@ pub async fn run(root: &Path, args: &RollbackArgs) -> Result<()> {
             args.timeout,
         )
         .await?;
-    println!("{}: rolled back", session.env.name);
+    crate::outln!("{}: rolled back", session.env.name);
     Ok(())
 }

@@ -81,6 +81,6 @@ pub async fn run(root: &Path, args: &ScaleArgs) -> Result<()> {
             }),
     };
     lock.release().await?;
-    println!("{}", result?);
+    crate::outln!("{}", result?);
     Ok(())
 }

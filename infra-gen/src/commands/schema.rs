@@ -5,7 +5,7 @@ use crate::error::Result;
 
 /// Prints the schema.
 pub fn run() -> Result<()> {
-    println!("{}", schema_text());
+    crate::outln!("{}", schema_text());
     Ok(())
 }
 

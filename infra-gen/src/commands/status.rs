@@ -280,25 +280,26 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
     session.progress.finish();
     if args.output == PlanFormat::Json {
         let doc = serde_json::json!({"environment": session.env.name, "namespace": session.desired.namespace, "workloads": statuses, "problems": metrics});
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{} → namespace {}",
-        session.env.name, session.desired.namespace
+        session.env.name,
+        session.desired.namespace
     );
     for problem in &metrics {
-        println!("! {problem}");
+        crate::outln!("! {problem}");
     }
     for w in &statuses {
-        println!();
+        crate::outln!();
         let live = w
             .live
             .as_deref()
             .map_or(String::new(), |l| format!(", live: {l}"));
-        println!("{} ({}{live})", w.name, w.strategy);
+        crate::outln!("{} ({}{live})", w.name, w.strategy);
         if let Some(note) = &w.interrupted {
-            println!("  ! {note}");
+            crate::outln!("  ! {note}");
         }
         for d in &w.deployments {
             let marker = if w
@@ -311,9 +312,12 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
                 " "
             };
             let revision = d.revision.get(..12).unwrap_or(&d.revision);
-            println!(
+            crate::outln!(
                 "  {marker} {:<28} {}/{} available  revision {revision:<12}  {}",
-                d.name, d.available, d.desired, d.image
+                d.name,
+                d.available,
+                d.desired,
+                d.image
             );
         }
         for v in &w.versions {
@@ -329,9 +333,11 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
                 (Some(at), false) => format!("retired by finalize after {at}"),
                 (None, false) => "keeps its players until `infra-gen retire`".to_owned(),
             };
-            println!(
+            crate::outln!(
                 "  {marker} {:<28} {}/{} ready  age {age:<5}  {note}",
-                v.name, v.ready, v.replicas
+                v.name,
+                v.ready,
+                v.replicas
             );
         }
         if let Some(h) = &w.hpa {
@@ -340,7 +346,7 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
                     v.to_string().trim_matches('"').to_owned()
                 })
             };
-            println!(
+            crate::outln!(
                 "    HPA: {} replicas (min {}, max {}) → {}",
                 show("current"),
                 show("min"),
@@ -355,26 +361,26 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
                 .filter_map(Json::as_str)
                 .collect();
             if !why.is_empty() {
-                println!(
+                crate::outln!(
                     "    min {} in force: {}",
                     show("minInForce"),
                     why.join("; ")
                 );
             } else if show("min") != show("minInForce") && show("minInForce") != "-" {
-                println!(
+                crate::outln!(
                     "    ! the file's min is {}: the next deploy or capacity CronJob sets it",
                     show("minInForce")
                 );
             }
             if let Some(problem) = h.get("cannotScale").and_then(Json::as_str) {
-                println!("    ! HPA cannot scale: {problem}");
+                crate::outln!("    ! HPA cannot scale: {problem}");
             }
         }
         if let Some((blue, green)) = w.weights {
-            println!("    ALB weights: blue {blue}%, green {green}%");
+            crate::outln!("    ALB weights: blue {blue}%, green {green}%");
         }
         if let Some(c) = &w.canary {
-            println!(
+            crate::outln!(
                 "    canary: requests with {}: {} go to {} (revision {}) since {}; `infra-gen promote` or `infra-gen abort`",
                 c.header.as_deref().unwrap_or("?"),
                 c.values.join(" | "),
@@ -396,19 +402,23 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
             });
             if idle_running {
                 let when = if due { "is due since" } else { "after" };
-                println!(
+                crate::outln!(
                     "    previous slot scaled down {when} {deadline} (`infra-gen finalize`, or the next apply)"
                 );
             }
         }
         if w.releases.is_empty() {
-            println!("    releases: none recorded");
+            crate::outln!("    releases: none recorded");
         }
         for r in w.releases.iter().take(5) {
             let revision = r.revision.get(..12).unwrap_or(&r.revision);
-            println!(
+            crate::outln!(
                 "    {}  {:<8} {:<5} {revision:<12}  {}  by {}",
-                r.at, r.action, r.slot, r.image, r.by
+                r.at,
+                r.action,
+                r.slot,
+                r.image,
+                r.by
             );
         }
     }

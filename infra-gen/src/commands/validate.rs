@@ -9,6 +9,6 @@ use crate::error::Result;
 pub fn run(root: &Path, args: &ValidateArgs) -> Result<()> {
     let environments = super::load_environments(root, &[], args.instance.as_deref())?;
     let names: Vec<&str> = environments.iter().map(|e| e.name.as_str()).collect();
-    println!("{} environment(s) valid: {}", names.len(), names.join(", "));
+    crate::outln!("{} environment(s) valid: {}", names.len(), names.join(", "));
     Ok(())
 }
