@@ -263,6 +263,14 @@ fn review_instances_render_on_the_fly_with_their_own_namespace_and_host() {
         ingress.contains("host: mr-42.review.ct.staging.example.com"),
         "{ingress}"
     );
+    // `plan` shows the host the Ingress has.
+    let (ok, plan, stderr) =
+        infra_gen(&repo(), &["plan", "--env", "review", "--instance", "mr-42"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        plan.contains(" mr-42.review.ct.staging.example.com"),
+        "{plan}"
+    );
 
     let (ok, _, stderr) = infra_gen(
         &repo(),
@@ -1021,4 +1029,22 @@ fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(141), "{stderr}");
+}
+
+#[test]
+fn check_fails_when_the_committed_schema_is_not_this_binarys() {
+    let dir = copy_project(&repo());
+    let schema = dir.path().join("environments/schema.json");
+    // As after an upgrade of infra-gen that added a key.
+    let old = std::fs::read_to_string(&schema)
+        .unwrap()
+        .replace("\"kubectlImage\"", "\"kubectlImageOld\"");
+    std::fs::write(&schema, old).unwrap();
+    let (ok, stdout, stderr) = infra_gen(dir.path(), &["render", "--check"]);
+    assert!(!ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("schema.json is not the schema of this infra-gen")
+            && stdout.contains("run `infra-gen schema > environments/schema.json`"),
+        "{stdout}"
+    );
 }

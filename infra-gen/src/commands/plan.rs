@@ -9,6 +9,7 @@ use crate::env::{Environment, rules};
 use crate::error::Result;
 use crate::render::Manifest;
 use crate::render::context::annotations;
+use crate::render::context::instance_host;
 
 /// Prints the plan.
 pub fn run(root: &Path, args: &PlanArgs) -> Result<()> {
@@ -239,12 +240,12 @@ pub fn plan(env: &Environment) -> String {
             (_, Some(Strategy::BlueGreen)) => "blue-green",
             _ => "rolling",
         };
-        let mut hosts: Vec<String> = w.http.iter().map(|h| h.host.clone()).collect();
+        let mut hosts: Vec<String> = w.http.iter().map(|h| instance_host(env, &h.host)).collect();
         hosts.extend(
             w.rollout
                 .as_ref()
-                .and_then(|r| r.preview_host.clone())
-                .map(|h| format!("{h} (preview)")),
+                .and_then(|r| r.preview_host.as_deref())
+                .map(|h| format!("{} (preview)", instance_host(env, h))),
         );
         if w.kind == WorkloadKind::Tcp || (w.kind == WorkloadKind::Stateful && w.tcp.is_some()) {
             let ports: Vec<String> = w

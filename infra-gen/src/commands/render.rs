@@ -98,6 +98,19 @@ fn check(
         crate::outln!("stale:   {} (no longer rendered)", path.display());
         problems += 1;
     }
+    // Editors complete and check environment files against the committed schema: it must be
+    // this binary's (it goes stale when infra-gen is upgraded).
+    let schema = root.join("environments/schema.json");
+    if let Ok(committed) = std::fs::read_to_string(&schema)
+        && committed.trim_end() != super::schema::schema_text().trim_end()
+    {
+        crate::outln!(
+            "differs: {} is not the schema of this infra-gen ({}): run `infra-gen schema > environments/schema.json` and commit it",
+            schema.display(),
+            env!("CARGO_PKG_VERSION")
+        );
+        problems += 1;
+    }
     let uncommitted = tree::uncommitted(root, &["environments/", "manifests/", "templates/"]);
     match &uncommitted {
         Some(entries) => {
