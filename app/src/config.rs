@@ -165,23 +165,21 @@ pub struct TokenEntries {
     pub source: String,
 }
 
-/// Parses `500ms`, `2s`, `1m`, or a bare number of seconds.
+/// Parses a duration as kubectl and helm users type it (`500ms`, `90s`, `1m30s`, `2h`; the
+/// same syntax as infra-gen), ISO 8601 (`PT2S`), or a bare number of seconds.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration like 500ms, 2s or 1m"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" => number * 60.0,
-        _ => return Err(format!("{value:?} has unit {unit:?}; use ms, s or m")),
+    let trimmed = value.trim();
+    let parsed = match trimmed.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => jiff::SignedDuration::try_from_secs_f64(seconds).ok(),
+        _ => trimmed.parse::<jiff::SignedDuration>().ok(),
     };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
+    match parsed {
+        Some(d) if !d.is_negative() => Duration::try_from(d).map_err(|e| format!("{value:?}: {e}")),
+        Some(_) => Err(format!("{value:?} is negative")),
+        None => Err(format!(
+            "{value:?} is not a duration like 500ms, 90s, 1m30s or 2h"
+        )),
+    }
 }
 
 impl Settings {
@@ -269,8 +267,15 @@ mod tests {
         assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_duration("2h").unwrap_err().contains("unit \"h\""));
-        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("like 500ms, 90s, 1m30s or 2h")
+        );
+        assert!(parse_duration("-2s").is_err());
     }
 
     #[test]

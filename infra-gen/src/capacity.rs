@@ -342,9 +342,7 @@ pub fn friendly(d: SignedDuration) -> String {
 
 /// Parses a duration as kubectl and helm users write it (`90s`, `1m30s`, `2h`), or ISO 8601.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
-    text.trim()
-        .parse::<SignedDuration>()
-        .map_err(|_| format!("{text:?} is not a duration"))
+    crate::duration::parse(text)
 }
 
 fn parse_local(text: &str) -> Result<DateTime, String> {

@@ -292,21 +292,7 @@ pub struct KubeconfigArgs {
 
 /// Parses `10m`, `90s`, `1h` or seconds.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "m" => number * 60,
-        "h" => number * 3600,
-        _ => return Err(format!("{text:?}: unit {unit:?} is not s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs(seconds))
+    crate::duration::parse_std(text)
 }
 
 /// `infra-gen render`.

@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
+pub mod duration;
 pub mod eks;
 pub mod elb;
 pub mod env;
