@@ -7,7 +7,12 @@ use clap::{Args, Parser, Subcommand};
 /// Renders environment files into a committed Kubernetes manifests tree and applies it to EKS
 /// with a zero-downtime blue-green cutover.
 #[derive(Debug, Parser)]
-#[command(name = "infra-gen", version, propagate_version = true)]
+#[command(
+    name = "infra-gen",
+    version,
+    propagate_version = true,
+    after_help = "Exit codes: 0 done; 1 failed; 2 bad input (nothing written); 3 another run holds the deploy lock; 4 aborted before moving traffic (traffic untouched); 5 traffic needs a look (a move back not confirmed, a rolling update stopped half-way); 6 cluster or AWS unreachable; 141 output pipe closed."
+)]
 pub struct Cli {
     /// Repository root holding `environments/`, `manifests/` and optional `templates/`.
     #[arg(long, global = true, env = "INFRA_GEN_ROOT", default_value = ".")]
@@ -35,11 +40,12 @@ impl Cli {
         {
             return filter;
         }
+        // The Kubernetes client logs every failed try itself; infra-gen says what failed once.
         match (self.quiet, self.verbose) {
-            (true, _) => "error".into(),
-            (false, 0) => "warn".into(),
-            (false, 1) => "warn,infra_gen=info".into(),
-            (false, _) => "info,infra_gen=debug,kube_client=debug".into(),
+            (true, _) => "off,infra_gen=error".into(),
+            (false, 0) => "off,infra_gen=warn".into(),
+            (false, 1) => "off,infra_gen=info".into(),
+            (false, _) => "warn,infra_gen=debug,kube_client=debug".into(),
         }
     }
 }

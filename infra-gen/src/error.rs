@@ -49,5 +49,69 @@ impl From<crate::rollout::RolloutError> for Error {
     }
 }
 
+/// Exit codes by failure class, so a CI job can tell them apart (README "Exit codes").
+pub mod exit {
+    /// Something else failed (a write refused by the API server, a file).
+    pub const FAILED: u8 = 1;
+    /// Bad input: arguments, environment files, templates, a drifted tree. Nothing written.
+    pub const BAD_INPUT: u8 = 2;
+    /// Another run holds the deploy lock (or took it over): it finishes the work.
+    pub const LOCK_HELD: u8 = 3;
+    /// Stopped before moving traffic (a version that did not get ready, a refused
+    /// precondition): traffic is where it was.
+    pub const ABORTED: u8 = 4;
+    /// Traffic needs a look: a move back not confirmed by the load balancer, a rolling
+    /// update that stopped half-way.
+    pub const NEEDS_ATTENTION: u8 = 5;
+    /// The cluster or AWS could not be reached or refused the credentials.
+    pub const UNREACHABLE: u8 = 6;
+    /// stdout was closed by its reader (as SIGPIPE).
+    pub const CLOSED_PIPE: u8 = 141;
+}
+
+impl Error {
+    /// The exit code of this failure's class.
+    pub fn exit_code(&self) -> u8 {
+        use crate::cluster::ClusterError;
+        use crate::cluster::lease::LeaseError;
+        use crate::rollout::RolloutError;
+        let cluster = |e: &ClusterError| match e {
+            ClusterError::Transport { .. } | ClusterError::Config(_) => exit::UNREACHABLE,
+            ClusterError::Api { code, .. } if matches!(code, 401 | 403) || *code >= 500 => {
+                exit::UNREACHABLE
+            }
+            ClusterError::LockLost { .. } => exit::LOCK_HELD,
+            ClusterError::Api { .. } | ClusterError::UnknownKind { .. } => exit::FAILED,
+        };
+        match self {
+            Error::Environments(_)
+            | Error::Render(_)
+            | Error::Tree(_)
+            | Error::Usage(_)
+            | Error::Check(_) => exit::BAD_INPUT,
+            Error::Cluster(e) => cluster(e),
+            Error::Eks(_) => exit::UNREACHABLE,
+            Error::Write { .. } => exit::FAILED,
+            Error::Rollout(e) => match e.as_ref() {
+                RolloutError::Input(_) => exit::BAD_INPUT,
+                RolloutError::Lease(LeaseError::Held { .. }) | RolloutError::LockLost { .. } => {
+                    exit::LOCK_HELD
+                }
+                RolloutError::Lease(LeaseError::Cluster(e)) | RolloutError::Cluster(e) => {
+                    cluster(e)
+                }
+                RolloutError::Aborted { .. }
+                | RolloutError::NotServing { .. }
+                | RolloutError::RollbackNotReady { .. }
+                | RolloutError::Preflight(_) => exit::ABORTED,
+                RolloutError::MoveBackUnconfirmed { .. } | RolloutError::Rolling { .. } => {
+                    exit::NEEDS_ATTENTION
+                }
+                RolloutError::Elb(_) => exit::UNREACHABLE,
+            },
+        }
+    }
+}
+
 /// Result alias of the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

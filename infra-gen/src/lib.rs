@@ -47,7 +47,7 @@ macro_rules! out {
 pub fn stdout_failed(error: std::io::Error) -> ! {
     if error.kind() != std::io::ErrorKind::BrokenPipe {
         eprintln!("infra-gen: cannot write to stdout: {error}");
-        std::process::exit(1);
+        std::process::exit(i32::from(error::exit::FAILED));
     }
-    std::process::exit(141)
+    std::process::exit(i32::from(error::exit::CLOSED_PIPE))
 }

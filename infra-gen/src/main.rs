@@ -19,14 +19,18 @@ fn main() -> ExitCode {
         .init();
     match infra_gen::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Environments(diagnostics)) => {
-            // Each diagnostic already says file:line:column; no prefix in front of the first.
-            eprintln!("{diagnostics}");
-            ExitCode::FAILURE
-        }
         Err(error) => {
-            eprintln!("infra-gen: {error}");
-            ExitCode::FAILURE
+            match &error {
+                // Each diagnostic already says file:line:column; no prefix in front of the first.
+                Error::Environments(diagnostics) => eprintln!("{diagnostics}"),
+                other => eprintln!("infra-gen: {other}"),
+            }
+            if error.exit_code() == infra_gen::error::exit::UNREACHABLE
+                && let Some(server) = infra_gen::cluster::connect::server()
+            {
+                eprintln!("  the API server: {server}");
+            }
+            ExitCode::from(error.exit_code())
         }
     }
 }

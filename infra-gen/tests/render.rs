@@ -1048,3 +1048,42 @@ fn check_fails_when_the_committed_schema_is_not_this_binarys() {
         "{stdout}"
     );
 }
+
+#[test]
+fn failures_exit_with_the_code_of_their_class() {
+    // Bad input: nothing is written, exit 2.
+    let dir = copy_project(&repo());
+    let staging = dir.path().join("environments/staging.yaml");
+    let text = std::fs::read_to_string(&staging).unwrap();
+    std::fs::write(&staging, format!("{text}\nunknownKey: 1\n")).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .arg("--root")
+        .arg(dir.path())
+        .arg("validate")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    // A cluster that cannot be reached: exit 6, the server named.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .arg("--root")
+        .arg(repo())
+        .args(["status", "--env", "staging", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(6), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9"), "{stderr}");
+    // The codes are in --help.
+    let (_, help, _) = infra_gen(&repo(), &["--help"]);
+    assert!(
+        help.contains("3 another run holds the deploy lock"),
+        "{help}"
+    );
+}

@@ -66,6 +66,15 @@ fn user_agent() -> http::HeaderValue {
 }
 
 /// A client for the target.
+/// The API server the last client was made for, and how it was chosen (for messages about a
+/// connection that failed).
+static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `https://… (from kubeconfig …)`, once a client was made.
+pub fn server() -> Option<&'static str> {
+    SERVER.get().map(String::as_str)
+}
+
 pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
     let kubeconfig = match target {
         Target::Kubeconfig(path) => Kubeconfig::read_from(path).map_err(|e| {
@@ -93,6 +102,7 @@ pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
     config
         .headers
         .push((http::header::USER_AGENT, user_agent()));
+    let _ = SERVER.set(format!("{} ({})", config.cluster_url, target.describe()));
     kube::Client::try_from(config)
         .map_err(|e| ClusterError::Config(format!("cannot connect to {}: {e}", target.describe())))
 }

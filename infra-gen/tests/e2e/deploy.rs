@@ -144,6 +144,12 @@ async fn a_new_version_that_never_gets_ready_is_aborted_and_blue_keeps_the_traff
         .await;
     let run = h.apply("prod", &["--timeout", "3s"]).await;
     assert!(!run.ok, "the deploy must fail");
+    assert_eq!(
+        run.code,
+        Some(4),
+        "aborted, traffic untouched: {}",
+        run.all()
+    );
     assert!(
         run.stderr
             .contains("web: the new version did not become ready, so traffic stays on blue"),
@@ -254,6 +260,7 @@ async fn a_lock_held_by_another_deploy_fails_at_once_naming_the_holder() {
     h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
     let run = h.apply("prod", &[]).await;
     assert!(!run.ok);
+    assert_eq!(run.code, Some(3), "lock held: {}", run.all());
     assert!(
         run.stderr.contains("another deploy holds the lock"),
         "{}",

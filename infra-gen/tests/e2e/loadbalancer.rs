@@ -405,6 +405,7 @@ async fn a_controller_that_stops_mid_cutover_never_has_requests_sent_to_a_termin
     h.set_lb(|sim| sim.paused = true).await;
     let run = Harness::finish(child).await;
     assert!(!run.ok, "{}", run.all());
+    assert_eq!(run.code, Some(5), "traffic needs a look: {}", run.all());
     assert!(
         run.stderr
             .contains("every request was moved back to web-blue in the Ingress")

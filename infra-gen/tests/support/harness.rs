@@ -162,6 +162,8 @@ fn unique_id() -> u32 {
 /// The result of one CLI run.
 pub struct Run {
     pub ok: bool,
+    /// The exit code (None when killed by a signal).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -170,6 +172,7 @@ impl Run {
     fn from(output: Output) -> Self {
         Self {
             ok: output.status.success(),
+            code: output.status.code(),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
