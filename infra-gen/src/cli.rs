@@ -78,6 +78,14 @@ pub enum Command {
     Retire(RetireArgs),
     /// Raise an HPA's minimum until a time (an announced event), or end that early (--clear).
     Scale(ScaleArgs),
+    /// List the releases recorded in the cluster (deploys, rollbacks, promotions), newest first.
+    History(StatusArgs),
+    /// Print a shell completion script: `infra-gen completion bash > /etc/bash_completion.d/infra-gen`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show what apply would change (server-side dry run against the live objects).
     Diff(TargetArgs),
     /// Delete a review environment instance (its namespace and everything in it).

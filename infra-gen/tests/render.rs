@@ -1087,3 +1087,23 @@ fn failures_exit_with_the_code_of_their_class() {
         "{help}"
     );
 }
+
+#[test]
+fn shell_completions_know_the_commands_and_their_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, script, stderr) = infra_gen(&repo(), &["completion", shell]);
+        assert!(ok, "{stderr}");
+        // fish writes a long flag as `-l env`.
+        let flags: [&str; 2] = if shell == "fish" {
+            ["-l env", "-l until"]
+        } else {
+            ["--env", "--until"]
+        };
+        for word in ["apply", "rollback", "scale"].into_iter().chain(flags) {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let (ok, _, stderr) = infra_gen(&repo(), &["completion", "tcsh"]);
+    assert!(!ok);
+    assert!(stderr.contains("possible values"), "{stderr}");
+}

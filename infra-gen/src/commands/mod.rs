@@ -7,6 +7,7 @@ pub mod destroy;
 pub mod diff;
 pub mod eks;
 pub mod finalize;
+pub mod history;
 pub mod plan;
 pub mod render;
 pub mod retire;
@@ -40,6 +41,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => block_on(status::run(&root, &args)),
         Command::Retire(args) => block_on(retire::run(&root, &args)),
         Command::Scale(args) => block_on(scale::run(&root, &args)),
+        Command::History(args) => block_on(history::run(&root, &args)),
+        Command::Completion { shell } => {
+            let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "infra-gen", &mut script);
+            crate::out!("{}", String::from_utf8_lossy(&script));
+            Ok(())
+        }
         Command::Diff(args) => block_on(diff::run(&root, &args)),
         Command::Destroy(args) => block_on(destroy::run(&root, &args)),
         Command::Eks(EksCommand::Token(args)) => block_on(eks::token(&args)),

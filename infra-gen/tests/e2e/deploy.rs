@@ -650,3 +650,44 @@ async fn finalize_re_points_an_hpa_left_on_the_old_slot_before_scaling_it_down()
         run.all()
     );
 }
+
+#[tokio::test]
+async fn history_lists_the_releases_newest_first() {
+    let h = Harness::start().await;
+    h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let first = h.revision();
+    h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let second = h.revision();
+    let run = h.command("rollback", "prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+
+    let run = h.command("history", "prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    let rows: Vec<&str> = run.stdout.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{}", run.stdout);
+    assert!(
+        rows[0].contains(" rollback ") && rows[0].contains(&first[..12]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        rows[1].contains(" deploy ") && rows[1].contains(&second[..12]),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        rows[2].contains(" deploy ") && rows[2].contains(&first[..12]),
+        "{}",
+        run.stdout
+    );
+
+    let run = h.command("history", "prod", &["-o", "json"]).await;
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let releases = doc["releases"].as_array().unwrap();
+    assert_eq!(releases.len(), 3);
+    assert_eq!(releases[0]["workload"], "web");
+    assert_eq!(releases[0]["action"], "rollback");
+    assert_eq!(releases[2]["revision"], first.as_str());
+}
