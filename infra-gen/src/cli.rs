@@ -104,9 +104,13 @@ pub struct TargetArgs {
     /// Review instance, e.g. `mr-42` (review environments only).
     #[arg(long, value_name = "ID")]
     pub instance: Option<String>,
-    /// Kubeconfig to use instead of the environment's EKS cluster (default: $KUBECONFIG).
+    /// Kubeconfig to use instead of the environment's EKS cluster (default: $KUBECONFIG,
+    /// which may list several files, merged as kubectl merges them).
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
 }
 
 /// How traffic moves are checked against the AWS load balancer.

@@ -1107,3 +1107,42 @@ fn shell_completions_know_the_commands_and_their_flags() {
     assert!(!ok);
     assert!(stderr.contains("possible values"), "{stderr}");
 }
+
+#[test]
+fn kubeconfig_lists_merge_as_kubectl_merges_them_and_context_picks_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, context: &str, port: u16, current: bool| {
+        let path = dir.path().join(name);
+        let current = if current {
+            format!("current-context: {context}\n")
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &path,
+            format!("apiVersion: v1\nkind: Config\nclusters: [{{name: {context}, cluster: {{server: \"https://127.0.0.1:{port}\"}}}}]\nusers: [{{name: {context}, user: {{token: t}}}}]\ncontexts: [{{name: {context}, context: {{cluster: {context}, user: {context}}}}}]\n{current}"),
+        )
+        .unwrap();
+        path
+    };
+    let staging = file("staging.yaml", "staging", 9, true);
+    let production = file("production.yaml", "production", 7, false);
+    let list = std::env::join_paths([&staging, &production]).unwrap();
+    let server_reached = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+            .arg("--root")
+            .arg(repo())
+            .args(["status", "--env", "staging"])
+            .args(extra)
+            .env("KUBECONFIG", &list)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(6));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // The current context of the merged files, then the one named by --context.
+    assert!(server_reached(&[]).contains("https://127.0.0.1:9/"));
+    let stderr = server_reached(&["--context", "production"]);
+    assert!(stderr.contains("https://127.0.0.1:7/"), "{stderr}");
+    assert!(stderr.contains("context production"), "{stderr}");
+}

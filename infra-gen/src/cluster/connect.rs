@@ -13,8 +13,14 @@ use crate::eks;
 /// Where the cluster is.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// A kubeconfig file (its current context).
-    Kubeconfig(PathBuf),
+    /// Kubeconfig files, merged as kubectl merges a `KUBECONFIG` list (the first file that
+    /// sets a value wins), and the context to use (default: the current one).
+    Kubeconfig {
+        /// The files.
+        paths: Vec<PathBuf>,
+        /// `--context`.
+        context: Option<String>,
+    },
     /// An EKS cluster by name and region.
     Eks {
         /// Cluster name.
@@ -25,24 +31,55 @@ pub enum Target {
 }
 
 impl Target {
-    /// `--kubeconfig`, else `$KUBECONFIG`, else the EKS cluster of the environment.
-    pub fn choose(flag: Option<&Path>, cluster: &str, region: &str) -> Target {
-        let from_env = std::env::var_os("KUBECONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
-        match flag.map(Path::to_path_buf).or(from_env) {
-            Some(path) => Target::Kubeconfig(path),
-            None => Target::Eks {
+    /// `--kubeconfig`, else `$KUBECONFIG` (a list, as kubectl reads it), else the EKS cluster
+    /// of the environment; `--context` picks a context of the kubeconfig.
+    pub fn choose(
+        flag: Option<&Path>,
+        context: Option<&str>,
+        cluster: &str,
+        region: &str,
+    ) -> Target {
+        let from_env: Vec<PathBuf> = std::env::var_os("KUBECONFIG")
+            .map(|v| {
+                std::env::split_paths(&v)
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let paths = match flag {
+            Some(path) => vec![path.to_path_buf()],
+            None => from_env,
+        };
+        if paths.is_empty() && context.is_none() {
+            return Target::Eks {
                 cluster: cluster.to_owned(),
                 region: region.to_owned(),
-            },
+            };
+        }
+        let paths = if paths.is_empty() {
+            // A context with neither flag nor variable: kubectl's default file.
+            std::env::var_os("HOME")
+                .map(|h| vec![PathBuf::from(h).join(".kube/config")])
+                .unwrap_or_default()
+        } else {
+            paths
+        };
+        Target::Kubeconfig {
+            paths,
+            context: context.map(str::to_owned),
         }
     }
 
     /// For messages: where we connect.
     pub fn describe(&self) -> String {
         match self {
-            Target::Kubeconfig(path) => format!("kubeconfig {}", path.display()),
+            Target::Kubeconfig { paths, context } => {
+                let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+                let context = context
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(", context {c}"));
+                format!("kubeconfig {}{context}", files.join(":"))
+            }
             Target::Eks { cluster, region } => format!("EKS cluster {cluster} ({region})"),
         }
     }
@@ -76,10 +113,31 @@ pub fn server() -> Option<&'static str> {
 }
 
 pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
+    let mut options = KubeConfigOptions::default();
     let kubeconfig = match target {
-        Target::Kubeconfig(path) => Kubeconfig::read_from(path).map_err(|e| {
-            ClusterError::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
-        })?,
+        Target::Kubeconfig { paths, context } => {
+            options.context = context.clone();
+            let mut merged: Option<Kubeconfig> = None;
+            for path in paths {
+                let next = Kubeconfig::read_from(path).map_err(|e| {
+                    ClusterError::Config(format!("cannot read kubeconfig {}: {e}", path.display()))
+                })?;
+                merged = Some(match merged {
+                    None => next,
+                    Some(done) => done.merge(next).map_err(|e| {
+                        ClusterError::Config(format!(
+                            "cannot merge kubeconfig {}: {e}",
+                            path.display()
+                        ))
+                    })?,
+                });
+            }
+            merged.ok_or_else(|| {
+                ClusterError::Config(
+                    "no kubeconfig: set --kubeconfig or KUBECONFIG, or drop --context to use the environment's EKS cluster".into(),
+                )
+            })?
+        }
         Target::Eks { cluster, region } => {
             let access = eks::describe_cluster(cluster, region)
                 .await
@@ -95,10 +153,9 @@ pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
             })?
         }
     };
-    let mut config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .map_err(|e| ClusterError::Config(format!("cannot use {}: {e}", target.describe())))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+        .await
+        .map_err(|e| ClusterError::Config(format!("cannot use {}: {e}", target.describe())))?;
     config
         .headers
         .push((http::header::USER_AGENT, user_agent()));

@@ -19,7 +19,7 @@ pub async fn run(root: &Path, args: &ApplyArgs) -> Result<()> {
     if env.spec.cluster.compute == Compute::Fargate && !args.skip_fargate_check {
         fargate_preflight(&env, &desired).await?;
     }
-    let cluster = target::connect(&env, &desired, args.target.kubeconfig.as_deref()).await?;
+    let cluster = target::connect(&env, &desired, &args.target).await?;
     let progress = crate::rollout::progress::Progress::new();
     progress.step(&format!(
         "deploying {} (revision {}) to namespace {}",

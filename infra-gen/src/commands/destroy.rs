@@ -61,7 +61,7 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
             env.name
         )));
     }
-    let cluster = target::connect(&env, &desired, args.kubeconfig.as_deref()).await?;
+    let cluster = target::connect(&env, &desired, args).await?;
     release_load_balancers(&cluster).await?;
     cluster.delete(Kind::Namespace, &desired.namespace).await?;
     crate::outln!(

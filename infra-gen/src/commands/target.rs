@@ -141,12 +141,14 @@ pub fn load(
 }
 
 /// Connects to the environment's namespace.
-pub async fn connect(
-    env: &Environment,
-    desired: &Desired,
-    kubeconfig: Option<&Path>,
-) -> Result<Cluster> {
-    let target = Target::choose(kubeconfig, &env.spec.cluster.name, &env.spec.cluster.region);
+pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) -> Result<Cluster> {
+    let (kubeconfig, context) = (args.kubeconfig.as_deref(), args.context.as_deref());
+    let target = Target::choose(
+        kubeconfig,
+        context,
+        &env.spec.cluster.name,
+        &env.spec.cluster.region,
+    );
     let client = connect::client(&target).await.map_err(Error::Cluster)?;
     Ok(Cluster::new(client, &desired.namespace))
 }
@@ -159,7 +161,7 @@ pub async fn session(
     variables: Variables,
 ) -> Result<Session> {
     let (env, desired) = load(root, target, allow_drift, variables)?;
-    let cluster = connect(&env, &desired, target.kubeconfig.as_deref()).await?;
+    let cluster = connect(&env, &desired, target).await?;
     Ok(Session {
         env,
         desired,
