@@ -269,7 +269,7 @@ pub fn presigned_token(
         .build()
         .map_err(|e| EksError::Sign(e.to_string()))?
         .into();
-    let host = format!("sts.{region}.amazonaws.com");
+    let host = sts_host(region)?;
     let url = format!("https://{host}/?Action=GetCallerIdentity&Version=2011-06-15");
     let headers = [("host", host.as_str()), (CLUSTER_ID_HEADER, cluster)];
     let request = SignableRequest::new(
@@ -291,6 +291,28 @@ pub fn presigned_token(
         signed.push_str(&percent_encode(&value));
     }
     Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(signed)))
+}
+
+/// The regional STS host the token is presigned for, from the SDK's endpoint rules, so a
+/// region of another partition gets its own domain (`sts.cn-north-1.amazonaws.com.cn`).
+pub fn sts_host(region: &str) -> Result<String, EksError> {
+    use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+    let params = Params::builder()
+        .region(region)
+        .use_fips(false)
+        .use_dual_stack(false)
+        .use_global_endpoint(false)
+        .build()
+        .map_err(|e| EksError::Sign(format!("STS endpoint of {region}: {e}")))?;
+    let resolver = DefaultResolver::new();
+    // The default rules resolve at once, without I/O.
+    let endpoint = futures::executor::block_on(resolver.resolve_endpoint(&params))
+        .map_err(|e| EksError::Sign(format!("no STS endpoint for region {region}: {e}")))?;
+    let url = endpoint.url();
+    Ok(url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned())
 }
 
 /// Query-string encoding (RFC 3986 unreserved characters kept).

@@ -320,3 +320,62 @@ async fn on_fargate_apply_refuses_a_namespace_no_profile_selects() {
     assert!(run.ok, "{}", run.all());
     assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
 }
+
+#[test]
+fn the_token_is_presigned_for_the_sts_host_of_the_regions_partition() {
+    assert_eq!(
+        eks::sts_host("ap-northeast-1").unwrap(),
+        "sts.ap-northeast-1.amazonaws.com"
+    );
+    assert_eq!(
+        eks::sts_host("cn-north-1").unwrap(),
+        "sts.cn-north-1.amazonaws.com.cn"
+    );
+    assert_eq!(
+        eks::sts_host("cn-northwest-1").unwrap(),
+        "sts.cn-northwest-1.amazonaws.com.cn"
+    );
+    assert_eq!(
+        eks::sts_host("us-gov-west-1").unwrap(),
+        "sts.us-gov-west-1.amazonaws.com"
+    );
+    let credentials =
+        aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+    let token = eks::presigned_token("games-cn", "cn-north-1", credentials, at).unwrap();
+    let (base, params) = decode(&token);
+    assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
+    assert_eq!(
+        params["X-Amz-Credential"],
+        "AKIDEXAMPLE/20261118/cn-north-1/sts/aws4_request"
+    );
+}
+
+#[tokio::test]
+async fn eks_token_for_a_china_region_is_presigned_for_the_china_sts_host() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .args([
+            "eks",
+            "token",
+            "--cluster",
+            "games-cn",
+            "--region",
+            "cn-north-1",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+        .env("AWS_SECRET_ACCESS_KEY", "secret")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let credential: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let (base, params) = decode(credential["status"]["token"].as_str().unwrap());
+    assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
+    assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
+}

@@ -1011,3 +1011,33 @@ fn capacity_windows_are_checked_where_they_are_written() {
         &["duraton"],
     );
 }
+
+#[test]
+fn arns_follow_the_partition_of_the_clusters_region() {
+    let china = BASE
+        .replace("region: ap-northeast-1", "region: cn-north-1")
+        .replace(
+            "    probes: {readiness: /ready}\n",
+            "    probes: {readiness: /ready}\n    http: {host: ct.example.cn, certificateArn: \"arn:aws-cn:acm:cn-north-1:123456789012:certificate/abc\"}\n    serviceAccount: {roleArn: \"arn:aws-cn:iam::123456789012:role/ct\"}\n",
+        );
+    assert_eq!(errors(&china), Vec::<String>::new());
+    // An ARN of the global partition in a China region is refused, with the right form.
+    let wrong = china.replace("arn:aws-cn:iam::", "arn:aws:iam::");
+    assert_error(
+        &wrong,
+        "environments/staging.yaml:",
+        &[
+            "is not an IAM role ARN of partition aws-cn (region cn-north-1)",
+            "arn:aws-cn:iam::<account>:role/<name>",
+        ],
+    );
+    let global = BASE.replace(
+        "    probes: {readiness: /ready}\n",
+        "    probes: {readiness: /ready}\n    http: {host: ct.example.com, certificateArn: \"arn:aws-cn:acm:cn-north-1:1:certificate/abc\"}\n",
+    );
+    assert_error(
+        &global,
+        "environments/staging.yaml:",
+        &["not an ACM certificate ARN of partition aws"],
+    );
+}

@@ -173,6 +173,18 @@ impl Checker<'_> {
     }
 }
 
+/// The AWS partition of a region, as ARNs name it: `aws-cn` for China, `aws-us-gov` for
+/// GovCloud, `aws` elsewhere.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// Checks one environment.
 pub fn check_environment(env: &Environment, instance: Option<&str>) -> Vec<Diagnostic> {
     let mut c = Checker {
@@ -888,13 +900,17 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 "e.g. ct.example.com",
             );
         }
+        let partition = partition(&spec.cluster.region);
         if let Some(arn) = &http.certificate_arn
-            && !arn.starts_with("arn:aws:acm:")
+            && !arn.starts_with(&format!("arn:{partition}:acm:"))
         {
             c.error(
                 &at("http.certificateArn"),
-                format!("{arn:?} is not an ACM certificate ARN"),
-                "arn:aws:acm:<region>:<account>:certificate/<id>",
+                format!(
+                    "{arn:?} is not an ACM certificate ARN of partition {partition} (region {})",
+                    spec.cluster.region
+                ),
+                format!("arn:{partition}:acm:<region>:<account>:certificate/<id>"),
             );
         }
         if let Some(path) = &http.path
@@ -985,13 +1001,17 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
             );
         }
     }
+    let partition = partition(&spec.cluster.region);
     if let Some(sa) = &w.service_account
-        && !sa.role_arn.starts_with("arn:aws:iam::")
+        && !sa.role_arn.starts_with(&format!("arn:{partition}:iam::"))
     {
         c.error(
             &at("serviceAccount.roleArn"),
-            format!("{:?} is not an IAM role ARN", sa.role_arn),
-            "arn:aws:iam::<account>:role/<name>",
+            format!(
+                "{:?} is not an IAM role ARN of partition {partition} (region {})",
+                sa.role_arn, spec.cluster.region
+            ),
+            format!("arn:{partition}:iam::<account>:role/<name>"),
         );
     }
     if let Some(security) = &w.security {
