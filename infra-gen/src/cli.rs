@@ -87,7 +87,7 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Show what apply would change (server-side dry run against the live objects).
-    Diff(TargetArgs),
+    Diff(DiffArgs),
     /// Delete a review environment instance (its namespace and everything in it).
     Destroy(TargetArgs),
     /// EKS credentials for kubectl and for this tool.
@@ -227,6 +227,20 @@ pub struct RetireArgs {
     /// The version to remove, as `infra-gen status` lists it (`2-6-0`) or as its tag (`2.6.0`).
     #[arg(long, value_name = "VERSION")]
     pub version: String,
+}
+
+/// `infra-gen diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Environment, instance, kubeconfig.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Exit 1 when something would change (0: nothing; above 1: an error), as `kubectl diff`.
+    #[arg(long)]
+    pub exit_code: bool,
+    /// `table` (default: unified diffs) or `json` (one entry per object that would change).
+    #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Table)]
+    pub output: PlanFormat,
 }
 
 /// `infra-gen scale`.

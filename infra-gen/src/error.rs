@@ -32,6 +32,9 @@ pub enum Error {
     /// An AWS call failed.
     #[error(transparent)]
     Eks(#[from] crate::eks::EksError),
+    /// `diff --exit-code` found objects that would change (exit 1, as `kubectl diff`).
+    #[error("{0} object(s) would change")]
+    Differences(usize),
     /// Writing a file failed.
     #[error("cannot write {path}: {source}")]
     Write {
@@ -91,7 +94,7 @@ impl Error {
             | Error::Check(_) => exit::BAD_INPUT,
             Error::Cluster(e) => cluster(e),
             Error::Eks(_) => exit::UNREACHABLE,
-            Error::Write { .. } => exit::FAILED,
+            Error::Write { .. } | Error::Differences(_) => exit::FAILED,
             Error::Rollout(e) => match e.as_ref() {
                 RolloutError::Input(_) => exit::BAD_INPUT,
                 RolloutError::Lease(LeaseError::Held { .. }) | RolloutError::LockLost { .. } => {

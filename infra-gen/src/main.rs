@@ -23,6 +23,8 @@ fn main() -> ExitCode {
             match &error {
                 // Each diagnostic already says file:line:column; no prefix in front of the first.
                 Error::Environments(diagnostics) => eprintln!("{diagnostics}"),
+                // `diff --exit-code`: the diff said it all.
+                Error::Differences(_) => {}
                 other => eprintln!("infra-gen: {other}"),
             }
             if error.exit_code() == infra_gen::error::exit::UNREACHABLE

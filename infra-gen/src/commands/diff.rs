@@ -7,7 +7,7 @@ use std::path::Path;
 use serde_json::Value as Json;
 use similar::TextDiff;
 
-use crate::cli::TargetArgs;
+use crate::cli::{DiffArgs, PlanFormat};
 use crate::cluster::{Kind, describe, name_of};
 use crate::error::Result;
 use crate::rollout::apply::prune_candidates;
@@ -54,8 +54,10 @@ fn yaml(object: Option<&Json>) -> String {
 }
 
 /// Runs the command.
-pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
-    let mut session = target::session(root, args, false, Variables::Required).await?;
+pub async fn run(root: &Path, args: &DiffArgs) -> Result<()> {
+    let json = args.output == PlanFormat::Json;
+    let mut entries: Vec<Json> = Vec::new();
+    let mut session = target::session(root, &args.target, false, Variables::Required).await?;
     // What apply would write: the HPA bounds in force (read only: nothing is ended here).
     let now = jiff::Timestamp::now();
     let bounds = crate::rollout::capacity::in_force(&session.cluster, &session.env, now).await?;
@@ -92,33 +94,62 @@ pub async fn run(root: &Path, args: &TargetArgs) -> Result<()> {
         changed += 1;
         let title = describe(object);
         let label = if live.is_none() { "new" } else { "changed" };
-        crate::outln!(
-            "{}",
-            TextDiff::from_lines(&old, &new)
-                .unified_diff()
-                .context_radius(3)
-                .header(&format!("{title} (live)"), &format!("{title} ({label})"))
-        );
+        let text = TextDiff::from_lines(&old, &new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&format!("{title} (live)"), &format!("{title} ({label})"))
+            .to_string();
+        if json {
+            entries.push(serde_json::json!({
+                "kind": kind.name(),
+                "name": name_of(object),
+                "change": label,
+                "diff": text,
+            }));
+        } else {
+            crate::outln!("{text}");
+        }
     }
     let prune = prune_candidates(cluster, &session.desired).await?;
     for kept in &prune.kept {
-        crate::outln!("# {kept}");
+        if !json {
+            crate::outln!("# {kept}");
+        }
     }
     for (kind, name) in prune.delete {
         changed += 1;
-        crate::outln!(
-            "--- {}/{name} (live)\n+++ deleted: no longer in the tree\n",
-            kind.name()
-        );
+        if json {
+            entries
+                .push(serde_json::json!({"kind": kind.name(), "name": name, "change": "deleted"}));
+        } else {
+            crate::outln!(
+                "--- {}/{name} (live)\n+++ deleted: no longer in the tree\n",
+                kind.name()
+            );
+        }
     }
     session.progress.finish();
-    if changed == 0 {
+    if json {
+        crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "environment": session.env.name,
+                "namespace": session.desired.namespace,
+                "changes": entries,
+                "kept": prune.kept,
+            }))
+            .unwrap_or_default()
+        );
+    } else if changed == 0 {
         crate::outln!(
             "no differences: namespace {} matches the tree",
             session.desired.namespace
         );
     } else {
         crate::outln!("{changed} object(s) would change");
+    }
+    if args.exit_code && changed > 0 {
+        return Err(crate::error::Error::Differences(changed));
     }
     Ok(())
 }

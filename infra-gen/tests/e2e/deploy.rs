@@ -427,11 +427,26 @@ async fn diff_shows_what_apply_would_change_without_secret_values() {
         h.get("Deployment", "web-blue").await.is_none(),
         "diff changes nothing"
     );
+    // As `kubectl diff --exit-code`: 1 when something would change, 0 when nothing would.
+    let code = h.command("diff", "prod", &["--exit-code"]).await;
+    assert_eq!(code.code, Some(1), "{}", code.all());
     assert!(h.apply("prod", &[]).await.ok);
-    let after = h.command("diff", "prod", &[]).await;
+    let after = h.command("diff", "prod", &["--exit-code"]).await;
     assert!(after.ok, "{}", after.all());
     assert!(after.stdout.contains("no differences"), "{}", after.stdout);
     h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
+    let json = h.command("diff", "prod", &["-o", "json"]).await;
+    assert!(json.ok, "{}", json.all());
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        doc["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["kind"] == "Deployment" && c["name"] == "web-green" && c["change"] == "new"),
+        "{}",
+        json.stdout
+    );
     let changed = h.command("diff", "prod", &[]).await;
     assert!(
         changed.stdout.contains("Deployment/web-green (new)"),
