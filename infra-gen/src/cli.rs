@@ -241,6 +241,10 @@ pub struct DiffArgs {
     /// `table` (default: unified diffs) or `json` (one entry per object that would change).
     #[arg(long, short = 'o', value_enum, default_value_t = PlanFormat::Table)]
     pub output: PlanFormat,
+    /// Needs no secret CI variables (a reviewer's machine, a merge request pipeline): Secrets
+    /// are compared by their keys only, their values are "not compared".
+    #[arg(long)]
+    pub without_secret_values: bool,
 }
 
 /// `infra-gen scale`.

@@ -57,7 +57,12 @@ fn yaml(object: Option<&Json>) -> String {
 pub async fn run(root: &Path, args: &DiffArgs) -> Result<()> {
     let json = args.output == PlanFormat::Json;
     let mut entries: Vec<Json> = Vec::new();
-    let mut session = target::session(root, &args.target, false, Variables::Required).await?;
+    let variables = if args.without_secret_values {
+        Variables::Optional
+    } else {
+        Variables::Required
+    };
+    let mut session = target::session(root, &args.target, false, variables).await?;
     // What apply would write: the HPA bounds in force (read only: nothing is ended here).
     let now = jiff::Timestamp::now();
     let bounds = crate::rollout::capacity::in_force(&session.cluster, &session.env, now).await?;
@@ -81,6 +86,33 @@ pub async fn run(root: &Path, args: &DiffArgs) -> Result<()> {
     for object in &desired {
         let kind = Kind::of(object)?;
         let live = cluster.get(kind, name_of(object)).await?;
+        if args.without_secret_values && kind == Kind::Secret {
+            let keys = |o: Option<&Json>| -> Vec<String> {
+                o.and_then(|o| o.get("data"))
+                    .and_then(Json::as_object)
+                    .map(|d| d.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let (old, new) = (keys(live.as_ref()), keys(Some(object)));
+            let label = match (&live, old == new) {
+                (None, _) => "new",
+                (Some(_), false) => "changed",
+                (Some(_), true) => continue,
+            };
+            changed += 1;
+            let text = format!(
+                "{}: keys {} → {} (values not compared)",
+                describe(object),
+                old.join(", "),
+                new.join(", ")
+            );
+            if json {
+                entries.push(serde_json::json!({"kind": "Secret", "name": name_of(object), "change": label, "diff": text}));
+            } else {
+                crate::outln!("{text}\n");
+            }
+            continue;
+        }
         let after = match cluster.apply(object, true).await {
             Ok(after) => after,
             // Before the first deploy the namespace does not exist: the object is new as is.

@@ -465,6 +465,56 @@ async fn diff_shows_what_apply_would_change_without_secret_values() {
 }
 
 #[tokio::test]
+async fn a_reviewer_can_diff_without_the_secret_values() {
+    let h = Harness::start().await;
+    h.write_env("prod", &h.web(&h.images.v1, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
+    let secrets = ["E2E_DB_URI", "CI_REGISTRY_PASSWORD"];
+    // Without the mode, the missing variables are named and nothing is compared.
+    let refused = h.command_without("diff", "prod", &[], &secrets).await;
+    assert_eq!(refused.code, Some(2), "{}", refused.all());
+    assert!(refused.stderr.contains("E2E_DB_URI"), "{}", refused.all());
+    // With it: the release's changes, and the Secrets by their keys only.
+    let run = h
+        .command_without(
+            "diff",
+            "prod",
+            &["--without-secret-values", "--exit-code"],
+            &secrets,
+        )
+        .await;
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(
+        run.stdout.contains("Deployment/web-green (new)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("Secret/app-db"),
+        "same keys: not a change: {}",
+        run.stdout
+    );
+    // A key added to a Secret shows, its value still not.
+    h.write_env_with_secrets(
+        "prod",
+        &h.web(&h.images.v2, BLUE_GREEN),
+        "  extra: {token: {fromEnv: E2E_EXTRA}}\n",
+    )
+    .await;
+    let run = h
+        .command_without("diff", "prod", &["--without-secret-values"], &["E2E_EXTRA"])
+        .await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("Secret/extra: keys  → token (values not compared)"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
 async fn a_missing_ci_variable_is_named_before_anything_is_written() {
     let h = Harness::start().await;
     h.write_env("prod", &h.web("registry.test/web:${APP_TAG}", BLUE_GREEN))

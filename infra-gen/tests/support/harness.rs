@@ -766,6 +766,32 @@ impl Harness {
         self.run(&args, &[]).await
     }
 
+    /// [`Harness::command`] without the given CI variables (a reviewer's machine, a merge
+    /// request pipeline without the protected ones).
+    pub async fn command_without(
+        &self,
+        command: &str,
+        env: &str,
+        extra: &[&str],
+        unset: &[&str],
+    ) -> Run {
+        let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
+        let mut args: Vec<String> = [command, "--env", env, "--kubeconfig", &kubeconfig]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        let mut child = self.command_for(&args, &[]);
+        for name in unset {
+            child.env_remove(name);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(300), child.output())
+            .await
+            .expect("infra-gen timed out")
+            .expect("run infra-gen");
+        Run::from(output)
+    }
+
     pub async fn client(&self) -> kube::Client {
         Self::client_for(&self.direct).await
     }
