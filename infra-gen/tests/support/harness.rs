@@ -776,7 +776,7 @@ impl Harness {
         unset: &[&str],
     ) -> Run {
         let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
-        let mut args: Vec<String> = [command, "--env", env, "--kubeconfig", &kubeconfig]
+        let args: Vec<String> = [command, "--env", env, "--kubeconfig", &kubeconfig]
             .iter()
             .chain(extra)
             .map(|s| s.to_string())
