@@ -111,6 +111,11 @@ pub struct TargetArgs {
     /// The kubeconfig context to use (default: its current context).
     #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
+    /// Use the kubeconfig's cluster even though it cannot be confirmed to be the environment's
+    /// EKS cluster (a local cluster): said loudly. Without it, a kubeconfig must reach the
+    /// endpoint, with the CA, that EKS DescribeCluster gives for `cluster: {name, region}`.
+    #[arg(long)]
+    pub any_cluster: bool,
 }
 
 /// How traffic moves are checked against the AWS load balancer.

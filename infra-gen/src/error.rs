@@ -84,6 +84,7 @@ impl Error {
                 exit::UNREACHABLE
             }
             ClusterError::LockLost { .. } => exit::LOCK_HELD,
+            ClusterError::Identity(_) => exit::BAD_INPUT,
             ClusterError::Api { .. } | ClusterError::UnknownKind { .. } => exit::FAILED,
         };
         match self {

@@ -379,3 +379,92 @@ async fn eks_token_for_a_china_region_is_presigned_for_the_china_sts_host() {
     assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
     assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
 }
+
+#[tokio::test]
+async fn a_kubeconfig_of_another_cluster_is_refused_before_anything_is_written() {
+    let h = Harness::start().await;
+    let cluster = format!("identity-{}", h.id);
+    let endpoint = create_cluster(&cluster).await;
+    h.write_env("prod", &h.web(&h.images.v1, "    replicas: 2\n"))
+        .await;
+    let file = h.root().join("environments/prod.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "cluster: {name: e2e, region: us-east-1, compute: ec2}",
+        &format!("cluster: {{name: {cluster}, region: us-east-1, compute: ec2}}"),
+    );
+    std::fs::write(&file, text).unwrap();
+    assert!(h.run(&["render"], &[]).await.ok);
+    let env: Vec<(&str, String)> = aws_env();
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
+    h.clear_requests();
+
+    // The test cluster is not the EKS cluster the file names: refused, both named.
+    let run = h
+        .run(
+            &[
+                "apply",
+                "--env",
+                "prod",
+                "--kubeconfig",
+                &kubeconfig,
+                "--check-cluster-identity",
+            ],
+            &env_refs,
+        )
+        .await;
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "but the environment file names EKS cluster {cluster} (us-east-1) at {endpoint}: refusing to touch another cluster"
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("--any-cluster"),
+        "the way out is named: {}",
+        run.all()
+    );
+    assert!(
+        h.requests().iter().all(|r| r.method == "GET"),
+        "nothing written: {:?}",
+        h.requests()
+            .iter()
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect::<Vec<_>>()
+    );
+    assert!(h.get("Deployment", "web").await.is_none());
+
+    // A cluster EKS does not know: it cannot be confirmed, so it is refused too.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(&cluster, "no-such-cluster");
+    std::fs::write(&file, text).unwrap();
+    assert!(h.run(&["render"], &[]).await.ok);
+    let run = h
+        .run(
+            &[
+                "status",
+                "--env",
+                "prod",
+                "--kubeconfig",
+                &kubeconfig,
+                "--check-cluster-identity",
+            ],
+            &env_refs,
+        )
+        .await;
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.stderr.contains("cannot confirm that"), "{}", run.all());
+
+    // The override is said loudly, and then works.
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("WARNING: --any-cluster: not checking that kubeconfig"),
+        "{}",
+        run.all()
+    );
+}

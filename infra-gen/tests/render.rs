@@ -1073,7 +1073,13 @@ fn failures_exit_with_the_code_of_their_class() {
     let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
         .arg("--root")
         .arg(repo())
-        .args(["status", "--env", "staging", "--kubeconfig"])
+        .args([
+            "status",
+            "--env",
+            "staging",
+            "--any-cluster",
+            "--kubeconfig",
+        ])
         .arg(&kubeconfig)
         .output()
         .unwrap();
@@ -1132,7 +1138,7 @@ fn kubeconfig_lists_merge_as_kubectl_merges_them_and_context_picks_one() {
         let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
             .arg("--root")
             .arg(repo())
-            .args(["status", "--env", "staging"])
+            .args(["status", "--env", "staging", "--any-cluster"])
             .args(extra)
             .env("KUBECONFIG", &list)
             .output()

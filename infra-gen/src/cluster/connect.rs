@@ -102,7 +102,6 @@ fn user_agent() -> http::HeaderValue {
         .unwrap_or_else(|_| http::HeaderValue::from_static("infra-gen"))
 }
 
-/// A client for the target.
 /// The API server the last client was made for, and how it was chosen (for messages about a
 /// connection that failed).
 static SERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -112,7 +111,10 @@ pub fn server() -> Option<&'static str> {
     SERVER.get().map(String::as_str)
 }
 
-pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
+/// A client for the target. With `expect` (the environment's EKS cluster and region), a
+/// kubeconfig's server must be that cluster: its endpoint and CA are compared with what
+/// `DescribeCluster` answers, before anything is read or written.
+pub async fn client(target: &Target, expect: Option<(&str, &str)>) -> ClusterResult<kube::Client> {
     let mut options = KubeConfigOptions::default();
     let kubeconfig = match target {
         Target::Kubeconfig { paths, context } => {
@@ -160,6 +162,87 @@ pub async fn client(target: &Target) -> ClusterResult<kube::Client> {
         .headers
         .push((http::header::USER_AGENT, user_agent()));
     let _ = SERVER.set(format!("{} ({})", config.cluster_url, target.describe()));
+    if let (Target::Kubeconfig { .. }, Some((cluster, region))) = (target, expect) {
+        check_identity(&config, target, cluster, region).await?;
+    }
     kube::Client::try_from(config)
         .map_err(|e| ClusterError::Config(format!("cannot connect to {}: {e}", target.describe())))
+}
+
+/// The DER bytes of the first certificate of a PEM text.
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let body: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .ok()
+        .filter(|der| !der.is_empty())
+}
+
+fn normalize_url(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Refuses a kubeconfig whose server is not the environment's EKS cluster.
+async fn check_identity(
+    config: &kube::Config,
+    target: &Target,
+    cluster: &str,
+    region: &str,
+) -> ClusterResult<()> {
+    use base64::Engine;
+    let reached = config.cluster_url.to_string();
+    let how = "pass --any-cluster to use this kubeconfig anyway (a local cluster), or connect without --kubeconfig/KUBECONFIG to reach the environment's cluster";
+    let access = eks::describe_cluster(cluster, region).await.map_err(|e| {
+        ClusterError::Identity(format!(
+            "cannot confirm that {reached} ({}) is EKS cluster {cluster} ({region}), which the environment file names: {e}; {how}",
+            target.describe()
+        ))
+    })?;
+    if normalize_url(&access.endpoint) != normalize_url(&reached) {
+        return Err(ClusterError::Identity(format!(
+            "{} reaches {reached}, but the environment file names EKS cluster {cluster} ({region}) at {}: refusing to touch another cluster; {how}",
+            target.describe(),
+            access.endpoint
+        )));
+    }
+    let expected_ca = base64::engine::general_purpose::STANDARD
+        .decode(access.certificate_authority.trim())
+        .ok()
+        .and_then(|pem| pem_der(&String::from_utf8_lossy(&pem)));
+    let configured = config.root_cert.as_ref().and_then(|certs| certs.first());
+    if let (Some(expected), Some(configured)) = (expected_ca, configured)
+        && &expected != configured
+    {
+        return Err(ClusterError::Identity(format!(
+            "{} trusts another certificate authority for {reached} than EKS cluster {cluster} ({region}) has: refusing; {how}",
+            target.describe()
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_compare_without_case_or_trailing_slash_and_pem_gives_its_der() {
+        assert_eq!(
+            normalize_url("https://ABC.gr7.ap-northeast-1.eks.amazonaws.com/"),
+            normalize_url("https://abc.gr7.ap-northeast-1.eks.amazonaws.com")
+        );
+        assert_ne!(
+            normalize_url("https://127.0.0.1:6443"),
+            normalize_url("https://127.0.0.1:6444")
+        );
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\nAwQ=\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_der(pem), Some(vec![0, 1, 2, 3, 4]));
+        assert_eq!(pem_der("not a pem"), None);
+    }
 }

@@ -54,6 +54,9 @@ pub enum ClusterError {
     /// The credentials or kubeconfig cannot be used.
     #[error("{0}")]
     Config(String),
+    /// The kubeconfig reaches another cluster than the environment names.
+    #[error("{0}")]
+    Identity(String),
     /// This run no longer holds the deploy lock, so it stopped before the write.
     #[error("stopped at `{action}` without writing: {reason}")]
     LockLost {

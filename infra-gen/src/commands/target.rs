@@ -149,7 +149,26 @@ pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) ->
         &env.spec.cluster.name,
         &env.spec.cluster.region,
     );
-    let client = connect::client(&target).await.map_err(Error::Cluster)?;
+    let expect = if args.any_cluster {
+        if matches!(target, Target::Kubeconfig { .. }) {
+            eprintln!(
+                "WARNING: --any-cluster: not checking that {} is EKS cluster {} ({}), which environments/{}.yaml names",
+                target.describe(),
+                env.spec.cluster.name,
+                env.spec.cluster.region,
+                env.name
+            );
+        }
+        None
+    } else {
+        Some((
+            env.spec.cluster.name.as_str(),
+            env.spec.cluster.region.as_str(),
+        ))
+    };
+    let client = connect::client(&target, expect)
+        .await
+        .map_err(Error::Cluster)?;
     Ok(Cluster::new(client, &desired.namespace))
 }
 

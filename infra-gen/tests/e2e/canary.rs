@@ -251,6 +251,7 @@ async fn promote_by_steps_keeps_the_header_rule_until_the_last_step() {
                 "prod",
                 "--kubeconfig",
                 &kubeconfig,
+                "--any-cluster",
                 "--no-verify-lb",
             ])
             .env_remove("KUBECONFIG")

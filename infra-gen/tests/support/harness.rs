@@ -636,10 +636,19 @@ impl Harness {
                 .env_remove("AWS_SESSION_TOKEN")
                 .env_remove("AWS_PROFILE");
         }
+        // The test clusters are not the environment files' EKS cluster: every cluster command
+        // says so (the identity check has its own test).
+        let any_cluster = args.iter().any(|a| a == "--kubeconfig")
+            && !args.iter().any(|a| a == "--check-cluster-identity");
+        let args: Vec<&String> = args
+            .iter()
+            .filter(|a| *a != "--check-cluster-identity")
+            .collect();
         command
             .arg("--root")
             .arg(self.root())
             .args(args)
+            .args(any_cluster.then_some("--any-cluster"))
             .env_remove("KUBECONFIG")
             .env("CI_REGISTRY_USER", "ci-user")
             .env("CI_REGISTRY_PASSWORD", "registry-password-secret")
