@@ -756,3 +756,29 @@ async fn history_lists_the_releases_newest_first() {
     assert_eq!(releases[0]["action"], "rollback");
     assert_eq!(releases[2]["revision"], first.as_str());
 }
+
+#[tokio::test]
+async fn re_running_an_older_pipelines_deploy_switches_back_to_its_slot_at_once() {
+    // GitLab's "Rollback environment" re-runs the deploy job of the older pipeline: infra-gen
+    // sees a deploy of that commit, whose slot still runs, and switches back without new pods.
+    let h = Harness::start().await;
+    let v1 = h.web(&h.images.v1, BLUE_GREEN);
+    h.write_env("prod", &v1).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    let blue_pods = h.pod_names("web-blue").await;
+    h.write_env("prod", &h.web(&h.images.v2, BLUE_GREEN)).await;
+    assert!(h.apply("prod", &[]).await.ok);
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("green"));
+    h.write_env("prod", &v1).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert_eq!(h.live_slot("web").await.as_deref(), Some("blue"));
+    assert_eq!(
+        h.pod_names("web-blue").await,
+        blue_pods,
+        "the same pods: {}",
+        run.all()
+    );
+    let releases = h.releases("web").await;
+    assert_eq!(releases.last().unwrap()["revision"], h.revision().as_str());
+}
