@@ -53,6 +53,26 @@ impl Behaviour {
     }
 }
 
+/// What a container of `image` wrote, as a test reads it back through `pods/log`
+/// (`previous`: the instance before its last restart).
+pub fn log_lines(behaviour: Behaviour, image: &str, previous: bool) -> Vec<String> {
+    let mut lines = vec![
+        format!("starting {image}"),
+        "reading configuration".to_owned(),
+    ];
+    match behaviour {
+        Behaviour::Crash | Behaviour::ExitOne | Behaviour::CrashOnce if previous => {
+            lines.push("error: cannot reach the database: connection refused".into());
+            lines.push("exiting with code 1".into());
+        }
+        Behaviour::NeverReady => {
+            lines.push("waiting for the database before reporting ready".into())
+        }
+        _ => lines.push("listening on :8080".into()),
+    }
+    lines
+}
+
 /// How fast things happen on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {

@@ -746,6 +746,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// The last `lines` lines a container of a pod wrote (`previous`: its instance before the
+    /// last restart).
+    pub async fn pod_logs(
+        &self,
+        pod: &str,
+        container: &str,
+        previous: bool,
+        lines: i64,
+    ) -> ClusterResult<String> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let params = kube::api::LogParams {
+            container: Some(container.to_owned()),
+            previous,
+            tail_lines: Some(lines),
+            ..kube::api::LogParams::default()
+        };
+        api.logs(pod, &params)
+            .await
+            .map_err(|e| from_kube(&format!("read the log of pod {pod}"), e))
+    }
+
     /// The typed Deployment API (for the watcher).
     pub fn deployments(&self) -> Api<k8s_openapi::api::apps::v1::Deployment> {
         Api::namespaced(self.client.clone(), &self.namespace)

@@ -210,10 +210,16 @@ async fn ready(
                     }
                 }
                 if !stuck.is_empty() {
+                    if let Some(first) = stuck.first_mut() {
+                        diagnose::attach_logs(cluster, first).await;
+                    }
                     return Err(WaitError::Failed { name: name.to_owned(), problems: stuck });
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
+                if let Some(first) = problems.first_mut() {
+                    diagnose::attach_logs(cluster, first).await;
+                }
                 return Err(WaitError::Timeout {
                     name: name.to_owned(),
                     ready: replicas.available,

@@ -60,6 +60,9 @@ pub struct WorkloadStatus {
     pub versions: Vec<VersionStatus>,
     /// A grey release on the ALB (blue-green `web`).
     pub canary: Option<CanaryStatus>,
+    /// Why pods of a Deployment that is not fully available are not (the first with its
+    /// container's last log lines).
+    pub problems: Vec<String>,
 }
 
 /// A grey release that runs.
@@ -140,6 +143,32 @@ async fn hpa_status(
         }))
 }
 
+/// Why the pods of `deployment` are not available (when it is not fully available): the
+/// pods' reasons, the first with its container's last log lines.
+async fn unhealthy(cluster: &Cluster, d: &DeploymentStatus) -> Result<Vec<String>> {
+    if d.available >= d.desired {
+        return Ok(Vec::new());
+    }
+    let Some(object) = cluster.get(Kind::Deployment, &d.name).await? else {
+        return Ok(Vec::new());
+    };
+    let selector: Vec<String> = object
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Json::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+        .collect();
+    if selector.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut problems = crate::cluster::diagnose::problems(cluster, &selector.join(",")).await?;
+    if let Some(first) = problems.first_mut() {
+        crate::cluster::diagnose::attach_logs(cluster, first).await;
+    }
+    Ok(problems.iter().take(3).map(ToString::to_string).collect())
+}
+
 /// Collects the status of every workload.
 pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
     let cluster = &session.cluster;
@@ -208,6 +237,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
                     slot,
                 }
             }),
+            problems: Vec::new(),
         });
     }
     for spec in &session.desired.stateful {
@@ -241,6 +271,7 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
                 })
                 .collect(),
             canary: None,
+            problems: Vec::new(),
         });
     }
     for name in &session.desired.rolling {
@@ -258,7 +289,13 @@ pub async fn collect(session: &target::Session) -> Result<Vec<WorkloadStatus>> {
             releases: releases.get(name).cloned().unwrap_or_default(),
             versions: Vec::new(),
             canary: None,
+            problems: Vec::new(),
         });
+    }
+    for w in &mut out {
+        for d in &w.deployments {
+            w.problems.extend(unhealthy(cluster, d).await?);
+        }
     }
     Ok(out)
 }
@@ -300,6 +337,9 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
         crate::outln!("{} ({}{live})", w.name, w.strategy);
         if let Some(note) = &w.interrupted {
             crate::outln!("  ! {note}");
+        }
+        for problem in &w.problems {
+            crate::outln!("  ! {problem}");
         }
         for d in &w.deployments {
             let marker = if w

@@ -196,6 +196,29 @@ async fn crash_looping_pods_abort_at_once_with_the_reason() {
     );
     assert!(run.stderr.contains("CrashLoopBackOff"), "{}", run.all());
     assert!(run.stderr.contains("last exit code 1"), "{}", run.all());
+    // The crashed instance's last lines, as werf and kubedog print them.
+    if h.double.is_some() {
+        assert!(
+            run.stderr
+                .contains("last lines of container web (before its last restart):")
+                && run
+                    .stderr
+                    .contains("| error: cannot reach the database: connection refused"),
+            "{}",
+            run.all()
+        );
+    } else {
+        // The test control plane's node agent serves no logs (the API server does not proxy
+        // to a loopback node address): the abort says so instead of staying silent.
+        assert!(
+            run.stderr.contains("last lines of container web")
+                || run
+                    .stderr
+                    .contains("the log of container web could not be read"),
+            "{}",
+            run.all()
+        );
+    }
     assert!(
         run.stderr.contains("traffic stays on blue"),
         "{}",
@@ -616,6 +639,12 @@ async fn rolling_workloads_are_applied_and_waited_for() {
     h.write_env("prod", &rolling(&h.images.crash)).await;
     let run = h.apply("prod", &[]).await;
     assert!(!run.ok);
+    assert_eq!(
+        run.code,
+        Some(5),
+        "a rolling update stopped half-way: {}",
+        run.all()
+    );
     assert!(
         run.stderr
             .contains("api: the rolling update did not complete")
@@ -623,6 +652,23 @@ async fn rolling_workloads_are_applied_and_waited_for() {
         "{}",
         run.all()
     );
+    // `status` shows why the Deployment is not available, with the crashed container's log.
+    let status = h.command("status", "prod", &[]).await;
+    assert!(status.ok, "{}", status.all());
+    assert!(
+        status.stdout.contains("  ! pod api-") && status.stdout.contains("CrashLoopBackOff"),
+        "{}",
+        status.stdout
+    );
+    if h.double.is_some() {
+        assert!(
+            status
+                .stdout
+                .contains("| error: cannot reach the database: connection refused"),
+            "{}",
+            status.stdout
+        );
+    }
 }
 
 #[tokio::test]

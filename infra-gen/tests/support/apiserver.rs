@@ -926,6 +926,35 @@ async fn handle(
             watch(shared, target, query).await
         }
         (Method::GET, None) => list(&shared, &target, &query),
+        (Method::GET, Some(name))
+            if target.resource.kind == "Pod" && target.subresource.as_deref() == Some("log") =>
+        {
+            let key = Key {
+                resource: target.resource,
+                namespace: target.namespace.clone(),
+                name: name.clone(),
+            };
+            let Some(pod) = shared.data.lock().unwrap().objects.get(&key).cloned() else {
+                return status_error(404, "NotFound", format!("pods \"{name}\" not found"));
+            };
+            let image = pod
+                .pointer("/spec/containers/0/image")
+                .and_then(Json::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let previous = query.get("previous").map(String::as_str) == Some("true");
+            let tail: usize = query
+                .get("tailLines")
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(usize::MAX);
+            let lines =
+                testbed::pod::log_lines(testbed::pod::Behaviour::of(&image), &image, previous);
+            let text: String = lines[lines.len().saturating_sub(tail)..]
+                .iter()
+                .map(|l| format!("{l}\n"))
+                .collect();
+            (StatusCode::OK, text).into_response()
+        }
         (Method::GET, Some(name)) => {
             let key = Key {
                 resource: target.resource,
