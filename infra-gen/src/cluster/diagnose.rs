@@ -249,6 +249,62 @@ pub async fn newest_event(cluster: &Cluster, object: &str) -> ClusterResult<Opti
     Ok(newest.map(|e| format!("{}: {}", text(e.get("reason")), text(e.get("message")))))
 }
 
+/// How many log lines an abort shows.
+pub const LOG_LINES: i64 = 20;
+
+/// Reads the last lines of `problem`'s failing container (the previous instance when it
+/// restarted) into it. A log that cannot be read says why instead.
+pub async fn attach_logs(cluster: &Cluster, problem: &mut PodProblem) {
+    let Ok(Some(pod)) = cluster.get(Kind::Pod, &problem.pod).await else {
+        return;
+    };
+    let statuses = pod
+        .pointer("/status/containerStatuses")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(status) = statuses
+        .iter()
+        .find(|s| s.get("ready").and_then(Json::as_bool) != Some(true))
+    else {
+        return;
+    };
+    let container = status
+        .get("name")
+        .and_then(Json::as_str)
+        .unwrap_or_default();
+    let restarted = status
+        .get("restartCount")
+        .and_then(Json::as_i64)
+        .unwrap_or(0)
+        > 0;
+    let started = status.pointer("/state/running").is_some()
+        || status.pointer("/state/terminated").is_some()
+        || restarted;
+    if !started {
+        // Never ran (an image that cannot be pulled, a missing Secret): no log to show.
+        return;
+    }
+    problem.logs = Some(
+        match cluster
+            .pod_logs(&problem.pod, container, restarted, LOG_LINES)
+            .await
+        {
+            Ok(text) if text.trim().is_empty() => format!("(container {container} wrote nothing)"),
+            Ok(text) => format!(
+                "last lines of container {container}{}:\n{}",
+                if restarted {
+                    " (before its last restart)"
+                } else {
+                    ""
+                },
+                text.trim_end()
+            ),
+            Err(e) => format!("(the log of container {container} could not be read: {e})"),
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,60 +390,4 @@ mod tests {
         let pod = serde_json::json!({"metadata": {"name": "p"}, "status": {"containerStatuses": [{"state": {"waiting": {"reason": "ContainerCreating"}}}]}});
         assert_eq!(pod_problem(&pod), None);
     }
-}
-
-/// How many log lines an abort shows.
-pub const LOG_LINES: i64 = 20;
-
-/// Reads the last lines of `problem`'s failing container (the previous instance when it
-/// restarted) into it. A log that cannot be read says why instead.
-pub async fn attach_logs(cluster: &Cluster, problem: &mut PodProblem) {
-    let Ok(Some(pod)) = cluster.get(Kind::Pod, &problem.pod).await else {
-        return;
-    };
-    let statuses = pod
-        .pointer("/status/containerStatuses")
-        .and_then(Json::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let Some(status) = statuses
-        .iter()
-        .find(|s| s.get("ready").and_then(Json::as_bool) != Some(true))
-    else {
-        return;
-    };
-    let container = status
-        .get("name")
-        .and_then(Json::as_str)
-        .unwrap_or_default();
-    let restarted = status
-        .get("restartCount")
-        .and_then(Json::as_i64)
-        .unwrap_or(0)
-        > 0;
-    let started = status.pointer("/state/running").is_some()
-        || status.pointer("/state/terminated").is_some()
-        || restarted;
-    if !started {
-        // Never ran (an image that cannot be pulled, a missing Secret): no log to show.
-        return;
-    }
-    problem.logs = Some(
-        match cluster
-            .pod_logs(&problem.pod, container, restarted, LOG_LINES)
-            .await
-        {
-            Ok(text) if text.trim().is_empty() => format!("(container {container} wrote nothing)"),
-            Ok(text) => format!(
-                "last lines of container {container}{}:\n{}",
-                if restarted {
-                    " (before its last restart)"
-                } else {
-                    ""
-                },
-                text.trim_end()
-            ),
-            Err(e) => format!("(the log of container {container} could not be read: {e})"),
-        },
-    );
 }
