@@ -139,8 +139,16 @@ async fn a_holder_whose_renewals_hang_stops_writing_before_another_run_may_take_
         "https://gitlab.test/e2e/-/jobs/41",
         "https://gitlab.test/e2e/-/jobs/42",
     );
-    // Every renewal of the first job hangs (a connection that stopped answering): it never
-    // learns that it failed, while its lease runs out.
+    let lease = [("INFRA_GEN_LOCK_SECONDS", "6")];
+    let first = h.spawn_apply("prod", &[], &[lease[0], ("CI_JOB_URL", job1)]);
+    // The first job splits the traffic and pauses 10 s (however long a loaded machine takes
+    // to get there) …
+    h.until("the 50% step", 180, || async {
+        h.weights("web").await == Some((50, 50))
+    })
+    .await;
+    // … and from now on every renewal of it hangs (a connection that stopped answering): it
+    // never learns that it failed, while its lease runs out 6 s after the last renewal.
     h.fault(support::apiserver::Fault {
         method: "PUT".into(),
         path_contains: "/leases/infra-gen-deploy".into(),
@@ -148,13 +156,6 @@ async fn a_holder_whose_renewals_hang_stops_writing_before_another_run_may_take_
         status: None,
         remaining: 10_000,
     });
-    let lease = [("INFRA_GEN_LOCK_SECONDS", "6")];
-    let first = h.spawn_apply("prod", &[], &[lease[0], ("CI_JOB_URL", job1)]);
-    // The first job has split the traffic and pauses 10 s; its lease expires after 6 s.
-    h.until("the 50% step", 60, || async {
-        h.weights("web").await == Some((50, 50))
-    })
-    .await;
     tokio::time::sleep(Duration::from_secs(7)).await;
     let second = h.spawn_apply("prod", &[], &[lease[0], ("CI_JOB_URL", job2)]);
     let (first, second) = (Harness::finish(first).await, Harness::finish(second).await);

@@ -143,15 +143,23 @@ async fn hpa_status(
         }))
 }
 
-/// Why the pods of `deployment` are not available (when it is not fully available): the
-/// pods' reasons, the first with its container's last log lines.
+/// Why the pods of a Deployment that is not fully available, or whose update is not, are not
+/// ready: the pods' reasons, the first with its container's last log lines.
 async fn unhealthy(cluster: &Cluster, d: &DeploymentStatus) -> Result<Vec<String>> {
-    if d.available >= d.desired {
+    if d.desired == 0 {
         return Ok(Vec::new());
     }
     let Some(object) = cluster.get(Kind::Deployment, &d.name).await? else {
         return Ok(Vec::new());
     };
+    // A rolling update that is stuck keeps the old pods available: the new ones count too.
+    let updated = object
+        .pointer("/status/updatedReplicas")
+        .and_then(Json::as_i64)
+        .unwrap_or(0);
+    if d.available >= d.desired && updated >= d.desired {
+        return Ok(Vec::new());
+    }
     let selector: Vec<String> = object
         .pointer("/spec/selector/matchLabels")
         .and_then(Json::as_object)
