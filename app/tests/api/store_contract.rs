@@ -341,9 +341,13 @@ async fn feed_contract(store: Store) {
     );
 
     // Batch, revoke, expiry, delete.
+    // feed-c expires soon after it is saved (counted from now, not from the test's start:
+    // on a loaded machine the test may have taken longer than the expiry to get here).
+    let batch_now = controltower::domain::now();
+    let expiry = time::Duration::seconds(3);
     let batch = [
         registration("feed-b", now, None),
-        registration("feed-c", now, Some(time::Duration::milliseconds(200))),
+        registration("feed-c", batch_now, Some(expiry)),
     ];
     let writes: Vec<(Registration, bool)> = batch.iter().map(|r| (r.clone(), true)).collect();
     store.save_with_audit(&writes, &[]).await.unwrap();
@@ -360,7 +364,9 @@ async fn feed_contract(store: Store) {
         .await
         .unwrap();
     assert_eq!(next_change(&mut feed).await, ended("feed-b"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = (batch_now + expiry) - controltower::domain::now();
+    tokio::time::sleep(Duration::try_from(left).unwrap_or_default() + Duration::from_millis(100))
+        .await;
     assert_eq!(
         store.expire_due(controltower::domain::now()).await.unwrap(),
         1
