@@ -401,8 +401,9 @@ async fn finalize_retires_old_versions_after_retire_after_seconds() {
         Harness::version_of(&h.images.v1),
         Harness::version_of(&h.images.v2),
     );
+    // Long enough that the first finalize comes before it on a loaded machine.
     let extra =
-        "    replicas: 1\n    tcp: {deregistrationDelaySeconds: 0}\n    retireAfterSeconds: 2\n";
+        "    replicas: 1\n    tcp: {deregistrationDelaySeconds: 0}\n    retireAfterSeconds: 10\n";
     release(&h, &h.images.v1, extra).await;
     release(&h, &h.images.v2, extra).await;
 
@@ -421,7 +422,7 @@ async fn finalize_retires_old_versions_after_retire_after_seconds() {
             .is_some()
     );
 
-    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(11)).await;
     let due = h.command("finalize", "prod", &[]).await;
     assert!(due.ok, "{}", due.all());
     assert!(
