@@ -15,6 +15,7 @@ use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
 use jiff::{SignedDuration, Timestamp, Zoned};
 
+use crate::duration::parse as parse_duration;
 use crate::env::model::CapacityWindow;
 
 /// The default lead time: a CronJob's pod starts (a minute on Fargate), the HPA raises the
@@ -338,11 +339,6 @@ pub fn friendly(d: SignedDuration) -> String {
         out += &format!("{s}s");
     }
     out
-}
-
-/// Parses a duration as kubectl and helm users write it (`90s`, `1m30s`, `2h`), or ISO 8601.
-pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
-    crate::duration::parse(text)
 }
 
 fn parse_local(text: &str) -> Result<DateTime, String> {

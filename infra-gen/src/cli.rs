@@ -279,7 +279,7 @@ pub fn parse_until(text: &str) -> Result<jiff::Timestamp, String> {
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(t);
     }
-    match crate::capacity::parse_duration(text) {
+    match crate::duration::parse(text) {
         Ok(d) if d.is_positive() => jiff::Timestamp::now()
             .checked_add(d)
             .map_err(|e| e.to_string()),

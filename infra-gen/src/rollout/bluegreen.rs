@@ -1199,16 +1199,7 @@ impl BlueGreen<'_> {
         if ungated.is_empty() {
             return Ok(());
         }
-        let mut recreated = Vec::new();
-        for pod in &ungated {
-            let uid = self
-                .cluster
-                .get(Kind::Pod, pod)
-                .await?
-                .and_then(|p| p.pointer("/metadata/uid")?.as_str().map(str::to_owned));
-            self.cluster.delete(Kind::Pod, pod).await?;
-            recreated.push((pod.clone(), uid));
-        }
+        let recreated = super::delete_for_recreation(self.cluster, &ungated).await?;
         self.say(&format!(
             "recreated {} pod(s) of {} created before the NLB selected them (no readiness gate)",
             ungated.len(),

@@ -148,6 +148,24 @@ pub fn hpa_bounds(hpa: &Json) -> Option<(i32, i32)> {
     ))
 }
 
+/// Deletes pods so their controller recreates them; their (name, UID) pairs, for
+/// [`replaced_and_ready`].
+pub async fn delete_for_recreation(
+    cluster: &crate::cluster::Cluster,
+    pods: &[String],
+) -> Result<Vec<(String, Option<String>)>, crate::cluster::ClusterError> {
+    let mut deleted = Vec::new();
+    for pod in pods {
+        let uid = cluster
+            .get(crate::cluster::Kind::Pod, pod)
+            .await?
+            .and_then(|p| p.pointer("/metadata/uid")?.as_str().map(str::to_owned));
+        cluster.delete(crate::cluster::Kind::Pod, pod).await?;
+        deleted.push((pod.clone(), uid));
+    }
+    Ok(deleted)
+}
+
 /// After pods were deleted to be recreated: waits until `wanted` pods of `selector` are Ready
 /// and not terminating, none of them a deleted one (same name and UID). A controller's status
 /// keeps counting deleted pods for a moment; this reads the pods themselves.

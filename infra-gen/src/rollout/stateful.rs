@@ -809,18 +809,11 @@ impl Stateful<'_> {
             .iter()
             .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
             .count();
-        let mut recreated = Vec::new();
-        for pod in ungated {
-            let uid = self
-                .cluster
-                .get(Kind::Pod, &pod)
-                .await?
-                .and_then(|p| p.pointer("/metadata/uid")?.as_str().map(str::to_owned));
-            self.cluster.delete(Kind::Pod, &pod).await?;
+        let recreated = super::delete_for_recreation(self.cluster, &ungated).await?;
+        for (pod, _) in &recreated {
             self.say(&format!(
                 "recreating pod {pod}: it was created before the load balancer bound {service}, so it has no readiness gate"
             ));
-            recreated.push((pod, uid));
         }
         // The StatefulSet's status still counts the deleted pods as ready for a moment: wait
         // for their successors (same names, new UIDs) to be Ready — with their gates, so

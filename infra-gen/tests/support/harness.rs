@@ -769,10 +769,7 @@ impl Harness {
 
     /// Another cluster command (`status`, `rollback`, …) for `env`.
     pub async fn command(&self, command: &str, env: &str, extra: &[&str]) -> Run {
-        let kubeconfig = self.kubeconfig.to_string_lossy().to_string();
-        let mut args = vec![command, "--env", env, "--kubeconfig", &kubeconfig];
-        args.extend_from_slice(extra);
-        self.run(&args, &[]).await
+        self.command_without(command, env, extra, &[]).await
     }
 
     /// [`Harness::command`] without the given CI variables (a reviewer's machine, a merge
