@@ -77,18 +77,23 @@ pub async fn settle(
     say: &dyn Fn(&str),
 ) -> RolloutResult<()> {
     let at = now();
+    // One read of each override: an expired one is ended, a live one counts.
+    let mut bounds = BTreeMap::new();
     for (workload, committed, windows) in autoscaled(env) {
-        if let Some(scale) = read_override(cluster, &workload).await?
-            && scale.until <= at
-        {
+        let mut scale = read_override(cluster, &workload).await?;
+        if let Some(expired) = scale.as_ref().filter(|s| s.until <= at) {
             say(&format!(
                 "{workload}: the override scale --min {} ended at {}; removing it",
-                scale.min, scale.until
+                expired.min, expired.until
             ));
             end_override(cluster, &workload, committed, &windows).await?;
+            scale = None;
         }
+        bounds.insert(
+            workload,
+            capacity::in_force(committed, &windows, scale.as_ref(), at),
+        );
     }
-    let bounds = in_force(cluster, env, at).await?;
     for (workload, c) in &bounds {
         if !c.why.is_empty() {
             say(&format!(
