@@ -618,7 +618,7 @@ impl Controller {
             // for this gate; never a terminating or finished pod.
             let ready_ips: Vec<String> = selected
                 .iter()
-                .filter(|p| is_target(p, &gate))
+                .filter(|p| is_target(p))
                 .map(|p| text(p, "/status/podIP").to_owned())
                 .filter(|ip| !ip.is_empty())
                 .collect();
@@ -697,10 +697,11 @@ impl Controller {
     }
 }
 
-/// Whether the controller registers a pod in the target group whose gate is `gate`: its
-/// endpoint is ready, or its containers are ready and it waits for this gate (else it could
-/// never become ready); a terminating or finished pod never is.
-fn is_target(pod: &Json, gate: &str) -> bool {
+/// Whether the controller registers a pod in the target group: as the real controller's
+/// endpoint resolver, its endpoint is ready, or its containers are ready (on a ready node)
+/// whatever its readiness gates say — so a pod whose gate just turned True is not dropped in
+/// the moment before its kubelet marks it Ready. A terminating or finished pod never is.
+fn is_target(pod: &Json) -> bool {
     if pod.pointer("/metadata/deletionTimestamp").is_some()
         || matches!(text(pod, "/status/phase"), "Succeeded" | "Failed")
     {
@@ -714,14 +715,7 @@ fn is_target(pod: &Json, gate: &str) -> bool {
             .find(|c| text(c, "/type") == kind)
             .map(|c| text(c, "/status") == "True")
     };
-    let has_gate = pod
-        .pointer("/spec/readinessGates")
-        .and_then(Json::as_array)
-        .into_iter()
-        .flatten()
-        .any(|g| text(g, "/conditionType") == gate);
-    condition("Ready") == Some(true)
-        || (has_gate && condition("ContainersReady") == Some(true) && condition(gate) != Some(true))
+    condition("Ready") == Some(true) || condition("ContainersReady") == Some(true)
 }
 
 /// The ALB path patterns of a `Prefix` Ingress path, as the controller writes them: `/x`
@@ -732,5 +726,67 @@ fn path_patterns(path: &str) -> Vec<String> {
         vec!["/*".to_owned()]
     } else {
         vec![trimmed.to_owned(), format!("{trimmed}/*")]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(conditions: &[(&str, &str)], terminating: bool) -> Json {
+        let conditions: Vec<Json> = conditions
+            .iter()
+            .map(|(kind, status)| json!({"type": kind, "status": status}))
+            .collect();
+        let mut pod = json!({
+            "metadata": {"name": "web-green-1"},
+            "spec": {"readinessGates": [{"conditionType": "target-health.elbv2.k8s.aws/web"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": conditions},
+        });
+        if terminating {
+            pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        pod
+    }
+
+    #[test]
+    fn a_pod_stays_a_target_while_its_kubelet_has_not_yet_seen_its_gate_turn_true() {
+        let gate = "target-health.elbv2.k8s.aws/web";
+        // The controller set the gate; the kubelet has not recomputed Ready yet. The real
+        // controller's endpoint resolver keeps any pod whose containers are ready: deregistering
+        // it here would send a healthy target to draining and back to initial.
+        let between = pod(
+            &[
+                ("ContainersReady", "True"),
+                (gate, "True"),
+                ("Ready", "False"),
+            ],
+            false,
+        );
+        assert!(is_target(&between));
+        assert!(is_target(&pod(
+            &[("ContainersReady", "True"), ("Ready", "False")],
+            false
+        )));
+        assert!(is_target(&pod(
+            &[
+                ("ContainersReady", "True"),
+                (gate, "True"),
+                ("Ready", "True")
+            ],
+            false
+        )));
+        assert!(!is_target(&pod(
+            &[("ContainersReady", "False"), ("Ready", "False")],
+            false
+        )));
+        assert!(!is_target(&pod(
+            &[
+                ("ContainersReady", "True"),
+                (gate, "True"),
+                ("Ready", "True")
+            ],
+            true
+        )));
     }
 }
