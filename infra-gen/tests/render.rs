@@ -1152,3 +1152,62 @@ fn kubeconfig_lists_merge_as_kubectl_merges_them_and_context_picks_one() {
     assert!(stderr.contains("https://127.0.0.1:7/"), "{stderr}");
     assert!(stderr.contains("context production"), "{stderr}");
 }
+
+#[test]
+fn the_environment_files_context_is_used_with_a_kubeconfig_and_another_is_refused() {
+    let dir = copy_project(&repo());
+    let staging = dir.path().join("environments/staging.yaml");
+    let text = std::fs::read_to_string(&staging).unwrap().replace(
+        "cluster: {name: games-staging, region: ap-northeast-1, compute: fargate}",
+        "cluster: {name: games-staging, region: ap-northeast-1, compute: fargate, context: staging}",
+    );
+    assert!(text.contains("context: staging"));
+    std::fs::write(&staging, text).unwrap();
+    // The current context is production's; the file names staging's.
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: s, cluster: {server: \"https://127.0.0.1:9\"}}, {name: p, cluster: {server: \"https://127.0.0.1:7\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: staging, context: {cluster: s, user: u}}, {name: production, context: {cluster: p, user: u}}]\ncurrent-context: production\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["status", "--env", "staging", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = run(&["--any-cluster"]);
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(stderr.contains("https://127.0.0.1:9/"), "{stderr}");
+    assert!(stderr.contains("context staging"), "{stderr}");
+    // --context naming another context than the file's: refused before any connection.
+    let (code, stderr) = run(&["--context", "production"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--context production")
+            && stderr.contains("names context staging")
+            && stderr.contains("cluster.context"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("127.0.0.1:7"), "{stderr}");
+    // An empty context is a file error at its place.
+    let text = std::fs::read_to_string(&staging)
+        .unwrap()
+        .replace("context: staging", "context: \"\"");
+    std::fs::write(&staging, text).unwrap();
+    let (ok, stdout, stderr) = infra_gen(dir.path(), &["validate"]);
+    assert!(!ok);
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("staging.yaml:3:") && all.contains("cluster.context is empty"),
+        "{all}"
+    );
+}

@@ -142,13 +142,28 @@ pub fn load(
 
 /// Connects to the environment's namespace.
 pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) -> Result<Cluster> {
-    let (kubeconfig, context) = (args.kubeconfig.as_deref(), args.context.as_deref());
+    let context = context(env, args)?;
     let target = Target::choose(
-        kubeconfig,
-        context,
+        args.kubeconfig.as_deref(),
+        context.as_deref(),
         &env.spec.cluster.name,
         &env.spec.cluster.region,
     );
+    let target = match (target, &env.spec.cluster.context) {
+        // The file's context applies whenever a kubeconfig is used; `--context` alone picks
+        // kubectl's default file.
+        (
+            Target::Kubeconfig {
+                paths,
+                context: None,
+            },
+            Some(named),
+        ) => Target::Kubeconfig {
+            paths,
+            context: Some(named.clone()),
+        },
+        (target, _) => target,
+    };
     let expect = if args.any_cluster {
         if matches!(target, Target::Kubeconfig { .. }) {
             eprintln!(
@@ -170,6 +185,19 @@ pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) ->
         .await
         .map_err(Error::Cluster)?;
     Ok(Cluster::new(client, &desired.namespace))
+}
+
+/// `--context`, refused when the environment file names another context for its cluster.
+fn context(env: &Environment, args: &TargetArgs) -> Result<Option<String>> {
+    match (args.context.as_deref(), env.spec.cluster.context.as_deref()) {
+        (Some(flag), Some(named)) if flag != named && !args.any_cluster => {
+            Err(Error::Cluster(ClusterError::Identity(format!(
+                "--context {flag}, but environments/{}.yaml names context {named} for cluster {} ({}) at cluster.context: drop --context, or pass --any-cluster to use {flag} anyway",
+                env.name, env.spec.cluster.name, env.spec.cluster.region
+            ))))
+        }
+        (flag, _) => Ok(flag.map(str::to_owned)),
+    }
 }
 
 /// Loads and connects.

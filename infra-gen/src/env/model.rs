@@ -75,6 +75,12 @@ pub struct Cluster {
     /// not reachable.
     #[serde(default)]
     pub kubectl_image: Option<String>,
+    /// The kubeconfig context that reaches this cluster, for commands run with a kubeconfig
+    /// (`--kubeconfig` or `KUBECONFIG`): used instead of the kubeconfig's current context, so
+    /// a laptop whose current context is another cluster still reaches this one. `--context`
+    /// must then name the same context.
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 /// What is appended to `<project>-<id>` to make the namespace.

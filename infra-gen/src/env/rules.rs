@@ -236,6 +236,18 @@ pub fn check_environment(env: &Environment, instance: Option<&str>) -> Vec<Diagn
             );
         }
     }
+    if spec
+        .cluster
+        .context
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        c.error(
+            "cluster.context",
+            "cluster.context is empty".to_owned(),
+            "name the kubeconfig context that reaches this cluster (kubectl config get-contexts), or drop the key",
+        );
+    }
     if let Some(registry) = &spec.registry
         && !is_dns_label(&registry.pull_secret)
     {
