@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "infra-gen",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("INFRA_GEN_COMMIT"), ")"),
     propagate_version = true,
     after_help = "Exit codes: 0 done; 1 failed; 2 bad input (nothing written); 3 another run holds the deploy lock; 4 aborted before moving traffic (traffic untouched); 5 traffic needs a look (a move back not confirmed, a rolling update stopped half-way); 6 cluster or AWS unreachable; 141 output pipe closed."
 )]
@@ -53,6 +53,9 @@ impl Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Scaffold a repository here: environment files with one workload, the schema, a
+    /// .gitlab-ci.yml using the deploy component, and the rendered manifests/.
+    Init(InitArgs),
     /// Render environments into `manifests/<env>/` (or check the committed tree with --check).
     Render(RenderArgs),
     /// Check the environment files only (structure and rules), render nothing.
@@ -93,6 +96,58 @@ pub enum Command {
     /// EKS credentials for kubectl and for this tool.
     #[command(subcommand)]
     Eks(EksCommand),
+}
+
+/// The workload kinds `init` scaffolds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InitKind {
+    /// An HTTP service behind an ALB, released blue-green.
+    Web,
+    /// A TCP service behind an NLB, released blue-green.
+    Tcp,
+    /// Game servers players stay connected to: each release runs beside the old ones.
+    Stateful,
+    /// A background worker (rolling updates).
+    Worker,
+    /// A scheduled job.
+    Cron,
+}
+
+/// `infra-gen init`.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The kind of the workload to start with.
+    #[arg(long, value_enum)]
+    pub kind: InitKind,
+    /// An environment (repeatable, e.g. `--env staging --env production`): the first deploys
+    /// on every push to the default branch, the others by hand.
+    #[arg(long = "env", value_name = "NAME", required = true)]
+    pub envs: Vec<String>,
+    /// The EKS cluster of the environments (edit each file for several clusters).
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+    /// Its AWS region, e.g. ap-northeast-1.
+    #[arg(long, value_name = "REGION")]
+    pub region: String,
+    /// The GitLab project's numeric id (the namespace is `<project>-<id>`).
+    #[arg(long, value_name = "ID")]
+    pub project_id: u64,
+    /// The project's name (default: this directory's name).
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+    /// The workload's name (default: the project's).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The container registry the cluster pulls from with CI_REGISTRY_USER/PASSWORD.
+    #[arg(
+        long,
+        value_name = "HOST",
+        default_value = "registry.gitlab.example.com"
+    )]
+    pub registry: String,
+    /// Print what would be written, write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Which environment and cluster a cluster command works on.

@@ -449,15 +449,13 @@ fn fargate_restrictions_hold_even_for_custom_templates() {
 #[test]
 fn a_finalize_job_that_starts_before_the_scale_down_delay_is_refused_with_its_position() {
     let dir = copy_project(&repo());
-    let pipeline = std::fs::read_to_string(repo().join(".gitlab-ci.yml"))
-        .unwrap()
-        .replace("start_in: 11 minutes", "start_in: 5 minutes");
+    let committed = std::fs::read_to_string(repo().join(".gitlab-ci.yml")).unwrap();
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    // The deploy component's input.
+    let pipeline = committed.replace("finalize_delay: 11 minutes", "finalize_delay: 5 minutes");
     std::fs::write(dir.path().join(".gitlab-ci.yml"), &pipeline).unwrap();
-    let line = pipeline
-        .lines()
-        .position(|l| l.contains("start_in: 5 minutes"))
-        .unwrap()
-        + 1;
+    let line = line_of(&pipeline, "finalize_delay: 5 minutes");
     let (ok, _, stderr) = infra_gen(dir.path(), &["render", "--check"]);
     assert!(!ok, "{stderr}");
     assert!(
@@ -465,10 +463,27 @@ fn a_finalize_job_that_starts_before_the_scale_down_delay_is_refused_with_its_po
         "position: {stderr}"
     );
     assert!(
-        stderr.contains("finalize-production starts \"5 minutes\" (300 s) after the deploy, before the 600 s scale-down delay of workload controltower"),
+        stderr.contains("the included finalize-production job starts \"5 minutes\" (300 s) after the deploy, before the 600 s scale-down delay of workload controltower"),
         "{stderr}"
     );
-    assert!(stderr.contains("start_in: 10 minutes"), "the fix: {stderr}");
+    assert!(
+        stderr.contains("finalize_delay: 10 minutes"),
+        "the fix: {stderr}"
+    );
+    // A job written out in the pipeline.
+    let pipeline = format!(
+        "{committed}\nfinalize-by-hand:\n  stage: deploy\n  when: delayed\n  start_in: 5 minutes\n  script:\n    - infra-gen finalize --env production\n"
+    );
+    std::fs::write(dir.path().join(".gitlab-ci.yml"), &pipeline).unwrap();
+    let line = line_of(&pipeline, "start_in: 5 minutes");
+    let (ok, _, stderr) = infra_gen(dir.path(), &["render", "--check"]);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains(&format!(".gitlab-ci.yml:{line}:"))
+            && stderr.contains("finalize-by-hand starts \"5 minutes\" (300 s) after the deploy")
+            && stderr.contains("start_in: 10 minutes"),
+        "{stderr}"
+    );
     // The committed pipeline agrees with the environments.
     let (ok, _, stderr) = infra_gen(&repo(), &["render", "--check"]);
     assert!(ok, "{stderr}");
@@ -1209,5 +1224,147 @@ fn the_environment_files_context_is_used_with_a_kubeconfig_and_another_is_refuse
     assert!(
         all.contains("staging.yaml:3:") && all.contains("cluster.context is empty"),
         "{all}"
+    );
+}
+
+#[test]
+fn init_scaffolds_a_repository_that_renders_and_checks_at_once_for_every_kind() {
+    let git = |dir: &Path, args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+    };
+    for kind in ["web", "tcp", "stateful", "worker", "cron"] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        git(root, &["init", "-q"]);
+        let init = [
+            "init",
+            "--kind",
+            kind,
+            "--env",
+            "staging",
+            "--env",
+            "production",
+            "--cluster",
+            "games-prod",
+            "--region",
+            "ap-northeast-1",
+            "--project",
+            "Space Race",
+            "--project-id",
+            "4242",
+        ];
+        let (ok, stdout, stderr) = infra_gen(root, &init);
+        assert!(ok, "{kind}: {stdout}{stderr}");
+        for file in [
+            "environments/_defaults.yaml",
+            "environments/staging.yaml",
+            "environments/production.yaml",
+            "environments/schema.json",
+            ".gitlab-ci.yml",
+        ] {
+            assert!(root.join(file).is_file(), "{kind}: no {file}");
+        }
+        assert!(
+            root.join("manifests/production/namespace.yaml").is_file()
+                || std::fs::read_dir(root.join("manifests/production")).is_ok(),
+            "{kind}: nothing rendered"
+        );
+        let defaults = std::fs::read_to_string(root.join("environments/_defaults.yaml")).unwrap();
+        assert!(
+            defaults.contains(&format!("kind: {kind}")) && defaults.contains("id: 4242"),
+            "{defaults}"
+        );
+        // The pipeline deploys staging on every push and production by hand, through the
+        // component of this release, with a finalize delay render --check accepts.
+        let pipeline = std::fs::read_to_string(root.join(".gitlab-ci.yml")).unwrap();
+        assert!(
+            pipeline.contains(&format!("/deploy@{}", env!("CARGO_PKG_VERSION")))
+                && pipeline.contains("environment: staging")
+                && pipeline.contains("when: on_success")
+                && pipeline.contains("environment: production")
+                && pipeline.contains("when: manual"),
+            "{pipeline}"
+        );
+        let (ok, out, err) = infra_gen(root, &["validate"]);
+        assert!(ok, "{kind}: {out}{err}");
+        let (ok, out, err) = infra_gen(root, &["plan"]);
+        assert!(
+            ok && out.contains("space-race-4242-production"),
+            "{kind}: {out}{err}"
+        );
+        git(root, &["add", "-A"]);
+        git(root, &["commit", "-qm", "scaffold"]);
+        let (ok, out, err) = infra_gen(root, &["render", "--check"]);
+        assert!(ok, "{kind}: {out}{err}");
+
+        // A second init refuses, names what exists, and changes nothing.
+        let before = std::fs::read_to_string(root.join("environments/staging.yaml")).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+            .arg("--root")
+            .arg(root)
+            .args(init)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("refusing to overwrite")
+                && stderr.contains("environments/staging.yaml")
+                && stderr.contains(".gitlab-ci.yml"),
+            "{stderr}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("environments/staging.yaml")).unwrap(),
+            before
+        );
+    }
+    // --dry-run prints the files and writes nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, stdout, stderr) = infra_gen(
+        dir.path(),
+        &[
+            "init",
+            "--kind",
+            "web",
+            "--env",
+            "staging",
+            "--cluster",
+            "c",
+            "--region",
+            "eu-west-1",
+            "--project-id",
+            "1",
+            "--dry-run",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("--- environments/_defaults.yaml") && stdout.contains("kind: web"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let (ok, stdout, stderr) = infra_gen(&repo(), &["--version"]);
+    assert!(ok, "{stderr}");
+    let version = stdout.trim();
+    assert!(
+        version.starts_with(&format!("infra-gen {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let commit = version
+        .rsplit_once("(commit ")
+        .and_then(|(_, c)| c.strip_suffix(')'))
+        .unwrap_or_default();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
     );
 }

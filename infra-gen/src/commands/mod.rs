@@ -8,6 +8,7 @@ pub mod diff;
 pub mod eks;
 pub mod finalize;
 pub mod history;
+pub mod init;
 pub mod plan;
 pub mod render;
 pub mod retire;
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 pub fn run(cli: Cli) -> Result<()> {
     let root = cli.root;
     match cli.command {
+        Command::Init(args) => init::run(&root, &args),
         Command::Render(args) => render::run(&root, &args),
         Command::Validate(args) => validate::run(&root, &args),
         Command::Plan(args) => plan::run(&root, &args),

@@ -115,7 +115,81 @@ fn env_of(line: &str, variables: &BTreeMap<String, String>) -> Option<String> {
     }
 }
 
-/// Checks every delayed finalize job of `root/.gitlab-ci.yml` against the environments.
+/// The blue-green workload of the environment with the longest scale-down delay, and it.
+fn longest_delay(env: &Environment) -> Option<(String, u64)> {
+    env.spec
+        .workloads
+        .iter()
+        .filter_map(|(workload, w)| {
+            let rollout = w.rollout.as_ref()?;
+            (rollout.strategy == Strategy::BlueGreen).then(|| {
+                (
+                    workload.clone(),
+                    u64::from(rollout.scale_down_delay_seconds.unwrap_or(600)),
+                )
+            })
+        })
+        .max_by_key(|(_, d)| *d)
+}
+
+/// The deploy component's includes (`include:` entries, local or `component:`, whose inputs
+/// name an `environment` and a `finalize_delay`): its finalize job starts that long after the
+/// deploy.
+fn check_includes(
+    node: &yaml::Node,
+    pipeline: &Json,
+    environments: &[Environment],
+    out: &mut Vec<Diagnostic>,
+) {
+    let includes: Vec<(KeyPath, &Json)> = match pipeline.get("include") {
+        Some(Json::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (KeyPath::default().key("include").index(i), item))
+            .collect(),
+        Some(item @ Json::Object(_)) => vec![(KeyPath::default().key("include"), item)],
+        _ => Vec::new(),
+    };
+    for (path, include) in includes {
+        let inputs = include.get("inputs");
+        let input = |key: &str| inputs.and_then(|i| i.get(key)).and_then(Json::as_str);
+        let (Some(env_name), Some(start_in)) = (input("environment"), input("finalize_delay"))
+        else {
+            continue;
+        };
+        let Some(env) = environments.iter().find(|e| e.name == env_name) else {
+            continue;
+        };
+        let Some((workload, delay)) = longest_delay(env) else {
+            continue;
+        };
+        let at = path.key("inputs").key("finalize_delay");
+        match gitlab_seconds(start_in) {
+            Some(seconds) if seconds >= delay => {}
+            seconds => out.push(
+                Diagnostic::error(
+                    Some(node.span_for(&at)),
+                    at.to_string(),
+                    match seconds {
+                        Some(seconds) => format!(
+                            "the included finalize-{env_name} job starts {start_in:?} ({seconds} s) after the deploy, before the {delay} s scale-down delay of workload {workload} has passed: it would scale nothing down, and the previous slot would keep running until a later finalize or apply"
+                        ),
+                        None => format!(
+                            "finalize_delay {start_in:?} is not a GitLab duration such as \"11 minutes\""
+                        ),
+                    },
+                )
+                .with_hint(format!(
+                    "set finalize_delay: {} minutes (or more), or lower rollout.scaleDownDelaySeconds in environments/{env_name}.yaml",
+                    delay.div_ceil(60)
+                )),
+            ),
+        }
+    }
+}
+
+/// Checks every delayed finalize job of `root/.gitlab-ci.yml` against the environments,
+/// those of the deploy component it includes too.
 pub fn check(root: &Path, environments: &[Environment]) -> Vec<Diagnostic> {
     let file = root.join(PIPELINE);
     let Ok(text) = std::fs::read_to_string(&file) else {
@@ -159,6 +233,7 @@ pub fn check(root: &Path, environments: &[Environment]) -> Vec<Diagnostic> {
     };
     let global = text_map(jobs.get("variables"));
     let mut out = Vec::new();
+    check_includes(&node, &pipeline, environments, &mut out);
     for name in jobs.keys() {
         if name.starts_with('.') || KEYWORDS.contains(&name.as_str()) {
             continue;
@@ -185,21 +260,7 @@ pub fn check(root: &Path, environments: &[Environment]) -> Vec<Diagnostic> {
         let Some(env) = environments.iter().find(|e| e.name == env_name) else {
             continue;
         };
-        let delays: Vec<(String, u64)> = env
-            .spec
-            .workloads
-            .iter()
-            .filter_map(|(workload, w)| {
-                let rollout = w.rollout.as_ref()?;
-                (rollout.strategy == Strategy::BlueGreen).then(|| {
-                    (
-                        workload.clone(),
-                        u64::from(rollout.scale_down_delay_seconds.unwrap_or(600)),
-                    )
-                })
-            })
-            .collect();
-        let Some((workload, delay)) = delays.into_iter().max_by_key(|(_, d)| *d) else {
+        let Some((workload, delay)) = longest_delay(env) else {
             continue;
         };
         let when = resolved(jobs, name, "when").and_then(Json::as_str);
