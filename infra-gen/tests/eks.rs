@@ -468,3 +468,123 @@ async fn a_kubeconfig_of_another_cluster_is_refused_before_anything_is_written()
         run.all()
     );
 }
+
+/// A cluster in China on moto: `eks kubeconfig` reaches it through DescribeCluster of
+/// cn-north-1, its token plugin presigns for the China STS host, and a kubeconfig of another
+/// cluster is refused against the China cluster's endpoint.
+#[tokio::test]
+async fn a_cluster_in_china_on_moto_is_reached_checked_and_signed_for_in_its_partition() {
+    let h = Harness::start().await;
+    let cluster = format!("cn-{}", h.id);
+    let config = aws_sdk_eks::Config::builder()
+        .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
+        .region(aws_sdk_eks::config::Region::new("cn-north-1"))
+        .endpoint_url(moto())
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "testing", "testing", None, None, "moto",
+        ))
+        .build();
+    let endpoint = aws_sdk_eks::Client::from_conf(config)
+        .create_cluster()
+        .name(&cluster)
+        .role_arn("arn:aws-cn:iam::123456789012:role/eks")
+        .resources_vpc_config(
+            aws_sdk_eks::types::VpcConfigRequest::builder()
+                .subnet_ids("subnet-1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .cluster
+        .and_then(|c| c.endpoint)
+        .unwrap_or_default();
+    assert!(!endpoint.is_empty());
+    let mut env = aws_env();
+    env.retain(|(k, _)| *k != "AWS_REGION");
+    env.push(("AWS_REGION", "cn-north-1".into()));
+
+    // kubeconfig: the China cluster's endpoint, and a token plugin for its region.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kubeconfig");
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"))
+        .args([
+            "eks",
+            "kubeconfig",
+            "--cluster",
+            &cluster,
+            "--region",
+            "cn-north-1",
+            "-o",
+        ])
+        .arg(&file)
+        .envs(env.clone())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = kube::config::Kubeconfig::read_from(&file).unwrap();
+    let server = config.clusters[0].cluster.as_ref().unwrap().server.clone();
+    assert_eq!(server.as_deref(), Some(endpoint.as_str()));
+    let exec = config.auth_infos[0]
+        .auth_info
+        .as_ref()
+        .unwrap()
+        .exec
+        .clone()
+        .unwrap();
+    let token = tokio::process::Command::new(exec.command.unwrap())
+        .args(exec.args.unwrap())
+        .envs(env.clone())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        token.status.success(),
+        "{}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let credential: serde_json::Value = serde_json::from_slice(&token.stdout).unwrap();
+    let (base, params) = decode(credential["status"]["token"].as_str().unwrap());
+    assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
+    assert_eq!(params["X-Amz-SignedHeaders"], "host;x-k8s-aws-id");
+    assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
+
+    // An environment in cn-north-1, a kubeconfig of another cluster: refused, both named.
+    h.write_env("prod", &h.web(&h.images.v1, "    replicas: 2\n"))
+        .await;
+    let path = h.root().join("environments/prod.yaml");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "cluster: {name: e2e, region: us-east-1, compute: ec2}",
+        &format!("cluster: {{name: {cluster}, region: cn-north-1, compute: ec2}}"),
+    );
+    std::fs::write(&path, text).unwrap();
+    assert!(h.run(&["render"], &[]).await.ok);
+    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
+    let run = h
+        .run(
+            &[
+                "status",
+                "--env",
+                "prod",
+                "--kubeconfig",
+                &kubeconfig,
+                "--check-cluster-identity",
+            ],
+            &env_refs,
+        )
+        .await;
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "but the environment file names EKS cluster {cluster} (cn-north-1) at {endpoint}"
+        )),
+        "{}",
+        run.all()
+    );
+}
