@@ -1,7 +1,9 @@
 //! Build facts for `infra-gen --version` and for what `infra-gen init` writes:
 //!
-//! - `INFRA_GEN_COMMIT`: the commit built — `$INFRA_GEN_COMMIT`, else GitLab's
-//!   `$CI_COMMIT_SHA`, else `git rev-parse HEAD` when built in a checkout, else `unknown`;
+//! - `INFRA_GEN_COMMIT`: the commit built — `$INFRA_GEN_COMMIT` (the release job sets it from
+//!   `$CI_COMMIT_SHA`), else `git rev-parse HEAD` when built in a checkout, else `unknown`.
+//!   (`CI_COMMIT_SHA` itself is not read: a local run of a pipeline job sets it, and the crate
+//!   would be built again for the same commit);
 //! - `INFRA_GEN_IMAGE`: the release image's repository (the release pipeline sets it to
 //!   `$CI_REGISTRY_IMAGE/infra-gen`), written into the pipelines `init` scaffolds;
 //! - `INFRA_GEN_COMPONENT`: the CI/CD component's path (`$CI_SERVER_FQDN/$CI_PROJECT_PATH`).
@@ -9,17 +11,11 @@
 use std::process::Command;
 
 fn main() {
-    for variable in [
-        "INFRA_GEN_COMMIT",
-        "CI_COMMIT_SHA",
-        "INFRA_GEN_IMAGE",
-        "INFRA_GEN_COMPONENT",
-    ] {
+    for variable in ["INFRA_GEN_COMMIT", "INFRA_GEN_IMAGE", "INFRA_GEN_COMPONENT"] {
         println!("cargo:rerun-if-env-changed={variable}");
     }
     let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let commit = from_env("INFRA_GEN_COMMIT")
-        .or_else(|| from_env("CI_COMMIT_SHA"))
         .or_else(git_head)
         .map(|c| c.chars().take(12).collect::<String>())
         .unwrap_or_else(|| "unknown".to_owned());
