@@ -128,9 +128,13 @@ async fn eks_token_prints_an_exec_credential_valid_for_fourteen_minutes() {
 }
 
 async fn eks_client() -> aws_sdk_eks::Client {
+    eks_client_in("us-east-1").await
+}
+
+async fn eks_client_in(region: &str) -> aws_sdk_eks::Client {
     let config = aws_sdk_eks::Config::builder()
         .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
-        .region(aws_sdk_eks::config::Region::new("us-east-1"))
+        .region(aws_sdk_eks::config::Region::new(region.to_owned()))
         .endpoint_url(moto())
         .credentials_provider(aws_credential_types::Credentials::new(
             "testing", "testing", None, None, "moto",
@@ -140,14 +144,20 @@ async fn eks_client() -> aws_sdk_eks::Client {
 }
 
 async fn create_cluster(name: &str) -> String {
-    let client = eks_client().await;
+    create_cluster_in(name, "us-east-1").await
+}
+
+/// A cluster in moto's `region`; its endpoint.
+async fn create_cluster_in(name: &str, region: &str) -> String {
+    let client = eks_client_in(region).await;
     let vpc = aws_sdk_eks::types::VpcConfigRequest::builder()
         .subnet_ids("subnet-1")
         .build();
+    let partition = infra_gen::env::rules::partition(region);
     let out = client
         .create_cluster()
         .name(name)
-        .role_arn("arn:aws:iam::123456789012:role/eks")
+        .role_arn(format!("arn:{partition}:iam::123456789012:role/eks"))
         .resources_vpc_config(vpc)
         .send()
         .await
@@ -172,19 +182,55 @@ async fn create_profile(cluster: &str, profile: &str, namespace: &str) {
 }
 
 fn aws_env() -> Vec<(&'static str, String)> {
+    aws_env_in("us-east-1")
+}
+
+fn aws_env_in(region: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AWS_ENDPOINT_URL", moto()),
         ("AWS_ACCESS_KEY_ID", "testing".into()),
         ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_REGION", region.into()),
     ]
 }
 
-#[tokio::test]
-async fn eks_kubeconfig_points_kubectl_at_the_cluster_through_the_token_plugin() {
-    let name = format!("kc-{}", std::process::id());
-    let endpoint = create_cluster(&name).await;
-    assert!(!endpoint.is_empty());
+/// Environment `prod` of the harness, on EKS cluster `cluster` of `region`, rendered.
+async fn env_on_cluster(h: &Harness, cluster: &str, region: &str) {
+    h.write_env("prod", &h.web(&h.images.v1, "    replicas: 2\n"))
+        .await;
+    let file = h.root().join("environments/prod.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "cluster: {name: e2e, region: us-east-1, compute: ec2}",
+        &format!("cluster: {{name: {cluster}, region: {region}, compute: ec2}}"),
+    );
+    std::fs::write(&file, text).unwrap();
+    assert!(h.run(&["render"], &[]).await.ok);
+}
+
+/// `command --env prod` with the harness's kubeconfig and the cluster identity check on.
+async fn with_identity_check(
+    h: &Harness,
+    command: &str,
+    env: &[(&str, String)],
+) -> support::harness::Run {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
+    h.run(
+        &[
+            command,
+            "--env",
+            "prod",
+            "--kubeconfig",
+            &kubeconfig,
+            "--check-cluster-identity",
+        ],
+        &env,
+    )
+    .await
+}
+
+/// `infra-gen eks kubeconfig` for a cluster of moto's `region`, read back.
+async fn eks_kubeconfig(cluster: &str, region: &str) -> kube::config::Kubeconfig {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("kubeconfig");
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"))
@@ -192,13 +238,13 @@ async fn eks_kubeconfig_points_kubectl_at_the_cluster_through_the_token_plugin()
             "eks",
             "kubeconfig",
             "--cluster",
-            &name,
+            cluster,
             "--region",
-            "us-east-1",
+            region,
             "-o",
-            file.to_str().unwrap(),
         ])
-        .envs(aws_env())
+        .arg(&file)
+        .envs(aws_env_in(region))
         .output()
         .await
         .unwrap();
@@ -207,7 +253,15 @@ async fn eks_kubeconfig_points_kubectl_at_the_cluster_through_the_token_plugin()
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let config = kube::config::Kubeconfig::read_from(&file).unwrap();
+    kube::config::Kubeconfig::read_from(&file).unwrap()
+}
+
+#[tokio::test]
+async fn eks_kubeconfig_points_kubectl_at_the_cluster_through_the_token_plugin() {
+    let name = format!("kc-{}", std::process::id());
+    let endpoint = create_cluster(&name).await;
+    assert!(!endpoint.is_empty());
+    let config = eks_kubeconfig(&name, "us-east-1").await;
     assert_eq!(
         config.clusters[0]
             .cluster
@@ -385,34 +439,11 @@ async fn a_kubeconfig_of_another_cluster_is_refused_before_anything_is_written()
     let h = Harness::start().await;
     let cluster = format!("identity-{}", h.id);
     let endpoint = create_cluster(&cluster).await;
-    h.write_env("prod", &h.web(&h.images.v1, "    replicas: 2\n"))
-        .await;
-    let file = h.root().join("environments/prod.yaml");
-    let text = std::fs::read_to_string(&file).unwrap().replace(
-        "cluster: {name: e2e, region: us-east-1, compute: ec2}",
-        &format!("cluster: {{name: {cluster}, region: us-east-1, compute: ec2}}"),
-    );
-    std::fs::write(&file, text).unwrap();
-    assert!(h.run(&["render"], &[]).await.ok);
-    let env: Vec<(&str, String)> = aws_env();
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
+    env_on_cluster(&h, &cluster, "us-east-1").await;
     h.clear_requests();
 
     // The test cluster is not the EKS cluster the file names: refused, both named.
-    let run = h
-        .run(
-            &[
-                "apply",
-                "--env",
-                "prod",
-                "--kubeconfig",
-                &kubeconfig,
-                "--check-cluster-identity",
-            ],
-            &env_refs,
-        )
-        .await;
+    let run = with_identity_check(&h, "apply", &aws_env()).await;
     assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(
         run.stderr.contains(&format!(
@@ -437,24 +468,8 @@ async fn a_kubeconfig_of_another_cluster_is_refused_before_anything_is_written()
     assert!(h.get("Deployment", "web").await.is_none());
 
     // A cluster EKS does not know: it cannot be confirmed, so it is refused too.
-    let text = std::fs::read_to_string(&file)
-        .unwrap()
-        .replace(&cluster, "no-such-cluster");
-    std::fs::write(&file, text).unwrap();
-    assert!(h.run(&["render"], &[]).await.ok);
-    let run = h
-        .run(
-            &[
-                "status",
-                "--env",
-                "prod",
-                "--kubeconfig",
-                &kubeconfig,
-                "--check-cluster-identity",
-            ],
-            &env_refs,
-        )
-        .await;
+    env_on_cluster(&h, "no-such-cluster", "us-east-1").await;
+    let run = with_identity_check(&h, "status", &aws_env()).await;
     assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(run.stderr.contains("cannot confirm that"), "{}", run.all());
 
@@ -476,58 +491,12 @@ async fn a_kubeconfig_of_another_cluster_is_refused_before_anything_is_written()
 async fn a_cluster_in_china_on_moto_is_reached_checked_and_signed_for_in_its_partition() {
     let h = Harness::start().await;
     let cluster = format!("cn-{}", h.id);
-    let config = aws_sdk_eks::Config::builder()
-        .behavior_version(aws_sdk_eks::config::BehaviorVersion::latest())
-        .region(aws_sdk_eks::config::Region::new("cn-north-1"))
-        .endpoint_url(moto())
-        .credentials_provider(aws_credential_types::Credentials::new(
-            "testing", "testing", None, None, "moto",
-        ))
-        .build();
-    let endpoint = aws_sdk_eks::Client::from_conf(config)
-        .create_cluster()
-        .name(&cluster)
-        .role_arn("arn:aws-cn:iam::123456789012:role/eks")
-        .resources_vpc_config(
-            aws_sdk_eks::types::VpcConfigRequest::builder()
-                .subnet_ids("subnet-1")
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap()
-        .cluster
-        .and_then(|c| c.endpoint)
-        .unwrap_or_default();
+    let endpoint = create_cluster_in(&cluster, "cn-north-1").await;
     assert!(!endpoint.is_empty());
-    let mut env = aws_env();
-    env.retain(|(k, _)| *k != "AWS_REGION");
-    env.push(("AWS_REGION", "cn-north-1".into()));
+    let env = aws_env_in("cn-north-1");
 
     // kubeconfig: the China cluster's endpoint, and a token plugin for its region.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("kubeconfig");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_infra-gen"))
-        .args([
-            "eks",
-            "kubeconfig",
-            "--cluster",
-            &cluster,
-            "--region",
-            "cn-north-1",
-            "-o",
-        ])
-        .arg(&file)
-        .envs(env.clone())
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let config = kube::config::Kubeconfig::read_from(&file).unwrap();
+    let config = eks_kubeconfig(&cluster, "cn-north-1").await;
     let server = config.clusters[0].cluster.as_ref().unwrap().server.clone();
     assert_eq!(server.as_deref(), Some(endpoint.as_str()));
     let exec = config.auth_infos[0]
@@ -555,30 +524,8 @@ async fn a_cluster_in_china_on_moto_is_reached_checked_and_signed_for_in_its_par
     assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
 
     // An environment in cn-north-1, a kubeconfig of another cluster: refused, both named.
-    h.write_env("prod", &h.web(&h.images.v1, "    replicas: 2\n"))
-        .await;
-    let path = h.root().join("environments/prod.yaml");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "cluster: {name: e2e, region: us-east-1, compute: ec2}",
-        &format!("cluster: {{name: {cluster}, region: cn-north-1, compute: ec2}}"),
-    );
-    std::fs::write(&path, text).unwrap();
-    assert!(h.run(&["render"], &[]).await.ok);
-    let env_refs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let kubeconfig = h.kubeconfig.to_string_lossy().to_string();
-    let run = h
-        .run(
-            &[
-                "status",
-                "--env",
-                "prod",
-                "--kubeconfig",
-                &kubeconfig,
-                "--check-cluster-identity",
-            ],
-            &env_refs,
-        )
-        .await;
+    env_on_cluster(&h, &cluster, "cn-north-1").await;
+    let run = with_identity_check(&h, "status", &env).await;
     assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(
         run.stderr.contains(&format!(

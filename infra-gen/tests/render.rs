@@ -1229,16 +1229,6 @@ fn the_environment_files_context_is_used_with_a_kubeconfig_and_another_is_refuse
 
 #[test]
 fn init_scaffolds_a_repository_that_renders_and_checks_at_once_for_every_kind() {
-    let git = |dir: &Path, args: &[&str]| {
-        let output = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(output.status.success(), "{output:?}");
-    };
     for kind in ["web", "tcp", "stateful", "worker", "cron"] {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
