@@ -144,3 +144,40 @@ start_testbed() {
   pids+=($!)
   wait_for_line "the testbed (node agent, load-balancer stand-in)" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }
+
+# run_suites_side_by_side ARGS… -- TEST…: builds the named integration-test binaries of the
+# workspace, runs them at the same time with ARGS (each one's output kept apart and printed
+# when it ends), and fails if any failed.
+run_suites_side_by_side() {
+  local args=() tests=() selectors=() bin name status=0
+  while [ "$1" != "--" ]; do args+=("$1"); shift; done
+  shift
+  tests=("$@")
+  for name in "${tests[@]}"; do selectors+=(--test "$name"); done
+  local bins
+  bins=$(cargo test --workspace --locked --no-run "${selectors[@]}" --message-format=json \
+    | "$venv/bin/python" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
+        print(m["target"]["name"], m["executable"])')
+  local names=() suite_pids=()
+  while read -r name bin; do
+    "$bin" "${args[@]}" >"$work/suite-$name.log" 2>&1 &
+    names+=("$name")
+    suite_pids+=($!)
+    pids+=($!)
+  done <<<"$bins"
+  [ "${#names[@]}" -eq "${#tests[@]}" ] || { echo "expected test binaries ${tests[*]}, built ${names[*]}" >&2; return 1; }
+  for i in "${!names[@]}"; do
+    if wait "${suite_pids[$i]}"; then
+      echo "--- ${names[$i]}: $(grep '^test result' "$work/suite-${names[$i]}.log" | tail -n 1)"
+    else
+      status=1
+      echo "--- ${names[$i]} FAILED; its output:"
+      cat "$work/suite-${names[$i]}.log"
+    fi
+  done
+  return "$status"
+}
