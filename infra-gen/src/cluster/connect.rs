@@ -32,10 +32,12 @@ pub enum Target {
 
 impl Target {
     /// `--kubeconfig`, else `$KUBECONFIG` (a list, as kubectl reads it), else the EKS cluster
-    /// of the environment; `--context` picks a context of the kubeconfig.
+    /// of the environment; `--context` picks a context of the kubeconfig, else the context
+    /// the environment file names (`cluster.context`), else the current one.
     pub fn choose(
         flag: Option<&Path>,
         context: Option<&str>,
+        file_context: Option<&str>,
         cluster: &str,
         region: &str,
     ) -> Target {
@@ -66,7 +68,7 @@ impl Target {
         };
         Target::Kubeconfig {
             paths,
-            context: context.map(str::to_owned),
+            context: context.or(file_context).map(str::to_owned),
         }
     }
 

@@ -142,28 +142,13 @@ pub fn load(
 
 /// Connects to the environment's namespace.
 pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) -> Result<Cluster> {
-    let context = context(env, args)?;
     let target = Target::choose(
         args.kubeconfig.as_deref(),
-        context.as_deref(),
+        context(env, args)?,
+        env.spec.cluster.context.as_deref(),
         &env.spec.cluster.name,
         &env.spec.cluster.region,
     );
-    let target = match (target, &env.spec.cluster.context) {
-        // The file's context applies whenever a kubeconfig is used; `--context` alone picks
-        // kubectl's default file.
-        (
-            Target::Kubeconfig {
-                paths,
-                context: None,
-            },
-            Some(named),
-        ) => Target::Kubeconfig {
-            paths,
-            context: Some(named.clone()),
-        },
-        (target, _) => target,
-    };
     let expect = if args.any_cluster {
         if matches!(target, Target::Kubeconfig { .. }) {
             eprintln!(
@@ -188,7 +173,7 @@ pub async fn connect(env: &Environment, desired: &Desired, args: &TargetArgs) ->
 }
 
 /// `--context`, refused when the environment file names another context for its cluster.
-fn context(env: &Environment, args: &TargetArgs) -> Result<Option<String>> {
+fn context<'a>(env: &Environment, args: &'a TargetArgs) -> Result<Option<&'a str>> {
     match (args.context.as_deref(), env.spec.cluster.context.as_deref()) {
         (Some(flag), Some(named)) if flag != named && !args.any_cluster => {
             Err(Error::Cluster(ClusterError::Identity(format!(
@@ -196,7 +181,7 @@ fn context(env: &Environment, args: &TargetArgs) -> Result<Option<String>> {
                 env.name, env.spec.cluster.name, env.spec.cluster.region
             ))))
         }
-        (flag, _) => Ok(flag.map(str::to_owned)),
+        (flag, _) => Ok(flag),
     }
 }
 
