@@ -23,29 +23,49 @@ fn component(name: &str) -> String {
     )
 }
 
+/// How long a blue-green workload keeps its previous version for an instant rollback.
+const SCALE_DOWN_DELAY_MINUTES: u64 = 10;
+
+/// Whether `init` releases the kind blue-green (and so writes a scale-down delay).
+fn blue_green(kind: InitKind) -> bool {
+    matches!(kind, InitKind::Web | InitKind::Tcp)
+}
+
 /// The workload of `_defaults.yaml`, for its kind.
 fn workload(kind: InitKind, name: &str) -> String {
-    let image = "    image: ${CI_REGISTRY_IMAGE}:${CI_COMMIT_SHA}\n";
-    let body = match kind {
-        InitKind::Web => {
-            "    kind: web\n    port: 8080\n    replicas: 2\n    resources: {cpu: 250m, memory: 512Mi}\n    probes: {readiness: /healthz}\n    # The previous version keeps running 10 minutes after a release, for an instant rollback.\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600}\n"
-        }
-        InitKind::Tcp => {
-            "    kind: tcp\n    replicas: 2\n    ports: [{name: game, port: 7777}]\n    resources: {cpu: 500m, memory: 1Gi}\n    probes: {readiness: {tcp: game}}\n    # Connections to the old version are kept this long after a release.\n    tcp: {deregistrationDelaySeconds: 300}\n    shutdown: {preStopSeconds: 30, drainSeconds: 270}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 600}\n"
-        }
-        InitKind::Stateful => {
-            "    kind: stateful\n    replicas: 2\n    ports: [{name: socket, port: 3010}]\n    resources: {cpu: 500m, memory: 1Gi}\n    probes: {readiness: {tcp: socket}}\n    tcp: {deregistrationDelaySeconds: 300}\n    # Each release runs beside the old ones; players stay on theirs. Old versions are removed\n    # this long after the next release (or with `infra-gen retire`).\n    retireAfterSeconds: 86400\n"
-        }
-        InitKind::Worker => {
-            "    kind: worker\n    replicas: 1\n    resources: {cpu: 250m, memory: 512Mi}\n"
-        }
-        InitKind::Cron => {
-            "    kind: cron\n    schedule: \"0 3 * * *\"\n    timeZone: Etc/UTC\n    resources: {cpu: 250m, memory: 512Mi}\n"
-        }
+    let (kind_name, body) = match kind {
+        InitKind::Web => (
+            "web",
+            "    port: 8080\n    replicas: 2\n    resources: {cpu: 250m, memory: 512Mi}\n    probes: {readiness: /healthz}\n",
+        ),
+        InitKind::Tcp => (
+            "tcp",
+            "    replicas: 2\n    ports: [{name: game, port: 7777}]\n    resources: {cpu: 500m, memory: 1Gi}\n    probes: {readiness: {tcp: game}}\n    # Connections to the old version are kept this long after a release.\n    tcp: {deregistrationDelaySeconds: 300}\n    shutdown: {preStopSeconds: 30, drainSeconds: 270}\n",
+        ),
+        InitKind::Stateful => (
+            "stateful",
+            "    replicas: 2\n    ports: [{name: socket, port: 3010}]\n    resources: {cpu: 500m, memory: 1Gi}\n    probes: {readiness: {tcp: socket}}\n    tcp: {deregistrationDelaySeconds: 300}\n    # Each release runs beside the old ones; players stay on theirs. Old versions are removed\n    # this long after the next release (or with `infra-gen retire`).\n    retireAfterSeconds: 86400\n",
+        ),
+        InitKind::Worker => (
+            "worker",
+            "    replicas: 1\n    resources: {cpu: 250m, memory: 512Mi}\n",
+        ),
+        InitKind::Cron => (
+            "cron",
+            "    schedule: \"0 3 * * *\"\n    timeZone: Etc/UTC\n    resources: {cpu: 250m, memory: 512Mi}\n",
+        ),
     };
-    // The image right after the kind.
-    let (kind_line, rest) = body.split_once('\n').unwrap_or((body, ""));
-    format!("  {name}:\n{kind_line}\n{image}{rest}")
+    let rollout = if blue_green(kind) {
+        format!(
+            "    # The previous version keeps running {SCALE_DOWN_DELAY_MINUTES} minutes after a release, for an instant rollback.\n    rollout: {{strategy: blue-green, scaleDownDelaySeconds: {}}}\n",
+            SCALE_DOWN_DELAY_MINUTES * 60
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "  {name}:\n    kind: {kind_name}\n    image: ${{CI_REGISTRY_IMAGE}}:${{CI_COMMIT_SHA}}\n{body}{rollout}"
+    )
 }
 
 /// What one environment's file says beyond the defaults.
@@ -62,10 +82,14 @@ fn environment(args: &InitArgs, kind: InitKind, name: &str, env: &str) -> String
     text
 }
 
-/// The `finalize_delay` of the deploy component: the scaled-down previous slot's delay
-/// (600 s for blue-green workloads), rounded up, plus a minute.
-fn finalize_delay(kind: InitKind) -> Option<&'static str> {
-    matches!(kind, InitKind::Web | InitKind::Tcp).then_some("11 minutes")
+/// The `finalize_delay` of the deploy component: a minute after the previous version's
+/// scale-down delay has passed (nothing to scale down without blue-green).
+fn finalize_delay(kind: InitKind) -> String {
+    if blue_green(kind) {
+        format!("{} minutes", SCALE_DOWN_DELAY_MINUTES + 1)
+    } else {
+        "1 minute".to_owned()
+    }
 }
 
 /// `.gitlab-ci.yml`: build the application's image, check the tree, the deploy component per
@@ -107,13 +131,10 @@ fn pipeline(args: &InitArgs, kind: InitKind) -> String {
         if i > 0 {
             text.push_str("      tags: true\n");
         }
-        if let Some(delay) = finalize_delay(kind) {
-            text.push_str(&format!(
-                "      finalize_delay: {delay}      # at least rollout.scaleDownDelaySeconds\n"
-            ));
-        } else {
-            text.push_str("      finalize_delay: 1 minute\n");
-        }
+        text.push_str(&format!(
+            "      finalize_delay: {}      # at least rollout.scaleDownDelaySeconds\n",
+            finalize_delay(kind)
+        ));
         text.push_str("      needs: [build-image, render-check]\n");
     }
     text
@@ -123,7 +144,8 @@ fn pipeline(args: &InitArgs, kind: InitKind) -> String {
 pub fn run(root: &Path, args: &InitArgs) -> Result<()> {
     let project = match &args.project {
         Some(p) => p.clone(),
-        None => std::fs::canonicalize(root)
+        // `absolute`, not `canonicalize`: the directory need not exist yet (`--dry-run`).
+        None => std::path::absolute(root)
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "app".into()),
