@@ -78,6 +78,17 @@ start_secantus() {
   wait_for_port SecantusDB "$port" "${pids[-1]}" "$work/secantus-$port.log"
 }
 
+# start_moto: moto (scripts/moto-server.py: ELBv2 with target-health states) in the background
+# on a free port; sets $moto_endpoint.
+start_moto() {
+  local port
+  port=$(free_port)
+  "$venv/bin/python" scripts/moto-server.py -H 127.0.0.1 -p "$port" >"$work/moto-$port.log" 2>&1 &
+  pids+=($!)
+  wait_for_port moto "$port" "${pids[-1]}" "$work/moto-$port.log"
+  moto_endpoint="http://127.0.0.1:$port"
+}
+
 # install_apt PACKAGE COMMAND: installs a Debian package when COMMAND is missing.
 install_apt() {
   command -v "$2" >/dev/null && return 0
@@ -134,26 +145,31 @@ start_control_plane() {
   wait_for_line "the test control plane" "$control_plane/out.log" '^ready' "${pids[-1]}" 240
 }
 
-# start_testbed BIN_DIR: the node agent (running kubectl images with BIN_DIR/kubectl) and the
-# load-balancer stand-in (target/debug/testbed) on the control plane started by
-# start_control_plane, with moto at $MOTO_ENDPOINT.
+# start_testbed BIN_DIR MOTO_ENDPOINT: the node agent (running kubectl images with
+# BIN_DIR/kubectl) and the load-balancer stand-in (target/debug/testbed) on the control plane
+# started by start_control_plane, with moto at MOTO_ENDPOINT.
 start_testbed() {
   target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
-    --moto "$MOTO_ENDPOINT" --node testbed --kubectl "$1/kubectl" \
+    --moto "$2" --node testbed --kubectl "$1/kubectl" \
     >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
   pids+=($!)
   wait_for_line "the testbed (node agent, load-balancer stand-in)" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }
 
-# run_suites_side_by_side ARGS… -- TEST…: builds the named integration-test binaries of the
-# workspace, runs them at the same time with ARGS (each one's output kept apart and printed
-# when it ends), and fails if any failed.
-run_suites_side_by_side() {
-  local args=() tests=() selectors=() bin name status=0
+# start_suites ENV… -- ARGS… -- TEST…: builds the named integration-test binaries of the
+# workspace and starts them all in the background, each with the variables ENV (NAME=value)
+# and the test-harness arguments ARGS, each one's output kept apart; wait_suites waits for
+# them, prints each one's result (a failed one's whole output) and fails if any failed.
+start_suites() {
+  local env=() args=() selectors=() name bin
+  while [ "$1" != "--" ]; do env+=("$1"); shift; done
+  shift
   while [ "$1" != "--" ]; do args+=("$1"); shift; done
   shift
-  tests=("$@")
-  for name in "${tests[@]}"; do selectors+=(--test "$name"); done
+  suite_tests=("$@")
+  suite_names=()
+  suite_pids=()
+  for name in "${suite_tests[@]}"; do selectors+=(--test "$name"); done
   local bins
   bins=$(cargo test --workspace --locked --no-run "${selectors[@]}" --message-format=json \
     | "$venv/bin/python" -c '
@@ -162,21 +178,24 @@ for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])')
-  local names=() suite_pids=()
   while read -r name bin; do
-    "$bin" "${args[@]}" >"$work/suite-$name.log" 2>&1 &
-    names+=("$name")
+    env "${env[@]}" "$bin" "${args[@]}" >"$work/suite-$name.log" 2>&1 &
+    suite_names+=("$name")
     suite_pids+=($!)
     pids+=($!)
   done <<<"$bins"
-  [ "${#names[@]}" -eq "${#tests[@]}" ] || { echo "expected test binaries ${tests[*]}, built ${names[*]}" >&2; return 1; }
-  for i in "${!names[@]}"; do
+  [ "${#suite_names[@]}" -eq "${#suite_tests[@]}" ] || { echo "expected test binaries ${suite_tests[*]}, built ${suite_names[*]}" >&2; return 1; }
+}
+
+wait_suites() {
+  local i status=0
+  for i in "${!suite_names[@]}"; do
     if wait "${suite_pids[$i]}"; then
-      echo "--- ${names[$i]}: $(grep '^test result' "$work/suite-${names[$i]}.log" | tail -n 1)"
+      echo "--- ${suite_names[$i]}: $(grep '^test result' "$work/suite-${suite_names[$i]}.log" | tail -n 1)"
     else
       status=1
-      echo "--- ${names[$i]} FAILED; its output:"
-      cat "$work/suite-${names[$i]}.log"
+      echo "--- ${suite_names[$i]} FAILED; its output:"
+      cat "$work/suite-${suite_names[$i]}.log"
     fi
   done
   return "$status"

@@ -191,7 +191,7 @@ async fn a_holder_whose_renewals_hang_stops_writing_before_another_run_may_take_
 /// Writes infra-gen has made so far (seen by the double, or by the harness's proxy in front
 /// of a real API server).
 fn writes(h: &Harness) -> usize {
-    h.requests().iter().filter(|r| r.is_write()).count()
+    h.write_count()
 }
 
 /// Starts a command with `spawn` and kills it once it has made `kill_after` writes (as a

@@ -758,6 +758,12 @@ impl ApiServer {
         self.shared.data.lock().unwrap().requests.clone()
     }
 
+    /// How many writes are in the log.
+    pub fn write_count(&self) -> usize {
+        let data = self.shared.data.lock().unwrap();
+        data.requests.iter().filter(|r| r.is_write()).count()
+    }
+
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.shared.data.lock().unwrap().requests.clear();

@@ -811,6 +811,16 @@ impl Harness {
         }
     }
 
+    /// How many writes (any method but GET) infra-gen made so far: what a poll counts, without
+    /// copying a log that grows to thousands of requests over a long test.
+    pub fn write_count(&self) -> usize {
+        match (&self.double, &self.proxy) {
+            (Some(double), _) => double.write_count(),
+            (None, Some(proxy)) => proxy.write_count(),
+            (None, None) => 0,
+        }
+    }
+
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         if let Some(double) = &self.double {

@@ -132,6 +132,12 @@ impl ApiProxy {
         self.shared.log.lock().unwrap().requests.clone()
     }
 
+    /// How many writes are in the log.
+    pub fn write_count(&self) -> usize {
+        let log = self.shared.log.lock().unwrap();
+        log.requests.iter().filter(|r| r.is_write()).count()
+    }
+
     pub fn clear_requests(&self) {
         self.shared.log.lock().unwrap().requests.clear();
     }
