@@ -217,6 +217,11 @@ async fn ready(
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
+                // What the pods say now, not at the last check up to two seconds ago: a pod
+                // created late in the wait may only just have been given its reason.
+                if let Ok(now) = diagnose::problems(cluster, selector).await {
+                    problems = now;
+                }
                 if let Some(first) = problems.first_mut() {
                     diagnose::attach_logs(cluster, first).await;
                 }

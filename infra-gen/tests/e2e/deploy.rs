@@ -142,7 +142,8 @@ async fn a_new_version_that_never_gets_ready_is_aborted_and_blue_keeps_the_traff
     assert!(h.apply("prod", &[]).await.ok);
     h.write_env("prod", &h.web(&h.images.never_ready, BLUE_GREEN))
         .await;
-    let run = h.apply("prod", &["--timeout", "3s"]).await;
+    // Long enough for a node under load to have reported the pods' state.
+    let run = h.apply("prod", &["--timeout", "8s"]).await;
     assert!(!run.ok, "the deploy must fail");
     assert_eq!(
         run.code,

@@ -153,7 +153,8 @@ async fn targets_stuck_initial_abort_at_the_timeout_with_traffic_untouched() {
     // From now on every new target stays `initial` (e.g. a health check on the wrong port).
     h.set_lb(|sim| sim.stuck_initial = true).await;
     h.write_env("prod", &h.web(&h.images.v2, STEPS)).await;
-    let run = h.apply("prod", &["--timeout", "6s"]).await;
+    // Long enough for a loaded node to start the pods and the controller to register them.
+    let run = h.apply("prod", &["--timeout", "10s"]).await;
     assert!(!run.ok, "{}", run.all());
     assert!(
         run.stderr.contains("traffic stays on blue")
