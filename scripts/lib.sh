@@ -6,6 +6,8 @@ root=$(pwd)
 venv="${TEST_VENV:-$root/.venv}"
 work=$(mktemp -d "${TMPDIR:-/tmp}/controltower.XXXXXX")
 pids=()
+# Shell commands cleanup runs after stopping $pids (e.g. removing a network interface).
+exit_commands=()
 
 # Each step also says how long the run has taken and how much disk is left (a CI machine once
 # ran out of it half-way).
@@ -25,6 +27,9 @@ cleanup() {
   fi
   for pid in "${pids[@]}"; do
     kill "$pid" 2>/dev/null || true
+  done
+  for command in "${exit_commands[@]}"; do
+    eval "$command" || true
   done
   for pid in "${pids[@]}"; do
     wait "$pid" 2>/dev/null || true
@@ -120,7 +125,7 @@ wait_for_line() {
 # build_control_plane_async: starts building the test control plane (Kubernetes from the Go
 # module proxy, cached between runs) in the background; control_plane_bin waits for it.
 build_control_plane_async() {
-  testbed/controlplane/build.sh >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
+  testbed/controlplane/build.sh "$@" >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
   control_plane_build=$!
   pids+=($control_plane_build)
 }
@@ -134,15 +139,26 @@ control_plane_bin() {
   tail -n 1 "$work/controlplane-bin"
 }
 
-# start_control_plane BIN_DIR: etcd, kube-apiserver, kube-controller-manager and
+# start_control_plane BIN_DIR [FLAGS…]: etcd, kube-apiserver, kube-controller-manager and
 # kube-scheduler on free loopback ports; sets $control_plane (its directory: admin.kubeconfig,
 # pki/, logs).
 start_control_plane() {
+  local bin=$1
+  shift
   control_plane="$work/controlplane"
   mkdir -p "$control_plane"
-  "$1/controlplane" -bin-dir "$1" -dir "$control_plane" >"$control_plane/out.log" 2>&1 &
+  "$bin/controlplane" -bin-dir "$bin" -dir "$control_plane" "$@" >"$control_plane/out.log" 2>&1 &
   pids+=($!)
   wait_for_line "the test control plane" "$control_plane/out.log" '^ready' "${pids[-1]}" 240
+}
+
+# start_lb_standin MOTO_ENDPOINT: the load-balancer stand-in alone (pods run on a real
+# kubelet), on the control plane started by start_control_plane.
+start_lb_standin() {
+  target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
+    --moto "$1" >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
+  pids+=($!)
+  wait_for_line "the load-balancer stand-in" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }
 
 # start_testbed BIN_DIR MOTO_ENDPOINT: the node agent (running kubectl images with

@@ -1,9 +1,11 @@
 //! The parts of a test cluster that cannot run here for real, shared by the end-to-end
 //! tests and the `testbed` program: a node agent in place of the kubelet ([`node`], with the
 //! container model of [`pod`]) and a stand-in for the AWS Load Balancer Controller on moto's
-//! ELBv2 ([`lb`]). Both run on a real kube-apiserver (the program) and, the model parts, inside
+//! ELBv2 ([`lb`]), and, for the rehearsal on a real kubelet, the data plane of the load
+//! balancer that stand-in configures ([`dataplane`]). Both run on a real kube-apiserver (the program) and, the model parts, inside
 //! the in-repo API-server double of infra-gen's tests.
 
+pub mod dataplane;
 pub mod kubectl;
 pub mod lb;
 pub mod node;

@@ -21,7 +21,7 @@
 //! injection, never register targets, leave targets `initial`, never apply new rule weights,
 //! ignore header conditions, or stop reconciling.
 
-mod aws;
+pub mod aws;
 pub mod cluster;
 pub mod kube;
 pub mod settings;
@@ -631,6 +631,11 @@ impl Controller {
             else {
                 continue;
             };
+            let ports: HashMap<String, Option<i32>> = health
+                .target_health_descriptions()
+                .iter()
+                .filter_map(|d| Some((d.target()?.id()?.to_owned(), d.target()?.port())))
+                .collect();
             let registered: HashMap<String, (String, String)> = health
                 .target_health_descriptions()
                 .iter()
@@ -646,10 +651,18 @@ impl Controller {
                 })
                 .collect();
             if settings.register_targets {
+                // As the real controller, an IP target is the pod's address and the container
+                // port the Service's target port names (not the target group's port).
                 let add: Vec<TargetDescription> = ready_ips
                     .iter()
                     .filter(|ip| !matches!(registered.get(*ip), Some((s, _)) if s != "draining"))
-                    .map(|ip| TargetDescription::builder().id(ip).build())
+                    .map(|ip| {
+                        let pod = selected.iter().find(|p| text(p, "/status/podIP") == ip);
+                        TargetDescription::builder()
+                            .id(ip)
+                            .set_port(pod.and_then(|p| target_port(service, p)))
+                            .build()
+                    })
                     .collect();
                 if !add.is_empty() {
                     let _ = self
@@ -664,7 +677,12 @@ impl Controller {
             let remove: Vec<TargetDescription> = registered
                 .iter()
                 .filter(|(ip, (state, _))| !ready_ips.contains(ip) && state != "draining")
-                .map(|(ip, _)| TargetDescription::builder().id(ip).build())
+                .map(|(ip, _)| {
+                    TargetDescription::builder()
+                        .id(ip)
+                        .set_port(ports.get(ip).copied().flatten())
+                        .build()
+                })
                 .collect();
             if !remove.is_empty() {
                 let _ = self
@@ -695,6 +713,24 @@ impl Controller {
         }
         gate_results
     }
+}
+
+/// The container port of `pod` that the first port of `service` targets: a number as it is,
+/// a name looked up among the pod's container ports (`None`: unresolved, the group's port).
+fn target_port(service: &Json, pod: &Json) -> Option<i32> {
+    let target = service.pointer("/spec/ports/0/targetPort")?;
+    if let Some(number) = target.as_i64() {
+        return i32::try_from(number).ok();
+    }
+    let name = target.as_str()?;
+    pod.pointer("/spec/containers")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.get("ports")?.as_array())
+        .flatten()
+        .find(|p| p.get("name").and_then(Json::as_str) == Some(name))
+        .and_then(|p| p.get("containerPort")?.as_i64())
+        .and_then(|n| i32::try_from(n).ok())
 }
 
 /// Whether the controller registers a pod in the target group: as the real controller's
@@ -747,6 +783,22 @@ mod tests {
             pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
         }
         pod
+    }
+
+    #[test]
+    fn an_ip_target_is_registered_at_the_container_port_the_service_targets() {
+        let pod = json!({"spec": {"containers": [
+            {"name": "sidecar", "ports": [{"name": "metrics", "containerPort": 9090}]},
+            {"name": "web", "ports": [{"name": "http", "containerPort": 8080}]},
+        ]}});
+        let service =
+            |target: Json| json!({"spec": {"ports": [{"port": 80, "targetPort": target}]}});
+        assert_eq!(
+            super::target_port(&service(json!("http")), &pod),
+            Some(8080)
+        );
+        assert_eq!(super::target_port(&service(json!(8081)), &pod), Some(8081));
+        assert_eq!(super::target_port(&service(json!("grpc")), &pod), None);
     }
 
     #[test]
