@@ -1,17 +1,14 @@
 #!/usr/bin/env bash
 # Builds the test control plane (this launcher, kube-apiserver, kube-controller-manager,
-# kube-scheduler, and kubectl, which the node agent runs for kubectl images; with --kubelet
-# also the kubelet) from the Go module proxy, at the versions
+# kube-scheduler, kubectl, which the node agent runs for kubectl images, and the kubelet, which
+# the zero-downtime rehearsal runs real pods with) from the Go module proxy, at the versions
 # go.mod pins, into a cache directory keyed by those versions, and prints that directory.
 # A second run with nothing changed prints it at once.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 
-programs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-if [ "${1:-}" = "--kubelet" ]; then
-  programs+=(k8s.io/kubernetes/cmd/kubelet)
-fi
+programs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet)
 
 if ! command -v go >/dev/null; then
   echo "build.sh: Go is not installed; the test control plane is built with it (https://go.dev/dl/, 1.26 or newer)" >&2
@@ -25,7 +22,7 @@ esac
 
 key=$( (go env GOVERSION; cat go.mod go.sum ./*.go; printf '%s\n' "${programs[@]}") | sha256sum | cut -c1-16)
 out="${INFRA_GEN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/infra-gen}/controlplane-$key"
-if [ -x "$out/controlplane" ] && [ -x "$out/kube-scheduler" ] && [ -x "$out/kubectl" ] && { [ "${1:-}" != "--kubelet" ] || [ -x "$out/kubelet" ]; }; then
+if [ -x "$out/controlplane" ] && [ -x "$out/kube-scheduler" ] && [ -x "$out/kubectl" ] && [ -x "$out/kubelet" ]; then
   echo "$out"
   exit 0
 fi
