@@ -15,6 +15,8 @@
 //!   finish (the proxy holds no connection across requests, so nothing else is kept);
 //! - what it knows is at most a quarter of a second old (it polls moto).
 
+pub mod nlb;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

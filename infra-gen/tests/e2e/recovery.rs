@@ -604,11 +604,15 @@ async fn one_crash_during_start_up_is_not_an_abort() {
 async fn a_scale_down_that_comes_due_later_is_done_by_the_next_apply() {
     let h = Harness::start().await;
     // A short delay needs a short drain: the old slot must outlive its targets' draining.
-    let short = "    replicas: 2\n    shutdown: {preStopSeconds: 1, drainSeconds: 2}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 4}\n";
+    // Long enough that the finalize right after the apply comes before it, on a loaded
+    // machine too (4 s was not, once, beside a second full test run).
+    let short = "    replicas: 2\n    shutdown: {preStopSeconds: 1, drainSeconds: 2}\n    rollout: {strategy: blue-green, scaleDownDelaySeconds: 15}\n";
     h.write_env("prod", &h.web(&h.images.v1, short)).await;
     assert!(h.apply("prod", &[]).await.ok);
     h.write_env("prod", &h.web(&h.images.v2, short)).await;
     assert!(h.apply("prod", &[]).await.ok);
+    // The delay counts from the switch, before the apply ended.
+    let due = tokio::time::Instant::now() + Duration::from_secs(16);
     let early = h.command("finalize", "prod", &[]).await;
     assert!(early.ok, "{}", early.all());
     assert!(
@@ -620,7 +624,7 @@ async fn a_scale_down_that_comes_due_later_is_done_by_the_next_apply() {
         early.all()
     );
     assert_eq!(h.replicas("web-blue").await, Some(2));
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    tokio::time::sleep_until(due).await;
     let status = h.command("status", "prod", &[]).await;
     assert!(
         status

@@ -1,6 +1,7 @@
-//! The rehearsal's load: an ALB data plane in front of the pods (following what the
-//! load-balancer stand-in configured in moto) and check-ins through it at a fixed rate until
-//! the stop file appears; then prints what the load saw, as JSON.
+//! The rehearsal's load, through a data plane that follows what the load-balancer stand-in
+//! configured in moto: check-ins at a fixed rate through an ALB (`--alb`), or long-lived
+//! connections and a new one every second through an NLB (`--nlb`), until the stop file
+//! appears; then prints what the load saw, as JSON.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,18 +13,41 @@ struct Args {
     /// moto's endpoint.
     #[arg(long)]
     moto: String,
-    /// The DNS name of the load balancer (the Ingress's status hostname).
+    /// The DNS name of an ALB (the Ingress's status hostname): HTTP check-ins.
+    #[arg(long, conflicts_with = "nlb", required_unless_present = "nlb")]
+    alb: Option<String>,
+    /// The DNS name of an NLB (the Service's status hostname): TCP connections.
     #[arg(long)]
-    alb: String,
-    /// The Host header requests carry (the Ingress's host).
-    #[arg(long)]
+    nlb: Option<String>,
+    /// The Host header check-ins carry (the Ingress's host).
+    #[arg(long, default_value = "")]
     host: String,
-    /// Requests per second.
+    /// Check-ins a second.
     #[arg(long, default_value_t = 50)]
     rate: u32,
+    /// Connections held through the NLB from the start to the end.
+    #[arg(long, default_value_t = 10)]
+    held: usize,
     /// Load stops when this file exists.
     #[arg(long)]
     stop_file: PathBuf,
+}
+
+async fn wait_until(what: &str, mut ready: impl AsyncFnMut() -> bool) -> anyhow::Result<()> {
+    // The first release's targets pass their health checks before any player arrives.
+    let waiting = std::time::Instant::now();
+    while !ready().await {
+        anyhow::ensure!(
+            waiting.elapsed() < Duration::from_secs(180),
+            "{what} had no healthy target within 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "rehearsal-load: {what} serves after {:.1} s; load started",
+        waiting.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 #[tokio::main]
@@ -34,41 +58,38 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let elb = testbed::lb::aws::client(&args.moto).await;
-    // The first release's targets pass their health checks before any player arrives.
-    let waiting = std::time::Instant::now();
-    while !testbed::dataplane::serving(&elb, &args.alb, &args.host, "/v1/checkin").await {
-        if waiting.elapsed() > Duration::from_secs(180) {
-            anyhow::bail!(
-                "the load balancer {} had no healthy target for {} within 180 s",
-                args.alb,
-                args.host
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!(
-        "rehearsal-load: the load balancer serves after {:.1} s; load started",
-        waiting.elapsed().as_secs_f64()
-    );
-    let address =
-        testbed::dataplane::serve_alb(elb, args.alb.clone(), "127.0.0.1:0".parse()?).await?;
-    eprintln!(
-        "rehearsal-load: ALB data plane on http://{address}, {} requests/s",
-        args.rate
-    );
     let stop_file = args.stop_file.clone();
     let stop = async move {
         while !stop_file.exists() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    let figures = testbed::dataplane::load(
-        format!("http://{address}/v1/checkin"),
-        args.host,
-        args.rate,
-        stop,
-    )
-    .await;
-    println!("{}", serde_json::to_string(&figures)?);
+    use testbed::dataplane;
+    if let Some(nlb) = args.nlb {
+        let address = dataplane::nlb::serve(elb.clone(), nlb.clone()).await?;
+        wait_until(&nlb, async || {
+            dataplane::nlb::healthy_targets(&elb, &nlb)
+                .await
+                .is_ok_and(|t| !t.is_empty())
+        })
+        .await?;
+        let figures = dataplane::nlb::load(address, args.held, stop).await;
+        println!("{}", serde_json::to_string(&figures)?);
+    } else if let Some(alb) = args.alb {
+        let address =
+            dataplane::serve_alb(elb.clone(), alb.clone(), "127.0.0.1:0".parse()?).await?;
+        wait_until(&alb, async || {
+            dataplane::serving(&elb, &alb, &args.host, "/v1/checkin").await
+        })
+        .await?;
+        let figures = dataplane::load(
+            format!("http://{address}/v1/checkin"),
+            args.host,
+            args.rate,
+            stop,
+        )
+        .await;
+        println!("{}", serde_json::to_string(&figures)?);
+    }
     Ok(())
 }
