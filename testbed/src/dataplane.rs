@@ -92,17 +92,44 @@ impl Rule {
     }
 }
 
-/// Reads the listener rules and target health of the load balancer named `dns_name`.
-pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<View> {
+/// The ARN of the load balancer whose DNS name is `dns_name`.
+async fn balancer_arn(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<String> {
     let balancers = elb.describe_load_balancers().send().await?;
-    let Some(arn) = balancers
+    balancers
         .load_balancers()
         .iter()
         .find(|b| b.dns_name() == Some(dns_name))
         .and_then(|b| b.load_balancer_arn())
-    else {
-        anyhow::bail!("no load balancer named {dns_name}");
-    };
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("no load balancer named {dns_name}"))
+}
+
+/// The `healthy` targets of a target group, as address:port.
+async fn healthy_in(elb: &elbv2::Client, group: &str) -> anyhow::Result<Vec<String>> {
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(group)
+        .send()
+        .await?;
+    Ok(health
+        .target_health_descriptions()
+        .iter()
+        .filter(|d| {
+            d.target_health()
+                .and_then(|h| h.state())
+                .map(|s| s.as_str())
+                == Some("healthy")
+        })
+        .filter_map(|d| {
+            let t = d.target()?;
+            Some(format!("{}:{}", t.id()?, t.port()?))
+        })
+        .collect())
+}
+
+/// Reads the listener rules and target health of the load balancer named `dns_name`.
+pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<View> {
+    let arn = balancer_arn(elb, dns_name).await?;
     let listeners = elb
         .describe_listeners()
         .load_balancer_arn(arn)
@@ -173,25 +200,7 @@ pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<Vi
         if view.healthy.contains_key(&group) {
             continue;
         }
-        let health = elb
-            .describe_target_health()
-            .target_group_arn(&group)
-            .send()
-            .await?;
-        let targets = health
-            .target_health_descriptions()
-            .iter()
-            .filter(|d| {
-                d.target_health()
-                    .and_then(|h| h.state())
-                    .map(|s| s.as_str())
-                    == Some("healthy")
-            })
-            .filter_map(|d| {
-                let t = d.target()?;
-                Some(format!("{}:{}", t.id()?, t.port()?))
-            })
-            .collect();
+        let targets = healthy_in(elb, &group).await?;
         view.healthy.insert(group, targets);
     }
     Ok(view)

@@ -16,15 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The healthy targets (address:port) of the groups the NLB named `dns_name` forwards to.
 pub async fn healthy_targets(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<Vec<String>> {
-    let balancers = elb.describe_load_balancers().send().await?;
-    let Some(arn) = balancers
-        .load_balancers()
-        .iter()
-        .find(|b| b.dns_name() == Some(dns_name))
-        .and_then(|b| b.load_balancer_arn())
-    else {
-        anyhow::bail!("no load balancer named {dns_name}");
-    };
+    let arn = super::balancer_arn(elb, dns_name).await?;
     let listeners = elb
         .describe_listeners()
         .load_balancer_arn(arn)
@@ -53,23 +45,7 @@ pub async fn healthy_targets(elb: &elbv2::Client, dns_name: &str) -> anyhow::Res
         groups.sort();
         groups.dedup();
         for group in groups {
-            let health = elb
-                .describe_target_health()
-                .target_group_arn(&group)
-                .send()
-                .await?;
-            targets.extend(
-                health
-                    .target_health_descriptions()
-                    .iter()
-                    .filter(|d| {
-                        d.target_health()
-                            .and_then(|h| h.state())
-                            .map(|s| s.as_str())
-                            == Some("healthy")
-                    })
-                    .filter_map(|d| Some(format!("{}:{}", d.target()?.id()?, d.target()?.port()?))),
-            );
+            targets.extend(super::healthy_in(elb, &group).await?);
         }
     }
     Ok(targets)
