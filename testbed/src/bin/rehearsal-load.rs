@@ -66,22 +66,24 @@ async fn main() -> anyhow::Result<()> {
     };
     use testbed::dataplane;
     if let Some(nlb) = args.nlb {
-        let address = dataplane::nlb::serve(elb.clone(), nlb.clone()).await?;
+        // The data plane starts once there is something to serve: its first view is then
+        // current (started before, its first requests would go by a view from before).
         wait_until(&nlb, async || {
             dataplane::nlb::healthy_targets(&elb, &nlb)
                 .await
                 .is_ok_and(|t| !t.is_empty())
         })
         .await?;
+        let address = dataplane::nlb::serve(elb.clone(), nlb.clone()).await?;
         let figures = dataplane::nlb::load(address, args.held, stop).await;
         println!("{}", serde_json::to_string(&figures)?);
     } else if let Some(alb) = args.alb {
-        let address =
-            dataplane::serve_alb(elb.clone(), alb.clone(), "127.0.0.1:0".parse()?).await?;
         wait_until(&alb, async || {
             dataplane::serving(&elb, &alb, &args.host, "/v1/checkin").await
         })
         .await?;
+        let address =
+            dataplane::serve_alb(elb.clone(), alb.clone(), "127.0.0.1:0".parse()?).await?;
         let figures = dataplane::load(
             format!("http://{address}/v1/checkin"),
             args.host,
