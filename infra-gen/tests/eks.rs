@@ -18,6 +18,17 @@ fn moto() -> String {
     std::env::var("MOTO_ENDPOINT").expect("MOTO_ENDPOINT is not set: run ./scripts/test (it starts moto), or start `moto_server` and set it")
 }
 
+/// The presigned URL inside the ExecCredential a successful `eks token` run printed.
+fn decode_exec_credential(output: &std::process::Output) -> (String, HashMap<String, String>) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let credential: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    decode(credential["status"]["token"].as_str().unwrap())
+}
+
 fn decode(token: &str) -> (String, HashMap<String, String>) {
     let encoded = token
         .strip_prefix(eks::TOKEN_PREFIX)
@@ -423,13 +434,7 @@ async fn eks_token_for_a_china_region_is_presigned_for_the_china_sts_host() {
         .output()
         .await
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let credential: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let (base, params) = decode(credential["status"]["token"].as_str().unwrap());
+    let (base, params) = decode_exec_credential(&output);
     assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
     assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
 }
@@ -512,13 +517,7 @@ async fn a_cluster_in_china_on_moto_is_reached_checked_and_signed_for_in_its_par
         .output()
         .await
         .unwrap();
-    assert!(
-        token.status.success(),
-        "{}",
-        String::from_utf8_lossy(&token.stderr)
-    );
-    let credential: serde_json::Value = serde_json::from_slice(&token.stdout).unwrap();
-    let (base, params) = decode(credential["status"]["token"].as_str().unwrap());
+    let (base, params) = decode_exec_credential(&token);
     assert_eq!(base, "https://sts.cn-north-1.amazonaws.com.cn/");
     assert_eq!(params["X-Amz-SignedHeaders"], "host;x-k8s-aws-id");
     assert!(params["X-Amz-Credential"].ends_with("/cn-north-1/sts/aws4_request"));
