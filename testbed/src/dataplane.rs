@@ -92,16 +92,24 @@ impl Rule {
     }
 }
 
-/// The ARN of the load balancer whose DNS name is `dns_name`.
-async fn balancer_arn(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<String> {
+/// The listeners of the load balancer whose DNS name is `dns_name`.
+async fn listeners_of(
+    elb: &elbv2::Client,
+    dns_name: &str,
+) -> anyhow::Result<Vec<elbv2::types::Listener>> {
     let balancers = elb.describe_load_balancers().send().await?;
-    balancers
+    let arn = balancers
         .load_balancers()
         .iter()
         .find(|b| b.dns_name() == Some(dns_name))
         .and_then(|b| b.load_balancer_arn())
-        .map(str::to_owned)
-        .ok_or_else(|| anyhow::anyhow!("no load balancer named {dns_name}"))
+        .ok_or_else(|| anyhow::anyhow!("no load balancer named {dns_name}"))?;
+    let listeners = elb
+        .describe_listeners()
+        .load_balancer_arn(arn)
+        .send()
+        .await?;
+    Ok(listeners.listeners().to_vec())
 }
 
 /// The `healthy` targets of a target group, as address:port.
@@ -129,14 +137,8 @@ async fn healthy_in(elb: &elbv2::Client, group: &str) -> anyhow::Result<Vec<Stri
 
 /// Reads the listener rules and target health of the load balancer named `dns_name`.
 pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<View> {
-    let arn = balancer_arn(elb, dns_name).await?;
-    let listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(arn)
-        .send()
-        .await?;
     let mut view = View::default();
-    for listener in listeners.listeners() {
+    for listener in listeners_of(elb, dns_name).await? {
         let Some(listener_arn) = listener.listener_arn() else {
             continue;
         };

@@ -16,18 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The healthy targets (address:port) of the groups the NLB named `dns_name` forwards to.
 pub async fn healthy_targets(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<Vec<String>> {
-    let arn = super::balancer_arn(elb, dns_name).await?;
-    let listeners = elb
-        .describe_listeners()
-        .load_balancer_arn(arn)
-        .send()
-        .await?;
     let mut targets = Vec::new();
-    for action in listeners
-        .listeners()
-        .iter()
-        .flat_map(|l| l.default_actions())
-    {
+    let listeners = super::listeners_of(elb, dns_name).await?;
+    for action in listeners.iter().flat_map(|l| l.default_actions()) {
         let mut groups: Vec<String> = action
             .target_group_arn()
             .map(str::to_owned)

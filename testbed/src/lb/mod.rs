@@ -631,23 +631,20 @@ impl Controller {
             else {
                 continue;
             };
-            let ports: HashMap<String, Option<i32>> = health
-                .target_health_descriptions()
-                .iter()
-                .filter_map(|d| Some((d.target()?.id()?.to_owned(), d.target()?.port())))
-                .collect();
-            let registered: HashMap<String, (String, String)> = health
+            // Registered target → (state, reason, port it was registered at).
+            let registered: HashMap<String, (String, String, Option<i32>)> = health
                 .target_health_descriptions()
                 .iter()
                 .filter_map(|d| {
                     let id = d.target().and_then(|t| t.id())?.to_owned();
+                    let port = d.target().and_then(|t| t.port());
                     let h = d.target_health()?;
                     let state = h.state().map(|s| s.as_str().to_owned())?;
                     let reason = h
                         .reason()
                         .map(|r| r.as_str().to_owned())
                         .unwrap_or_default();
-                    Some((id, (state, reason)))
+                    Some((id, (state, reason, port)))
                 })
                 .collect();
             if settings.register_targets {
@@ -655,7 +652,7 @@ impl Controller {
                 // port the Service's target port names (not the target group's port).
                 let add: Vec<TargetDescription> = ready_ips
                     .iter()
-                    .filter(|ip| !matches!(registered.get(*ip), Some((s, _)) if s != "draining"))
+                    .filter(|ip| !matches!(registered.get(*ip), Some((s, _, _)) if s != "draining"))
                     .map(|ip| {
                         let pod = selected.iter().find(|p| text(p, "/status/podIP") == ip);
                         TargetDescription::builder()
@@ -676,12 +673,9 @@ impl Controller {
             }
             let remove: Vec<TargetDescription> = registered
                 .iter()
-                .filter(|(ip, (state, _))| !ready_ips.contains(ip) && state != "draining")
-                .map(|(ip, _)| {
-                    TargetDescription::builder()
-                        .id(ip)
-                        .set_port(ports.get(ip).copied().flatten())
-                        .build()
+                .filter(|(ip, (state, _, _))| !ready_ips.contains(ip) && state != "draining")
+                .map(|(ip, (_, _, port))| {
+                    TargetDescription::builder().id(ip).set_port(*port).build()
                 })
                 .collect();
             if !remove.is_empty() {
@@ -698,10 +692,10 @@ impl Controller {
                     continue;
                 }
                 let ip = text(pod, "/status/podIP");
-                let (state, reason) = registered
-                    .get(ip)
-                    .cloned()
-                    .unwrap_or_else(|| ("unregistered".into(), "Target.NotRegistered".into()));
+                let (state, reason) = registered.get(ip).map_or_else(
+                    || ("unregistered".into(), "Target.NotRegistered".into()),
+                    |(state, reason, _)| (state.clone(), reason.clone()),
+                );
                 gate_results.push(GateResult {
                     namespace: namespace.clone(),
                     pod: text(pod, "/metadata/name").to_owned(),
