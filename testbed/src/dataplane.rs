@@ -17,7 +17,7 @@
 
 pub mod nlb;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -215,7 +215,8 @@ struct Proxy {
 }
 
 impl Proxy {
-    fn pick(&self, request: &Request<Body>) -> Result<String, &'static str> {
+    /// The target (address:port) and its target group for `request`.
+    fn pick(&self, request: &Request<Body>) -> Result<(String, String), &'static str> {
         let view = self.view.read().unwrap_or_else(|e| e.into_inner());
         let host = request
             .headers()
@@ -252,13 +253,14 @@ impl Proxy {
             .get(group)
             .filter(|t| !t.is_empty())
             .ok_or("no healthy target in the group the rule picked")?;
-        Ok(targets[n / usize::try_from(total).unwrap_or(1) % targets.len()].clone())
+        let target = targets[n / usize::try_from(total).unwrap_or(1) % targets.len()].clone();
+        Ok((target, group.clone()))
     }
 }
 
 async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Response {
-    let target = match proxy.pick(&request) {
-        Ok(target) => target,
+    let (target, group) = match proxy.pick(&request) {
+        Ok(picked) => picked,
         Err(why) => return (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     };
     let (parts, body) = request.into_parts();
@@ -279,7 +281,8 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Res
         Ok(answer) => {
             let status = answer.status();
             let bytes = answer.bytes().await.unwrap_or_default();
-            (status, bytes).into_response()
+            // Which target group answered: the load counts where each request went.
+            (status, [(TARGET_GROUP_HEADER, group)], bytes).into_response()
         }
         // As the ALB: a target that refuses or drops the connection is a 502.
         Err(error) => {
@@ -287,6 +290,10 @@ async fn forward(State(proxy): State<Arc<Proxy>>, request: Request<Body>) -> Res
         }
     }
 }
+
+/// The header the proxy adds to each answer from a target: the target group's ARN (a real
+/// ALB adds nothing of the kind; the rehearsal's figures need it).
+pub const TARGET_GROUP_HEADER: &str = "x-rehearsal-target-group";
 
 /// Whether a request for `host` and `path` would reach a healthy target now.
 pub async fn serving(elb: &elbv2::Client, dns_name: &str, host: &str, path: &str) -> bool {
@@ -356,6 +363,10 @@ pub struct Figures {
     pub longest_gap_ms: u64,
     /// The first few failures, as seen.
     pub examples: Vec<String>,
+    /// Where successful answers came from: for requests without the header (`plain`) and
+    /// with it (`header`), each target group's ARN and the seconds since the load started in
+    /// which it answered.
+    pub groups: BTreeMap<&'static str, BTreeMap<String, BTreeSet<u64>>>,
 }
 
 impl Figures {
@@ -364,11 +375,20 @@ impl Figures {
     }
 }
 
+/// A request header sent with every `every`-th check-in (a grey release's header).
+#[derive(Debug, Clone)]
+pub struct MarkedShare {
+    pub name: String,
+    pub value: String,
+    pub every: u64,
+}
+
 /// Sends `POST url` with a check-in body `rate` times a second until `stop` resolves.
 pub async fn load(
     url: String,
     host: String,
     rate: u32,
+    marked: Option<MarkedShare>,
     stop: impl std::future::Future<Output = ()>,
 ) -> Figures {
     let client = match reqwest::Client::builder()
@@ -397,21 +417,33 @@ pub async fn load(
             _ = tick.tick() => {}
         }
         n += 1;
-        let request = client
+        let mut request = client
             .post(&url)
             .header("host", &host)
             .json(&serde_json::json!({"device_id": format!("rehearsal-{n}")}));
+        let kind = match &marked {
+            Some(m) if n.is_multiple_of(m.every.max(1)) => {
+                request = request.header(&m.name, &m.value);
+                "header"
+            }
+            _ => "plain",
+        };
         let (figures, last_ok) = (figures.clone(), last_ok.clone());
         let started = load_started;
         tasks.spawn(async move {
             enum Outcome {
-                Ok,
+                Ok(Option<String>),
                 Server(u16, String),
                 Other(String),
                 Error(String),
             }
             let outcome = match request.send().await {
-                Ok(a) if a.status().is_success() => Outcome::Ok,
+                Ok(a) if a.status().is_success() => Outcome::Ok(
+                    a.headers()
+                        .get(TARGET_GROUP_HEADER)
+                        .and_then(|g| g.to_str().ok())
+                        .map(str::to_owned),
+                ),
                 Ok(a) if a.status().is_server_error() => {
                     let status = a.status();
                     Outcome::Server(
@@ -425,8 +457,16 @@ pub async fn load(
             let mut f = figures.lock().unwrap_or_else(|e| e.into_inner());
             f.sent += 1;
             let failure = match outcome {
-                Outcome::Ok => {
+                Outcome::Ok(group) => {
                     f.ok += 1;
+                    if let Some(group) = group {
+                        f.groups
+                            .entry(kind)
+                            .or_default()
+                            .entry(group)
+                            .or_default()
+                            .insert(started.elapsed().as_secs());
+                    }
                     let mut last = last_ok.lock().unwrap_or_else(|e| e.into_inner());
                     let gap = u64::try_from(last.elapsed().as_millis()).unwrap_or(u64::MAX);
                     f.longest_gap_ms = f.longest_gap_ms.max(gap);
@@ -463,7 +503,82 @@ pub async fn load(
 
 #[cfg(test)]
 mod tests {
-    use super::glob;
+    use super::*;
+
+    fn proxy(rules: Vec<Rule>, healthy: &[(&str, &[&str])]) -> Proxy {
+        Proxy {
+            view: RwLock::new(View {
+                rules,
+                healthy: healthy
+                    .iter()
+                    .map(|(g, t)| ((*g).to_owned(), t.iter().map(|t| (*t).to_owned()).collect()))
+                    .collect(),
+            }),
+            client: reqwest::Client::new(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    fn request(header: Option<(&str, &str)>) -> Request<Body> {
+        let mut r = Request::builder()
+            .uri("/v1/checkin")
+            .header("host", "ct.example.com");
+        if let Some((name, value)) = header {
+            r = r.header(name, value);
+        }
+        r.body(Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn a_header_rule_comes_first_and_weights_spread_the_rest() {
+        let canary = Rule {
+            hosts: vec!["ct.example.com".into()],
+            paths: vec!["/*".into()],
+            headers: vec![("X-Canary".into(), vec!["qa".into()])],
+            forward: vec![("green".into(), 1)],
+        };
+        let split = Rule {
+            hosts: vec!["ct.example.com".into()],
+            paths: vec!["/*".into()],
+            headers: vec![],
+            forward: vec![("blue".into(), 90), ("green".into(), 10)],
+        };
+        let p = proxy(
+            vec![canary, split],
+            &[
+                ("blue", &["10.0.0.1:8080", "10.0.0.2:8080"]),
+                ("green", &["10.0.0.3:8080"]),
+            ],
+        );
+        for _ in 0..20 {
+            let (target, group) = p.pick(&request(Some(("x-canary", "QA")))).unwrap();
+            assert_eq!(
+                (target.as_str(), group.as_str()),
+                ("10.0.0.3:8080", "green")
+            );
+        }
+        let groups: Vec<String> = (0..1000)
+            .map(|_| p.pick(&request(None)).unwrap().1)
+            .collect();
+        let green = groups.iter().filter(|g| *g == "green").count();
+        assert!(
+            (90..=110).contains(&green),
+            "{green} of 1000 to the 10 % group"
+        );
+    }
+
+    #[test]
+    fn a_group_without_healthy_targets_answers_no_target() {
+        let rule = Rule {
+            forward: vec![("blue".into(), 0), ("green".into(), 100)],
+            ..Rule::default()
+        };
+        let p = proxy(vec![rule], &[("blue", &["10.0.0.1:8080"]), ("green", &[])]);
+        assert_eq!(
+            p.pick(&request(None)),
+            Err("no healthy target in the group the rule picked")
+        );
+    }
 
     #[test]
     fn patterns_match_as_elbv2_conditions_do() {

@@ -25,6 +25,12 @@ struct Args {
     /// Check-ins a second.
     #[arg(long, default_value_t = 50)]
     rate: u32,
+    /// A header (`NAME=VALUE`) every `--header-every`-th check-in carries: a grey release's.
+    #[arg(long, requires = "alb")]
+    header: Option<String>,
+    /// Which check-ins carry `--header`: every n-th.
+    #[arg(long, default_value_t = 5)]
+    header_every: u64,
     /// Connections held through the NLB from the start to the end.
     #[arg(long, default_value_t = 10)]
     held: usize,
@@ -84,10 +90,20 @@ async fn main() -> anyhow::Result<()> {
         .await?;
         let address =
             dataplane::serve_alb(elb.clone(), alb.clone(), "127.0.0.1:0".parse()?).await?;
+        let marked = match args.header.as_deref().map(|h| h.split_once('=')) {
+            None => None,
+            Some(Some((name, value))) => Some(dataplane::MarkedShare {
+                name: name.to_owned(),
+                value: value.to_owned(),
+                every: args.header_every,
+            }),
+            Some(None) => anyhow::bail!("--header wants NAME=VALUE, e.g. X-Canary=qa"),
+        };
         let figures = dataplane::load(
             format!("http://{address}/v1/checkin"),
             args.host,
             args.rate,
+            marked,
             stop,
         )
         .await;

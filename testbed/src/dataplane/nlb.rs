@@ -84,6 +84,8 @@ pub struct TcpFigures {
     pub held: usize,
     /// Of those, closed or silent before the end.
     pub dropped: usize,
+    /// Which version the held connections were on (their first answer).
+    pub held_on: BTreeMap<String, usize>,
     /// New connections (one a second), and those that got no answer.
     pub new: u64,
     pub new_failed: u64,
@@ -121,9 +123,16 @@ pub async fn load(
     for n in 0..held {
         let (figures, done) = (figures.clone(), done.clone());
         tasks.spawn(async move {
+            let counted = figures.clone();
             let failure = async {
                 let mut stream = BufReader::new(TcpStream::connect(address).await?);
                 let first = ping(&mut stream).await?;
+                *counted
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .held_on
+                    .entry(first.clone())
+                    .or_default() += 1;
                 while !done.load(Ordering::Relaxed) {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     let version = ping(&mut stream).await?;
