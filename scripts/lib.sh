@@ -123,7 +123,8 @@ wait_for_line() {
 }
 
 # build_control_plane_async: starts building the test control plane (Kubernetes from the Go
-# module proxy, cached between runs) in the background; control_plane_bin waits for it.
+# module proxy, cached between runs) in the background; control_plane_bin waits for it and sets
+# $bin to the directory of its binaries.
 build_control_plane_async() {
   testbed/controlplane/build.sh "$@" >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
   control_plane_build=$!
@@ -131,12 +132,13 @@ build_control_plane_async() {
 }
 
 control_plane_bin() {
+  # Not in a subshell ($(…)): `wait` there fails for a build still running.
   if ! wait "$control_plane_build"; then
     echo "building the test control plane failed:" >&2
     tail -n 40 "$work/controlplane-build.log" >&2
     return 1
   fi
-  tail -n 1 "$work/controlplane-bin"
+  bin=$(tail -n 1 "$work/controlplane-bin")
 }
 
 # start_control_plane BIN_DIR [FLAGS…]: etcd, kube-apiserver, kube-controller-manager and
