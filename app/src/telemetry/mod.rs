@@ -57,8 +57,12 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> LogGuard {
             }
         }
         LogFormat::Text => {
+            use std::io::IsTerminal as _;
+            // Colours only on a terminal: a container's log (kubectl logs, CloudWatch) would
+            // otherwise hold the escape codes.
             let _already_set = tracing_subscriber::fmt()
                 .with_env_filter(filter)
+                .with_ansi(std::io::stdout().is_terminal())
                 .with_writer(writer)
                 .try_init();
         }
