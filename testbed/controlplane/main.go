@@ -37,11 +37,13 @@ func main() {
 	dir := flag.String("dir", "", "working directory: data, certificates, kubeconfigs and logs")
 	hpaSync := flag.Duration("hpa-sync-period", 15*time.Second, "how often the HPA controller reconciles")
 	nodes := flag.String("node-certs", "", "comma-separated node names to issue kubelet client certificates for")
+	kubeletAddresses := flag.String("kubelet-address-types", "Hostname,InternalDNS,InternalIP,ExternalDNS,ExternalIP",
+		"the node address types the API server reaches kubelets at (logs, exec), in order; InternalIP for a real kubelet whose node name does not resolve")
 	flag.Parse()
 	if *binDir == "" || *dir == "" {
 		log.Fatal("usage: controlplane -bin-dir DIR -dir DIR")
 	}
-	if err := run(*binDir, *dir, *hpaSync, *nodes); err != nil {
+	if err := run(*binDir, *dir, *hpaSync, *nodes, *kubeletAddresses); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -113,7 +115,7 @@ func healthy(ctx context.Context, client *http.Client, url string, p *part) erro
 	}
 }
 
-func run(binDir, dir string, hpaSync time.Duration, nodeCerts string) error {
+func run(binDir, dir string, hpaSync time.Duration, nodeCerts, kubeletAddresses string) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -244,6 +246,7 @@ func run(binDir, dir string, hpaSync time.Duration, nodeCerts string) error {
 		"--proxy-client-key-file="+proxyKey,
 		"--kubelet-client-certificate="+proxyCrt,
 		"--kubelet-client-key="+proxyKey,
+		"--kubelet-preferred-address-types="+kubeletAddresses,
 	)
 	if err != nil {
 		return err
