@@ -37,7 +37,12 @@ cleanup() {
   rm -rf "$work"
   exit "$status"
 }
-trap cleanup EXIT INT TERM
+# Interrupted or terminated (a cancelled CI job), the run fails with the signal's status;
+# cleanup then runs on the way out. (A trap running cleanup for INT/TERM itself would exit with
+# the status of the last command, often 0.)
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Installs scripts/requirements-test.txt into the venv once (re-done when it changes).
 ensure_venv() {
