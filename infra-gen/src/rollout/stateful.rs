@@ -525,8 +525,15 @@ impl Stateful<'_> {
                     "{name}: its pod template changed, but its {} running pod(s) keep the old one (updateStrategy OnDelete): only pods created later (a scale-up, a replaced pod) get it. To roll it out to every server, release a new version (a new image tag, or `version:`)",
                     running.replicas
                 ));
+            } else if running.replicas != replicas {
+                self.say(&format!(
+                    "{name}: {} → {replicas} replica(s)",
+                    running.replicas
+                ));
             } else {
-                self.say(&format!("{name}: updated ({replicas} replica(s))"));
+                // Only the record of the revision that deployed it moved on: nothing a
+                // player or an operator would call a change.
+                self.say(&format!("{name} already runs this version"));
             }
         }
         if running.ready < replicas {

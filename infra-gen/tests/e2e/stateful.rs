@@ -385,13 +385,35 @@ async fn a_template_change_keeps_running_pods_and_scaling_needs_no_new_version()
 
     // Three replicas: one more server of the same version; the two running ones stay.
     let three = changed.replace("replicas: 2", "replicas: 3");
-    release(&h, &h.images.v1, &three).await;
+    let said = release(&h, &h.images.v1, &three).await;
+    assert!(
+        said.contains(&format!("connector-{v1}: 2 → 3 replica(s)")),
+        "{said}"
+    );
     let now = h.version_pods("connector", &v1).await;
     assert_eq!(now.len(), 3, "{now:?}");
     for (name, uid) in &pods {
         assert_eq!(now.get(name), Some(uid), "{name} was restarted");
     }
     assert_eq!(h.live_version("connector").await, Some(v1.clone()));
+
+    // A later commit that leaves the workload as it is (here it only adds a comment): the
+    // deploy log says so, not "updated".
+    h.write_env(
+        "prod",
+        &format!("{}# another commit\n", h.stateful(&h.images.v1, &three)),
+    )
+    .await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains(&format!("connector-{v1} already runs this version"))
+            && !run.stderr.contains("updated"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.version_pods("connector", &v1).await.len(), 3);
 }
 
 #[tokio::test]
