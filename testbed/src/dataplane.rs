@@ -112,6 +112,44 @@ async fn listeners_of(
     Ok(listeners.listeners().to_vec())
 }
 
+/// The target groups an action forwards to, with their weights (a plain forward: weight 1).
+fn forwards(action: &elbv2::types::Action) -> Vec<(String, i32)> {
+    match action.forward_config() {
+        Some(forward) => forward
+            .target_groups()
+            .iter()
+            .filter_map(|g| Some((g.target_group_arn()?.to_owned(), g.weight().unwrap_or(1))))
+            .collect(),
+        None => action
+            .target_group_arn()
+            .map(|g| (g.to_owned(), 1))
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What a data plane knows of its load balancer: `read` once now, then every 250 ms (a read
+/// that fails keeps what was known).
+async fn follow<T, F, Fut>(read: F) -> anyhow::Result<Arc<RwLock<T>>>
+where
+    T: Send + Sync + 'static,
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send,
+{
+    let known = Arc::new(RwLock::new(read().await?));
+    let poller = known.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match read().await {
+                Ok(now) => *poller.write().unwrap_or_else(|e| e.into_inner()) = now,
+                Err(error) => tracing::warn!(%error, "could not read the load balancer"),
+            }
+        }
+    });
+    Ok(known)
+}
+
 /// The `healthy` targets of a target group, as address:port.
 async fn healthy_in(elb: &elbv2::Client, group: &str) -> anyhow::Result<Vec<String>> {
     let health = elb
@@ -179,15 +217,7 @@ pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<Vi
                     _ => {}
                 }
             }
-            for action in rule.actions() {
-                if let Some(groups) = action.forward_config().map(|f| f.target_groups()) {
-                    out.forward.extend(groups.iter().filter_map(|g| {
-                        Some((g.target_group_arn()?.to_owned(), g.weight().unwrap_or(1)))
-                    }));
-                } else if let Some(group) = action.target_group_arn() {
-                    out.forward.push((group.to_owned(), 1));
-                }
-            }
+            out.forward.extend(rule.actions().iter().flat_map(forwards));
             ordered.push((priority, out));
         }
         ordered.sort_by_key(|(p, _)| *p);
@@ -209,7 +239,7 @@ pub async fn read_view(elb: &elbv2::Client, dns_name: &str) -> anyhow::Result<Vi
 }
 
 struct Proxy {
-    view: RwLock<View>,
+    view: Arc<RwLock<View>>,
     client: reqwest::Client,
     next: AtomicUsize,
 }
@@ -319,25 +349,19 @@ pub async fn serve_alb(
     dns_name: String,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<std::net::SocketAddr> {
-    let first = read_view(&elb, &dns_name).await?;
+    let view = follow(move || {
+        let (elb, dns_name) = (elb.clone(), dns_name.clone());
+        async move { read_view(&elb, &dns_name).await }
+    })
+    .await?;
     let proxy = Arc::new(Proxy {
-        view: RwLock::new(first),
+        view,
         // A new connection per request: the ALB's keep-alive to a target ends when it drains.
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .timeout(Duration::from_secs(5))
             .build()?,
         next: AtomicUsize::new(0),
-    });
-    let poller = proxy.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            match read_view(&elb, &dns_name).await {
-                Ok(view) => *poller.view.write().unwrap_or_else(|e| e.into_inner()) = view,
-                Err(error) => tracing::warn!(%error, "could not read the load balancer"),
-            }
-        }
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let address = listener.local_addr()?;
@@ -507,13 +531,13 @@ mod tests {
 
     fn proxy(rules: Vec<Rule>, healthy: &[(&str, &[&str])]) -> Proxy {
         Proxy {
-            view: RwLock::new(View {
+            view: Arc::new(RwLock::new(View {
                 rules,
                 healthy: healthy
                     .iter()
                     .map(|(g, t)| ((*g).to_owned(), t.iter().map(|t| (*t).to_owned()).collect()))
                     .collect(),
-            }),
+            })),
             client: reqwest::Client::new(),
             next: AtomicUsize::new(0),
         }
@@ -565,6 +589,35 @@ mod tests {
             (90..=110).contains(&green),
             "{green} of 1000 to the 10 % group"
         );
+    }
+
+    #[test]
+    fn an_action_forwards_by_its_weights_or_to_its_one_group() {
+        use elbv2::types::{Action, ActionTypeEnum, ForwardActionConfig, TargetGroupTuple};
+        let tuple = |arn: &str, weight| {
+            TargetGroupTuple::builder()
+                .target_group_arn(arn)
+                .weight(weight)
+                .build()
+        };
+        let weighted = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .forward_config(
+                ForwardActionConfig::builder()
+                    .target_groups(tuple("blue", 90))
+                    .target_groups(tuple("green", 10))
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            forwards(&weighted),
+            vec![("blue".to_owned(), 90), ("green".to_owned(), 10)]
+        );
+        let plain = Action::builder()
+            .r#type(ActionTypeEnum::Forward)
+            .target_group_arn("blue")
+            .build();
+        assert_eq!(forwards(&plain), vec![("blue".to_owned(), 1)]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
@@ -19,20 +19,11 @@ pub async fn healthy_targets(elb: &elbv2::Client, dns_name: &str) -> anyhow::Res
     let mut targets = Vec::new();
     let listeners = super::listeners_of(elb, dns_name).await?;
     for action in listeners.iter().flat_map(|l| l.default_actions()) {
-        let mut groups: Vec<String> = action
-            .target_group_arn()
-            .map(str::to_owned)
+        let mut groups: Vec<String> = super::forwards(action)
             .into_iter()
+            .filter(|(_, weight)| *weight > 0)
+            .map(|(group, _)| group)
             .collect();
-        if let Some(forward) = action.forward_config() {
-            groups.extend(
-                forward
-                    .target_groups()
-                    .iter()
-                    .filter(|g| g.weight().unwrap_or(1) > 0)
-                    .filter_map(|g| g.target_group_arn().map(str::to_owned)),
-            );
-        }
         groups.sort();
         groups.dedup();
         for group in groups {
@@ -44,17 +35,11 @@ pub async fn healthy_targets(elb: &elbv2::Client, dns_name: &str) -> anyhow::Res
 
 /// Starts the proxy on a free loopback port, following the NLB named `dns_name`.
 pub async fn serve(elb: elbv2::Client, dns_name: String) -> anyhow::Result<std::net::SocketAddr> {
-    let targets = Arc::new(RwLock::new(healthy_targets(&elb, &dns_name).await?));
-    let poller = targets.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            match healthy_targets(&elb, &dns_name).await {
-                Ok(now) => *poller.write().unwrap_or_else(|e| e.into_inner()) = now,
-                Err(error) => tracing::warn!(%error, "could not read the load balancer"),
-            }
-        }
-    });
+    let targets = super::follow(move || {
+        let (elb, dns_name) = (elb.clone(), dns_name.clone());
+        async move { healthy_targets(&elb, &dns_name).await }
+    })
+    .await?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     let next = Arc::new(AtomicUsize::new(0));
