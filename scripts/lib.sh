@@ -131,7 +131,7 @@ wait_for_line() {
 # module proxy, cached between runs) in the background; control_plane_bin waits for it and sets
 # $bin to the directory of its binaries.
 build_control_plane_async() {
-  testbed/controlplane/build.sh "$@" >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
+  testbed/controlplane/build.sh >"$work/controlplane-bin" 2>"$work/controlplane-build.log" &
   control_plane_build=$!
   pids+=($control_plane_build)
 }
@@ -159,24 +159,20 @@ start_control_plane() {
   wait_for_line "the test control plane" "$control_plane/out.log" '^ready' "${pids[-1]}" 240
 }
 
-# start_lb_standin MOTO_ENDPOINT: the load-balancer stand-in alone (pods run on a real
-# kubelet), on the control plane started by start_control_plane.
+# start_lb_standin MOTO_ENDPOINT [FLAGS…]: the testbed (target/debug/testbed) on the control
+# plane started by start_control_plane, with moto at MOTO_ENDPOINT: the load-balancer stand-in
+# alone (pods run on a real kubelet), or with FLAGS more (start_testbed).
 start_lb_standin() {
   target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
-    --moto "$1" >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
+    --moto "$@" >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
   pids+=($!)
-  wait_for_line "the load-balancer stand-in" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
+  wait_for_line "the testbed" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
 }
 
-# start_testbed BIN_DIR MOTO_ENDPOINT: the node agent (running kubectl images with
-# BIN_DIR/kubectl) and the load-balancer stand-in (target/debug/testbed) on the control plane
-# started by start_control_plane, with moto at MOTO_ENDPOINT.
+# start_testbed BIN_DIR MOTO_ENDPOINT: the same with the node agent, running kubectl images
+# with BIN_DIR/kubectl.
 start_testbed() {
-  target/debug/testbed --kubeconfig "$control_plane/admin.kubeconfig" --pki "$control_plane/pki" \
-    --moto "$2" --node testbed --kubectl "$1/kubectl" \
-    >"$control_plane/testbed.out" 2>"$control_plane/testbed.log" &
-  pids+=($!)
-  wait_for_line "the testbed (node agent, load-balancer stand-in)" "$control_plane/testbed.out" '^ready' "${pids[-1]}" 60
+  start_lb_standin "$2" --node testbed --kubectl "$1/kubectl"
 }
 
 # start_suites ENV… -- ARGS… -- TEST…: builds the named integration-test binaries of the
