@@ -2,7 +2,9 @@
 """Writes a container image, in the archive format `ctr images import` reads (docker save's),
 from a directory that holds its root filesystem: no registry and no Docker engine involved.
 
-    oci-image.py NAME:TAG ROOTFS OUT.tar -- ENTRYPOINT...
+    oci-image.py NAME:TAG[,NAME:TAG...] ROOTFS OUT.tar -- ENTRYPOINT...
+
+Several names tag the same image (one layer written, one import).
 """
 import hashlib
 import io
@@ -17,7 +19,7 @@ def layer(rootfs: str) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for directory, dirs, files in os.walk(rootfs):
             dirs.sort()
-            for name in sorted(dirs) + sorted(files):
+            for name in dirs + sorted(files):
                 path = os.path.join(directory, name)
                 info = tar.gettarinfo(path, arcname=os.path.relpath(path, rootfs))
                 info.uid = info.gid = 0
@@ -34,7 +36,7 @@ def layer(rootfs: str) -> bytes:
 def main() -> None:
     if len(sys.argv) < 6 or sys.argv[4] != "--":
         sys.exit(__doc__)
-    name, rootfs, out = sys.argv[1:4]
+    names, rootfs, out = sys.argv[1:4]
     entrypoint = sys.argv[5:]
     data = layer(rootfs)
     diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -53,7 +55,7 @@ def main() -> None:
     ).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps(
-        [{"Config": config_name, "RepoTags": [name], "Layers": ["layer/layer.tar"]}]
+        [{"Config": config_name, "RepoTags": names.split(","), "Layers": ["layer/layer.tar"]}]
     ).encode()
     with tarfile.open(out, mode="w") as tar:
         for member, content in [
