@@ -1007,20 +1007,12 @@ impl Harness {
 
     /// Scales a Deployment as the HPA would.
     pub async fn scale_like_the_hpa(&self, deployment: &str, replicas: i64) {
-        let api = self.api(
-            self.client().await,
-            "apps",
-            "v1",
+        self.merge_patch(
             "Deployment",
-            "deployments",
-        );
-        api.patch(
             deployment,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": replicas}})),
+            json!({"spec": {"replicas": replicas}}),
         )
-        .await
-        .unwrap();
+        .await;
     }
 
     /// Creates (or takes over) the Lease as another deploy would hold it, built from the
@@ -1226,6 +1218,15 @@ impl Harness {
     }
 
     /// Deletes an object of the test namespace (as an operator would).
+    /// Merge-patches one object of the namespace, as an operator's `kubectl patch` would.
+    pub async fn merge_patch(&self, kind: &str, name: &str, patch: Json) {
+        let (group, version, plural) = Self::resource_of(kind);
+        let api = self.api(self.client().await, group, version, kind, plural);
+        api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .unwrap();
+    }
+
     pub async fn delete(&self, kind: &str, name: &str) {
         let (group, version, plural) = Self::resource_of(kind);
         let api = self.api(self.client().await, group, version, kind, plural);
