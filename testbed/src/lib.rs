@@ -6,6 +6,7 @@
 //! the in-repo API-server double of infra-gen's tests.
 
 pub mod dataplane;
+pub mod gateway;
 pub mod kubectl;
 pub mod lb;
 pub mod node;

@@ -1,5 +1,6 @@
-//! `testbed`: runs the node agent and the load-balancer stand-in against a real API server
-//! (the test control plane that scripts/test starts) until SIGTERM or SIGINT.
+//! `testbed`: runs the node agent, the load-balancer stand-in and the Gateway API controller
+//! stand-in against a real API server (the test control plane that scripts/test starts)
+//! until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +52,9 @@ async fn main() -> anyhow::Result<()> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
 
+    // The Gateway API: its CRDs, and a controller that reports on routes as one does.
+    testbed::gateway::install_crds(&client).await?;
+    tokio::spawn(testbed::gateway::run(client.clone()));
     if let Some(moto) = &args.moto {
         install_crd(&client).await?;
         let cluster = Arc::new(lb::kube::KubeCluster::start(client.clone()).await?);
