@@ -809,6 +809,163 @@ fn idle_timeouts_stay_within_what_aws_allows() {
     );
 }
 
+const GATEWAY: &str = "traffic:\n  provider: gateway-api\n  parentRefs: [{name: public, namespace: gateways, sectionName: https}]\n";
+
+#[test]
+fn the_gateway_api_provider_needs_a_gateway_and_a_valid_reference() {
+    let web = format!("{GATEWAY}{BASE}    http: {{host: ct.example.com}}\n");
+    assert_eq!(errors(&web), Vec::<String>::new());
+    let none = web.replace(
+        "  parentRefs: [{name: public, namespace: gateways, sectionName: https}]\n",
+        "",
+    );
+    assert_error(
+        &none,
+        "environments/staging.yaml:2:13:",
+        &[
+            "traffic.provider",
+            "gateway-api needs the Gateway its HTTPRoutes attach to",
+            "add traffic.parentRefs",
+        ],
+    );
+    let bad = web.replace("namespace: gateways", "namespace: Gateways_1");
+    assert_error(
+        &bad,
+        "environments/staging.yaml:3:",
+        &[
+            "traffic.parentRefs[0].namespace",
+            "\"Gateways_1\" is not a namespace name",
+        ],
+    );
+    let alb = web.replace("provider: gateway-api", "provider: alb");
+    assert_error(
+        &alb,
+        "environments/staging.yaml:3:",
+        &[
+            "traffic.parentRefs",
+            "traffic.provider is alb",
+            "set traffic.provider: gateway-api, or drop parentRefs",
+        ],
+    );
+    let annotations = format!(
+        "traffic:\n  loadBalancerAnnotations: {{service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec: slb.s1.small}}\n{BASE}"
+    );
+    assert_error(
+        &annotations,
+        "environments/staging.yaml:2:",
+        &[
+            "traffic.loadBalancerAnnotations",
+            "for the cluster's own load balancer",
+        ],
+    );
+    let bad_key = web.replace(
+        "sectionName: https}]\n",
+        "sectionName: https}]\n  loadBalancerAnnotations: {\"bad key/x\": \"1\"}\n",
+    );
+    assert_error(
+        &bad_key,
+        "environments/staging.yaml:4:",
+        &["\"bad key/x\" is not an annotation key"],
+    );
+}
+
+#[test]
+fn alb_and_nlb_settings_are_refused_with_the_gateway_api_and_say_where_they_live() {
+    let web = format!(
+        "{GATEWAY}{BASE}    http: {{host: ct.example.com, certificateArn: \"arn:aws:acm:ap-northeast-1:1:certificate/x\", scheme: internal, healthcheckPath: /h, groupName: g, idleTimeoutSeconds: 120}}\n"
+    );
+    let found = errors(&web);
+    for (key, needle) in [
+        (
+            "certificateArn",
+            "TLS is the Gateway's: its HTTPS listener holds the certificate",
+        ),
+        (
+            "scheme",
+            "whether the load balancer is internal is the Gateway's",
+        ),
+        (
+            "healthcheckPath",
+            "the Gateway API has no load-balancer health check",
+        ),
+        ("groupName", "groupName shares one ALB between Ingresses"),
+        ("idleTimeoutSeconds", "idle timeouts are set on the Gateway"),
+    ] {
+        assert!(
+            found
+                .iter()
+                .any(|e| e.starts_with("environments/staging.yaml:14:")
+                    && e.contains(&format!("workloads.web.http.{key}"))
+                    && e.contains(&format!("http.{key} is an ALB setting: {needle}"))),
+            "{key}: {found:#?}"
+        );
+    }
+    let tcp = format!(
+        "{GATEWAY}{}",
+        BASE.replace("kind: web", "kind: tcp")
+            .replace("port: 8080", "ports: [{name: game, port: 7777}]")
+            .replace(
+                "probes: {readiness: /ready}",
+                "tcp: {deregistrationDelaySeconds: 60}"
+            )
+    );
+    assert_error(
+        &tcp,
+        "environments/staging.yaml:13:",
+        &[
+            "workloads.web.tcp.deregistrationDelaySeconds",
+            "an NLB setting",
+            "set the cloud's options in traffic.loadBalancerAnnotations",
+        ],
+    );
+    let plain_tcp = tcp.replace("    tcp: {deregistrationDelaySeconds: 60}\n", "");
+    assert_eq!(errors(&plain_tcp), Vec::<String>::new());
+}
+
+#[test]
+fn a_canary_on_an_httproute_matches_exact_values_or_regular_expressions() {
+    let web = format!(
+        "{GATEWAY}{BASE}    http: {{host: ct.example.com}}\n    rollout:\n      strategy: blue-green\n      canary: {{header: Version, values: [\"1.4.2\", \"1.4.3\", \"1.4.4\", \"1.5.0\"]}}\n"
+    );
+    assert_eq!(
+        errors(&web),
+        Vec::<String>::new(),
+        "no ALB limit of 3 values"
+    );
+    let wildcard = web.replace("\"1.5.0\"", "\"1.5.*\"");
+    assert_error(
+        &wildcard,
+        "environments/staging.yaml:17:",
+        &[
+            "workloads.web.rollout.canary.values[3]",
+            "\"1.5.*\" has a wildcard: the Gateway API compares header values exactly",
+            "set match: regular-expression",
+        ],
+    );
+    let regex = wildcard.replace("values:", "match: regular-expression, values:");
+    assert_eq!(errors(&regex), Vec::<String>::new());
+    let broken = regex.replace("\"1.5.*\"", "\"1.5.(\"");
+    assert_error(
+        &broken,
+        "environments/staging.yaml:17:",
+        &[
+            "workloads.web.rollout.canary.values[3]",
+            "is not a regular expression",
+        ],
+    );
+    let on_alb = format!(
+        "{BASE}    http: {{host: ct.example.com}}\n    rollout:\n      strategy: blue-green\n      canary: {{header: Version, match: exact, values: [\"1.4.2\"]}}\n"
+    );
+    assert_error(
+        &on_alb,
+        "environments/staging.yaml:14:",
+        &[
+            "workloads.web.rollout.canary.match",
+            "the ALB compares them case-insensitively",
+        ],
+    );
+}
+
 #[test]
 fn a_canary_matches_a_header_within_what_the_alb_allows() {
     let web = format!(
@@ -866,7 +1023,7 @@ fn a_canary_matches_a_header_within_what_the_alb_allows() {
         &rolling,
         "environments/staging.yaml:14:",
         &[
-            "a canary routes requests by header on the ALB: it needs a blue-green web workload with `http`",
+            "a canary routes requests by header on the load balancer: it needs a blue-green web workload with `http`",
         ],
     );
     let unknown = web.replace("values:", "value:");

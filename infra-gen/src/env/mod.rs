@@ -80,6 +80,11 @@ impl Environment {
         }
     }
 
+    /// Whether the file (or its defaults) sets a dotted path, e.g. `workloads.web.http.scheme`.
+    pub fn has(&self, path: &str) -> bool {
+        self.node.get(&KeyPath::parse(path)).is_some()
+    }
+
     /// Kubernetes version to validate against (`cluster.version`, default 1.33).
     pub fn kubernetes_version(&self) -> &str {
         self.spec.cluster.version.as_deref().unwrap_or("1.33")

@@ -33,6 +33,69 @@ pub struct EnvironmentSpec {
     /// `name: {key: {fromEnv: VARIABLE}}`.
     #[serde(default)]
     pub secrets: BTreeMap<String, BTreeMap<String, FromEnv>>,
+    /// What routes requests to the workloads and moves them during a release: the AWS Load
+    /// Balancer Controller (default, EKS) or a Gateway API implementation (any cluster).
+    #[serde(default)]
+    pub traffic: Traffic,
+}
+
+/// What routes the traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrafficProvider {
+    /// The AWS Load Balancer Controller: an ALB Ingress per `web` workload (weighted forward
+    /// actions, header conditions), an NLB per `tcp` workload; every move is checked through
+    /// ELBv2.
+    #[default]
+    Alb,
+    /// The Gateway API: an `HTTPRoute` per `web` workload attached to `parentRefs` (weighted
+    /// `backendRefs`, header `matches`), a plain `LoadBalancer` Service per `tcp` workload;
+    /// every move is checked through the route's status. For clusters that are not EKS
+    /// (Alibaba Cloud ACK, GKE, …) or EKS with a Gateway API controller.
+    GatewayApi,
+}
+
+impl TrafficProvider {
+    /// `alb` or `gateway-api`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficProvider::Alb => "alb",
+            TrafficProvider::GatewayApi => "gateway-api",
+        }
+    }
+}
+
+/// How requests reach the workloads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Traffic {
+    /// `alb` (default) or `gateway-api`.
+    #[serde(default)]
+    pub provider: TrafficProvider,
+    /// `gateway-api`: the Gateway listeners every HTTPRoute attaches to (at least one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentRef>,
+    /// `gateway-api`: annotations of a `tcp` workload's `LoadBalancer` Service, the cloud's
+    /// load-balancer options (e.g. Alibaba Cloud's
+    /// `service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec`). Default: none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub load_balancer_annotations: BTreeMap<String, String>,
+}
+
+/// A Gateway (and optionally one of its listeners) an HTTPRoute attaches to.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParentRef {
+    /// The Gateway's name, e.g. `public`.
+    pub name: String,
+    /// The Gateway's namespace (default: the environment's namespace). Its listener must
+    /// allow routes from this namespace (`allowedRoutes.namespaces`).
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name, e.g. `https` (default: every listener that
+    /// allows the route).
+    #[serde(default)]
+    pub section_name: Option<String>,
 }
 
 /// The GitLab project.
@@ -583,8 +646,25 @@ pub struct Canary {
     /// `Host`). Matched case-insensitively by the ALB.
     pub header: String,
     /// Values that go to the new version, e.g. `["1.4.2"]`, or `["1.4.*"]` (`*` and `?` are
-    /// wildcards; case-insensitive; 1 to 3 values of at most 128 characters).
+    /// wildcards; case-insensitive; 1 to 3 values of at most 128 characters). With
+    /// `traffic.provider: gateway-api`: exact, case-sensitive values (no wildcards), or with
+    /// `match: regular-expression` regular expressions.
     pub values: Vec<String>,
+    /// `gateway-api` only: how `values` are compared, `exact` (default) or
+    /// `regular-expression` (the Gateway API's `RegularExpression` header match, whose
+    /// dialect the Gateway implementation defines).
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<HeaderMatch>,
+}
+
+/// How a Gateway API header match compares values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeaderMatch {
+    /// The whole value, case-sensitive.
+    Exact,
+    /// A regular expression.
+    RegularExpression,
 }
 
 /// Pod security settings. Every pod runs with `runAsNonRoot`, no privilege escalation, every

@@ -7,8 +7,8 @@ use super::Environment;
 use super::diagnostic::Diagnostic;
 use super::fargate::{self, FargateSize};
 use super::model::{
-    Autoscaling, Canary, Compute, EnvValue, PortRef, Probe, Protocol, Quantity, Security, Strategy,
-    Workload, WorkloadKind,
+    Autoscaling, Canary, Compute, EnvValue, HeaderMatch, PortRef, Probe, Protocol, Quantity,
+    Security, Strategy, TrafficProvider, Workload, WorkloadKind,
 };
 use crate::capacity;
 
@@ -290,6 +290,7 @@ pub fn check_environment(env: &Environment, instance: Option<&str>) -> Vec<Diagn
             }
         }
     }
+    check_traffic(&mut c);
     if spec.workloads.is_empty() {
         c.error(
             "workloads",
@@ -301,6 +302,144 @@ pub fn check_environment(env: &Environment, instance: Option<&str>) -> Vec<Diagn
         check_workload(&mut c, name, workload);
     }
     c.out
+}
+
+/// Whether `name` is a DNS-1123 subdomain (a Gateway's or a listener's name).
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+/// The traffic provider and what it needs.
+fn check_traffic(c: &mut Checker<'_>) {
+    let traffic = &c.env.spec.traffic;
+    match traffic.provider {
+        TrafficProvider::GatewayApi if traffic.parent_refs.is_empty() => c.error(
+            "traffic.provider",
+            "traffic.provider gateway-api needs the Gateway its HTTPRoutes attach to",
+            "add traffic.parentRefs, e.g. [{name: public, namespace: gateways, sectionName: https}]",
+        ),
+        TrafficProvider::Alb if !traffic.parent_refs.is_empty() => c.error(
+            "traffic.parentRefs",
+            "parentRefs attach HTTPRoutes to a Gateway, but traffic.provider is alb (the default): the ALB Ingress has no parent",
+            "set traffic.provider: gateway-api, or drop parentRefs",
+        ),
+        _ => {}
+    }
+    if traffic.provider == TrafficProvider::Alb && !traffic.load_balancer_annotations.is_empty() {
+        c.error(
+            "traffic.loadBalancerAnnotations",
+            "loadBalancerAnnotations are for the cluster's own load balancer (traffic.provider gateway-api); on the ALB provider an NLB is configured by the tcp keys",
+            "set traffic.provider: gateway-api, or use workloads.<name>.tcp",
+        );
+    }
+    for (i, parent) in traffic.parent_refs.iter().enumerate() {
+        let at = format!("traffic.parentRefs[{i}]");
+        if !is_dns_subdomain(&parent.name) {
+            c.error(
+                &format!("{at}.name"),
+                format!(
+                    "{:?} is not a Gateway name (a DNS-1123 subdomain)",
+                    parent.name
+                ),
+                "e.g. public",
+            );
+        }
+        if let Some(ns) = &parent.namespace
+            && !is_dns_label(ns)
+        {
+            c.error(
+                &format!("{at}.namespace"),
+                format!("{ns:?} is not a namespace name (a DNS-1123 label)"),
+                "e.g. gateways",
+            );
+        }
+        if let Some(section) = &parent.section_name
+            && !is_dns_subdomain(section)
+        {
+            c.error(
+                &format!("{at}.sectionName"),
+                format!("{section:?} is not a listener name (lowercase letters, digits, - and .)"),
+                "the name of one of the Gateway's listeners, e.g. https",
+            );
+        }
+    }
+    for key in traffic.load_balancer_annotations.keys() {
+        let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let valid_name = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+            && name.starts_with(|ch: char| ch.is_ascii_alphanumeric())
+            && name.ends_with(|ch: char| ch.is_ascii_alphanumeric());
+        if !valid_name || (key.contains('/') && !is_dns_subdomain(prefix)) {
+            c.error_at_key(
+                &format!("traffic.loadBalancerAnnotations.{key}"),
+                format!("{key:?} is not an annotation key ([prefix/]name: a DNS subdomain, then up to 63 letters, digits, - _ .)"),
+                "e.g. service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec",
+            );
+        }
+    }
+}
+
+/// What the ALB and NLB keys become with the Gateway API provider: each refused, with where
+/// the setting lives there.
+fn check_gateway_keys(c: &mut Checker<'_>, base: &str, w: &Workload) {
+    let http_keys: [(&str, &str, &str); 5] = [
+        (
+            "certificateArn",
+            "TLS is the Gateway's: its HTTPS listener holds the certificate (certificateRefs), not the route",
+            "drop certificateArn; name the Gateway's HTTPS listener in traffic.parentRefs[].sectionName",
+        ),
+        (
+            "scheme",
+            "whether the load balancer is internal is the Gateway's (its address and class), not the route's",
+            "drop scheme; attach to an internal Gateway in traffic.parentRefs for an internal service",
+        ),
+        (
+            "healthcheckPath",
+            "the Gateway API has no load-balancer health check: a pod gets requests once its readiness probe passes",
+            "drop healthcheckPath; set probes.readiness",
+        ),
+        (
+            "groupName",
+            "groupName shares one ALB between Ingresses; with the Gateway API every route attaches to the Gateway in traffic.parentRefs",
+            "drop groupName",
+        ),
+        (
+            "idleTimeoutSeconds",
+            "idle timeouts are set on the Gateway (an implementation's policy), not on the route",
+            "drop idleTimeoutSeconds and set the timeout in the Gateway implementation's policy",
+        ),
+    ];
+    for (key, why, hint) in http_keys {
+        let path = format!("{base}.http.{key}");
+        if c.env.has(&path) {
+            c.error_at_key(&path, format!("http.{key} is an ALB setting: {why}"), hint);
+        }
+    }
+    for key in [
+        "scheme",
+        "deregistrationDelaySeconds",
+        "connectionTermination",
+        "idleTimeoutSeconds",
+    ] {
+        let path = format!("{base}.tcp.{key}");
+        if c.env.has(&path) {
+            c.error_at_key(
+                &path,
+                format!("tcp.{key} is an NLB setting; with traffic.provider gateway-api a tcp workload gets a plain LoadBalancer Service of the cluster's own load balancer"),
+                "drop it and set the cloud's options in traffic.loadBalancerAnnotations",
+            );
+        }
+    }
+    if w.kind == WorkloadKind::Stateful && w.http.is_some() {
+        c.error(
+            &format!("{base}.http"),
+            "a stateful workload's versions are weighted over HTTP on the ALB only; with traffic.provider gateway-api a stateful workload is exposed with tcp (or not at all)",
+            "use tcp for the game servers, or traffic.provider alb",
+        );
+    }
 }
 
 fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
@@ -318,6 +457,10 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
         .rollout
         .as_ref()
         .is_some_and(|r| r.strategy == Strategy::BlueGreen);
+    let gateway = spec.traffic.provider == TrafficProvider::GatewayApi;
+    if gateway {
+        check_gateway_keys(c, &base, w);
+    }
     if blue_green && name.len() + "-preview".len() > MAX_LABEL {
         c.error(&base, format!("workload name {name:?} is too long for blue-green: {name}-preview would exceed {MAX_LABEL} characters"), "shorten the name");
     }
@@ -934,7 +1077,7 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
                 "e.g. /",
             );
         }
-        if http.healthcheck_path.is_none() && readiness.is_none() {
+        if http.healthcheck_path.is_none() && readiness.is_none() && !gateway {
             c.warning(
                 &at("http"),
                 "the ALB health check will probe / (no healthcheckPath and no readiness probe)",
@@ -1187,8 +1330,19 @@ fn check_canary(c: &mut Checker<'_>, base: &str, w: &Workload, blue_green: bool,
     if w.http.is_none() || !blue_green || w.kind != WorkloadKind::Web {
         c.error(
             base,
-            "a canary routes requests by header on the ALB: it needs a blue-green web workload with `http`",
+            "a canary routes requests by header on the load balancer: it needs a blue-green web workload with `http`",
             "use kind web with http and strategy blue-green, or drop canary",
+        );
+    }
+    if c.env.spec.traffic.provider == TrafficProvider::GatewayApi {
+        check_route_canary(c, base, canary);
+        return;
+    }
+    if canary.match_type.is_some() {
+        c.error_at_key(
+            &format!("{base}.match"),
+            "`match` chooses how the Gateway API compares header values; the ALB compares them case-insensitively, with * and ? as wildcards",
+            "drop match (or set traffic.provider: gateway-api)",
         );
     }
     let header = &canary.header;
@@ -1227,6 +1381,61 @@ fn check_canary(c: &mut Checker<'_>, base: &str, w: &Workload, blue_green: bool,
                     "{value:?} is not a value the ALB compares (1 to 128 printable characters)"
                 ),
                 "e.g. \"1.4.2\"",
+            );
+        }
+    }
+}
+
+/// The Gateway API's limits on a header match (HTTPHeaderName: at most 256 token characters)
+/// and on a rule's matches (at most 64; each value is one match).
+const ROUTE_HEADER_NAME: usize = 256;
+/// See [`ROUTE_HEADER_NAME`].
+const ROUTE_MATCHES: usize = 64;
+
+/// A canary on an HTTPRoute: a header match per value, exact or by regular expression.
+fn check_route_canary(c: &mut Checker<'_>, base: &str, canary: &Canary) {
+    let header = &canary.header;
+    if header.is_empty() || header.len() > ROUTE_HEADER_NAME || !header.chars().all(is_token_char) {
+        c.error(
+            &format!("{base}.header"),
+            format!("{header:?} is not a header name the Gateway API matches (1 to {ROUTE_HEADER_NAME} letters, digits or !#$%&'*+-.^_`|~)"),
+            "e.g. Version",
+        );
+    }
+    if canary.values.is_empty() || canary.values.len() > ROUTE_MATCHES {
+        c.error(
+            &format!("{base}.values"),
+            format!(
+                "{} value(s): each is one match of the HTTPRoute's rule, which takes 1 to {ROUTE_MATCHES}",
+                canary.values.len()
+            ),
+            "list 1 to 64 values, or one regular expression with match: regular-expression",
+        );
+    }
+    let regex = canary.match_type == Some(HeaderMatch::RegularExpression);
+    for (i, value) in canary.values.iter().enumerate() {
+        let at = format!("{base}.values[{i}]");
+        if value.is_empty() || value.len() > 4096 || value.chars().any(|ch| ch.is_control()) {
+            c.error(
+                &at,
+                format!("{value:?} is not a header value (1 to 4096 printable characters)"),
+                "e.g. \"1.4.2\"",
+            );
+        } else if regex {
+            if let Err(e) = regex::Regex::new(value) {
+                let detail = e.to_string();
+                let last = detail.lines().last().unwrap_or_default().to_owned();
+                c.error(
+                    &at,
+                    format!("{value:?} is not a regular expression: {last}"),
+                    "Gateway implementations use RE2-like syntax, e.g. \"1\\\\.4\\\\..*\"",
+                );
+            }
+        } else if value.contains(['*', '?']) {
+            c.error(
+                &at,
+                format!("{value:?} has a wildcard: the Gateway API compares header values exactly (the ALB's * and ? are not wildcards here)"),
+                "list each exact value, or set match: regular-expression and write a pattern, e.g. \"1\\\\.4\\\\..*\"",
             );
         }
     }
