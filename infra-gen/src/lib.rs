@@ -13,6 +13,7 @@ pub mod eks;
 pub mod elb;
 pub mod env;
 pub mod error;
+pub mod gateway;
 pub mod render;
 pub mod rollout;
 pub mod tree;

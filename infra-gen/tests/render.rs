@@ -76,7 +76,11 @@ fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn committed_trees_are_what_the_environment_files_render() {
-    for root in [repo(), repo().join("examples/mini-hunter")] {
+    for root in [
+        repo(),
+        repo().join("examples/mini-hunter"),
+        repo().join("examples/gateway-api"),
+    ] {
         let loaded = env::load(&root.join("environments"), None);
         assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
         let renderer = renderer(&root).unwrap();
@@ -338,7 +342,11 @@ fn plan_shows_namespace_sizes_and_hosts() {
 
 #[test]
 fn committed_schema_is_the_generated_one_and_every_environment_file_references_it() {
-    for root in [repo(), repo().join("examples/mini-hunter")] {
+    for root in [
+        repo(),
+        repo().join("examples/mini-hunter"),
+        repo().join("examples/gateway-api"),
+    ] {
         let committed = std::fs::read_to_string(root.join("environments/schema.json")).unwrap();
         assert_eq!(
             committed.trim_end(),
@@ -515,6 +523,89 @@ fn plan_shows_a_strategy_switch_as_a_one_time_change_with_its_load_balancer_effe
     assert!(infra_gen(dir.path(), &["render"]).0);
     let (_, stdout, _) = infra_gen(dir.path(), &["plan", "--env", "staging"]);
     assert!(!stdout.contains("one-time change"), "{stdout}");
+}
+
+#[test]
+fn a_gateway_api_environment_renders_httproutes_and_nothing_of_aws() {
+    let tree = repo().join("examples/gateway-api/manifests/production");
+    for entry in std::fs::read_dir(&tree).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for aws in [
+            "alb.ingress.kubernetes.io",
+            "aws-load-balancer",
+            "elbv2.k8s.aws",
+            "kind: Ingress",
+        ] {
+            assert!(!text.contains(aws), "{} has {aws}", path.display());
+        }
+    }
+    // Blue-green with a preview: the weighted route over both slots and the preview's route.
+    let route = yaml_file(&tree.join("httproute-gateway.yaml"));
+    assert_eq!(
+        route["spec"]["parentRefs"],
+        serde_json::json!([{"name": "public", "namespace": "gateways", "sectionName": "https"}])
+    );
+    assert_eq!(
+        route["spec"]["hostnames"],
+        serde_json::json!(["api.mini-hunter.example.cn"])
+    );
+    assert_eq!(
+        route["spec"]["rules"],
+        serde_json::json!([{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [
+                {"name": "gateway-blue", "port": 80, "weight": 100},
+                {"name": "gateway-green", "port": 80, "weight": 0}
+            ]
+        }])
+    );
+    let preview = yaml_file(&tree.join("httproute-gateway-preview.yaml"));
+    assert_eq!(
+        preview["spec"]["hostnames"],
+        serde_json::json!(["preview.api.mini-hunter.example.cn"])
+    );
+    assert_eq!(
+        preview["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "gateway-preview"
+    );
+    // Rolling: the stable Service.
+    let console = yaml_file(&tree.join("httproute-console.yaml"));
+    assert_eq!(
+        console["spec"]["rules"][0]["backendRefs"],
+        serde_json::json!([{"name": "console", "port": 80}])
+    );
+    // tcp: a plain LoadBalancer with the file's annotations; no readiness-gate label.
+    let game = yaml_file(&tree.join("service-game-server.yaml"));
+    assert_eq!(game["spec"]["type"], "LoadBalancer");
+    assert!(game["spec"].get("loadBalancerClass").is_none());
+    assert_eq!(
+        game["metadata"]["annotations"]["service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec"],
+        "slb.s2.small"
+    );
+    let namespace = yaml_file(&tree.join("namespace-mini-hunter-cn-9392.yaml"));
+    assert!(
+        namespace["metadata"]["labels"]
+            .get("elbv2.k8s.aws/pod-readiness-gate-inject")
+            .is_none()
+    );
+    // The plan names the provider and its Gateway.
+    let (ok, stdout, stderr) = infra_gen(&repo().join("examples/gateway-api"), &["plan"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains(
+            "traffic: gateway-api (HTTPRoutes on Gateway gateways/public (listener https)"
+        ) && stdout.contains("LoadBalancer game:7777"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = infra_gen(
+        &repo().join("examples/gateway-api"),
+        &["plan", "-o", "json"],
+    );
+    assert!(ok);
+    let plan: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(plan[0]["traffic"]["provider"], "gateway-api");
+    assert_eq!(plan[0]["traffic"]["parentRefs"][0]["name"], "public");
 }
 
 fn yaml_file(path: &Path) -> serde_json::Value {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::capacity::{self, Window};
 use crate::cli::{PlanArgs, PlanFormat};
-use crate::env::model::{Compute, Strategy, WorkloadKind};
+use crate::env::model::{Compute, Strategy, TrafficProvider, WorkloadKind};
 use crate::env::{Environment, rules};
 use crate::error::Result;
 use crate::render::Manifest;
@@ -177,6 +177,10 @@ pub fn plan_json(env: &Environment) -> serde_json::Value {
         "cluster": env.spec.cluster.name,
         "region": env.spec.cluster.region,
         "kubernetesVersion": env.kubernetes_version(),
+        "traffic": {
+            "provider": env.spec.traffic.provider.as_str(),
+            "parentRefs": env.spec.traffic.parent_refs,
+        },
         "workloads": workloads,
     })
 }
@@ -197,6 +201,31 @@ pub fn plan(env: &Environment) -> String {
         "{} → namespace {namespace} on {} ({}, {compute})\n",
         env.name, cluster.name, cluster.region
     );
+    let traffic = &env.spec.traffic;
+    out.push_str(&match traffic.provider {
+        TrafficProvider::Alb => {
+            "  traffic: alb (AWS Load Balancer Controller: ALB Ingresses, NLB Services; checked through ELBv2)\n".to_owned()
+        }
+        TrafficProvider::GatewayApi => {
+            let parents: Vec<String> = traffic
+                .parent_refs
+                .iter()
+                .map(|p| {
+                    let gateway = crate::gateway::ParentReference {
+                        name: p.name.clone(),
+                        namespace: p.namespace.clone(),
+                        section_name: p.section_name.clone(),
+                        ..Default::default()
+                    };
+                    gateway.describe(&namespace)
+                })
+                .collect();
+            format!(
+                "  traffic: gateway-api (HTTPRoutes on {}; LoadBalancer Services for tcp; checked through the route's status)\n",
+                parents.join(", ")
+            )
+        }
+    });
     let mut rows = vec![
         [
             "WORKLOAD",
@@ -254,7 +283,11 @@ pub fn plan(env: &Environment) -> String {
                 .flatten()
                 .map(|p| format!("{}:{}", p.name, p.port))
                 .collect();
-            hosts.push(format!("NLB {}", ports.join(" ")));
+            let lb = match traffic.provider {
+                TrafficProvider::Alb => "NLB",
+                TrafficProvider::GatewayApi => "LoadBalancer",
+            };
+            hosts.push(format!("{lb} {}", ports.join(" ")));
         }
         let hosts = if hosts.is_empty() {
             "-".into()

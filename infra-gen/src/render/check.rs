@@ -30,6 +30,7 @@ pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
         ("apps/v1", "StatefulSet") => roundtrip::<apps::v1::StatefulSet>(body)?,
         ("batch/v1", "CronJob") => roundtrip::<batch::v1::CronJob>(body)?,
         ("networking.k8s.io/v1", "Ingress") => roundtrip::<networking::v1::Ingress>(body)?,
+        (crate::gateway::API_VERSION, "HTTPRoute") => roundtrip::<crate::gateway::HttpRoute>(body)?,
         ("autoscaling/v2", "HorizontalPodAutoscaler") => {
             roundtrip::<autoscaling::v2::HorizontalPodAutoscaler>(body)?
         }
@@ -40,7 +41,7 @@ pub fn object(body: &Json, namespace: &str) -> Result<(), String> {
         }
         _ => {
             return Err(format!(
-                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, StatefulSet, CronJob, Ingress, HorizontalPodAutoscaler, PodDisruptionBudget, Role, RoleBinding)"
+                "{api_version} {kind} is not a kind infra-gen renders (Namespace, ServiceAccount, Service, ConfigMap, Deployment, StatefulSet, CronJob, Ingress, HTTPRoute, HorizontalPodAutoscaler, PodDisruptionBudget, Role, RoleBinding)"
             ));
         }
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::env::model::{
-    Compute, EnvValue, PortRef, Probe, Protocol, Strategy, Workload, WorkloadKind,
+    Compute, EnvValue, PortRef, Probe, Protocol, Strategy, TrafficProvider, Workload, WorkloadKind,
 };
 use crate::env::rules;
 use crate::env::{Environment, slugify};
@@ -82,6 +82,10 @@ pub struct EnvContext {
     pub pull_secret: Option<String>,
     /// `fargate` or `ec2`.
     pub compute: &'static str,
+    /// `alb` or `gateway-api`: what routes HTTP requests (an Ingress or an HTTPRoute).
+    pub traffic: &'static str,
+    /// `gateway-api`: the HTTPRoutes' `parentRefs`, in Gateway API shape.
+    pub parent_refs: Vec<serde_json::Value>,
     /// Workloads, by name order.
     pub workloads: Vec<WorkloadContext>,
 }
@@ -151,8 +155,13 @@ pub struct WorkloadContext {
     pub stateful: bool,
     /// Whether its Ingress forwards through the weighted action (blue-green, stateful).
     pub weighted: bool,
-    /// Whether an NLB exposes it (`tcp`, or `stateful` with `tcp`).
+    /// Whether an NLB exposes it (`tcp`, or `stateful` with `tcp`, on the ALB provider).
     pub nlb: bool,
+    /// Whether a `LoadBalancer` Service exposes it (`tcp`, or `stateful` with `tcp`): an NLB,
+    /// or with `traffic.provider: gateway-api` the cluster's own load balancer.
+    pub load_balancer: bool,
+    /// `gateway-api`: the annotations of its `LoadBalancer` Service (`traffic.loadBalancerAnnotations`).
+    pub lb_annotations: BTreeMap<String, String>,
     /// The kind of its pods' controller: `Deployment` or `StatefulSet`.
     pub controller: &'static str,
     /// `stateful`: the version (annotation value).
@@ -254,11 +263,13 @@ pub fn build(env: &Environment) -> EnvContext {
         None => env.name.clone(),
     };
     // IP targets of an ALB or an NLB: a pod must not be Ready before its target is healthy.
-    let behind_lb = env
-        .spec
-        .workloads
-        .values()
-        .any(|w| w.http.is_some() || w.tcp.is_some() || w.kind == WorkloadKind::Tcp);
+    // (The AWS Load Balancer Controller's readiness gates; a Gateway API controller has none.)
+    let behind_lb = env.spec.traffic.provider == TrafficProvider::Alb
+        && env
+            .spec
+            .workloads
+            .values()
+            .any(|w| w.http.is_some() || w.tcp.is_some() || w.kind == WorkloadKind::Tcp);
     let mut namespace_labels = BTreeMap::from([
         (labels::MANAGED_BY.to_owned(), "infra-gen".to_owned()),
         (labels::ENVIRONMENT.to_owned(), id.clone()),
@@ -282,6 +293,23 @@ pub fn build(env: &Environment) -> EnvContext {
             Compute::Fargate => "fargate",
             Compute::Ec2 => "ec2",
         },
+        traffic: env.spec.traffic.provider.as_str(),
+        parent_refs: env
+            .spec
+            .traffic
+            .parent_refs
+            .iter()
+            .map(|p| {
+                let mut r = serde_json::json!({"name": p.name});
+                if let Some(ns) = &p.namespace {
+                    r["namespace"] = ns.clone().into();
+                }
+                if let Some(section) = &p.section_name {
+                    r["sectionName"] = section.clone().into();
+                }
+                r
+            })
+            .collect(),
         id,
     }
 }
@@ -425,7 +453,9 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
             env_list.push(serde_json::json!({"name": "VERSION", "value": version}));
         }
     }
-    let nlb = w.kind == WorkloadKind::Tcp || (stateful && w.tcp.is_some());
+    let load_balancer = w.kind == WorkloadKind::Tcp || (stateful && w.tcp.is_some());
+    let alb = env.spec.traffic.provider == TrafficProvider::Alb;
+    let nlb = load_balancer && alb;
 
     let readiness = w
         .probes
@@ -434,6 +464,14 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         .and_then(http_path);
     let http = w.http.as_ref().map(|h| {
         let mut a = BTreeMap::new();
+        if !alb {
+            // An HTTPRoute carries no annotations: the Gateway holds TLS and the listener.
+            return HttpContext {
+                host: instance_host(env, &h.host),
+                path: h.path.clone().unwrap_or_else(|| "/".into()),
+                annotations: a,
+            };
+        }
         let key = |k: &str| format!("alb.ingress.kubernetes.io/{k}");
         a.insert(key("scheme"), h.scheme.as_str().to_owned());
         a.insert(key("target-type"), "ip".to_owned());
@@ -543,6 +581,12 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         weighted: blue_green || stateful,
         stateful,
         nlb,
+        load_balancer,
+        lb_annotations: if load_balancer && !alb {
+            env.spec.traffic.load_balancer_annotations.clone()
+        } else {
+            BTreeMap::new()
+        },
         controller: if stateful { "StatefulSet" } else { "Deployment" },
         version: version.clone(),
         alb_attributes: w

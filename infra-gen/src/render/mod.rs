@@ -19,7 +19,7 @@ use context::{EnvContext, SLOTS, WorkloadContext};
 
 /// The embedded templates, by file name. A file of the same name in the project's
 /// `templates/` folder replaces one.
-pub const TEMPLATES: [(&str, &str); 13] = [
+pub const TEMPLATES: [(&str, &str); 15] = [
     ("_pod.yaml.j2", include_str!("templates/_pod.yaml.j2")),
     (
         "namespace.yaml.j2",
@@ -44,6 +44,14 @@ pub const TEMPLATES: [(&str, &str); 13] = [
         include_str!("templates/service-preview.yaml.j2"),
     ),
     ("ingress.yaml.j2", include_str!("templates/ingress.yaml.j2")),
+    (
+        "httproute.yaml.j2",
+        include_str!("templates/httproute.yaml.j2"),
+    ),
+    (
+        "httproute-preview.yaml.j2",
+        include_str!("templates/httproute-preview.yaml.j2"),
+    ),
     ("hpa.yaml.j2", include_str!("templates/hpa.yaml.j2")),
     ("pdb.yaml.j2", include_str!("templates/pdb.yaml.j2")),
     (
@@ -201,7 +209,19 @@ impl Renderer {
                 }
                 out.push(self.one(env, "service-preview.yaml.j2", &ctx, Some(w), None, note)?);
             }
-            if w.http.is_some() {
+            if w.http.is_some() && ctx.traffic == "gateway-api" {
+                out.push(self.one(env, "httproute.yaml.j2", &ctx, Some(w), None, note)?);
+                if w.blue_green && w.preview_host.is_some() {
+                    out.push(self.one(
+                        env,
+                        "httproute-preview.yaml.j2",
+                        &ctx,
+                        Some(w),
+                        None,
+                        None,
+                    )?);
+                }
+            } else if w.http.is_some() {
                 out.push(self.one(env, "ingress.yaml.j2", &ctx, Some(w), None, note)?);
             }
             if w.autoscaling.is_some() {
