@@ -147,6 +147,9 @@ pub enum Kind {
     Job,
     /// apiregistration.k8s.io/v1 APIService (read: whether the metrics API answers).
     ApiService,
+    /// gateway.networking.k8s.io/v1 HTTPRoute (`traffic.provider: gateway-api`): served only
+    /// where the Gateway API's CRDs are installed.
+    HttpRoute,
     /// elbv2.k8s.aws/v1beta1 TargetGroupBinding: made by the AWS Load Balancer Controller;
     /// read to find a Service's target groups, never written or pruned.
     TargetGroupBinding,
@@ -155,7 +158,7 @@ pub enum Kind {
 impl Kind {
     /// Kinds whose objects `apply` creates and prunes, in the order they are applied:
     /// what others depend on first, what exposes traffic last.
-    pub const APPLIED: [Kind; 13] = [
+    pub const APPLIED: [Kind; 14] = [
         Kind::Namespace,
         Kind::ServiceAccount,
         Kind::Role,
@@ -167,6 +170,7 @@ impl Kind {
         Kind::StatefulSet,
         Kind::CronJob,
         Kind::Ingress,
+        Kind::HttpRoute,
         Kind::HorizontalPodAutoscaler,
         Kind::PodDisruptionBudget,
     ];
@@ -191,6 +195,13 @@ impl Kind {
             Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets", true),
             Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs", true),
             Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+            Kind::HttpRoute => (
+                "gateway.networking.k8s.io",
+                "v1",
+                "HTTPRoute",
+                "httproutes",
+                true,
+            ),
             Kind::HorizontalPodAutoscaler => (
                 "autoscaling",
                 "v2",

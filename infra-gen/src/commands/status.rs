@@ -50,7 +50,7 @@ pub struct WorkloadStatus {
     pub deployments: Vec<DeploymentStatus>,
     /// HPA: current replicas, min, max, target Deployment.
     pub hpa: Option<serde_json::Value>,
-    /// ALB weights (blue, green).
+    /// Weights of the ALB action or the HTTPRoute (blue, green).
     pub weights: Option<(u8, u8)>,
     /// When finalize may scale the previous slot down.
     pub scale_down_after: Option<String>,
@@ -425,7 +425,11 @@ pub async fn run(root: &Path, args: &StatusArgs) -> Result<()> {
             }
         }
         if let Some((blue, green)) = w.weights {
-            crate::outln!("    ALB weights: blue {blue}%, green {green}%");
+            let by = match session.env.spec.traffic.provider {
+                crate::env::model::TrafficProvider::Alb => "ALB",
+                crate::env::model::TrafficProvider::GatewayApi => "HTTPRoute",
+            };
+            crate::outln!("    {by} weights: blue {blue}%, green {green}%");
         }
         if let Some(c) = &w.canary {
             crate::outln!(

@@ -9,13 +9,14 @@ use crate::cluster::connect::{self, Target};
 use crate::cluster::lease::{self, Lease};
 use crate::cluster::{Cluster, ClusterError};
 use crate::env::Environment;
+use crate::env::model::TrafficProvider;
 use crate::error::{Error, Result};
 use crate::rollout::RolloutError;
 use crate::rollout::bluegreen::BlueGreen;
 use crate::rollout::desired::{self, BlueGreenSpec, Desired, StatefulSpec};
 use crate::rollout::progress::Progress;
 use crate::rollout::stateful::Stateful;
-use crate::rollout::verify::LbCheck;
+use crate::rollout::verify::{Checked, LbCheck};
 use crate::tree;
 
 /// How `${VARIABLE}`s and secrets are resolved.
@@ -57,8 +58,14 @@ pub async fn lb_check(env: &Environment, args: &LbArgs, progress: &Progress) -> 
         progress.step("WARNING: --no-verify-lb: traffic moves without checking the load balancer (healthy targets, applied rule weights, drained targets); the release history records it");
         return None;
     }
+    let provider = match env.spec.traffic.provider {
+        TrafficProvider::Alb => {
+            Checked::Elb(crate::elb::Elb::connect(&env.spec.cluster.region).await)
+        }
+        TrafficProvider::GatewayApi => Checked::GatewayApi,
+    };
     Some(LbCheck {
-        elb: crate::elb::Elb::connect(&env.spec.cluster.region).await,
+        provider,
         converge: args.lb_converge_timeout,
     })
 }

@@ -15,7 +15,7 @@ use super::stateful::Stateful;
 use super::{RolloutError, RolloutResult, is_up_to_date, stamped};
 use crate::cluster::lease::{self, Lease};
 use crate::cluster::wait::{self, Replicas, WaitError};
-use crate::cluster::{Cluster, Kind, describe, name_of};
+use crate::cluster::{Cluster, ClusterError, Kind, describe, name_of};
 use crate::render::context::labels;
 
 /// Options of an apply.
@@ -126,8 +126,8 @@ fn wanted_objects(desired: &Desired) -> RolloutResult<BTreeSet<(Kind, String)>> 
         }
         wanted.insert((Kind::Service, bg.name.clone()));
         wanted.insert((Kind::Service, format!("{}-preview", bg.name)));
-        if bg.ingress.is_some() {
-            wanted.insert((Kind::Ingress, bg.name.clone()));
+        if let Some(route) = &bg.ingress {
+            wanted.insert((Kind::of(route)?, bg.name.clone()));
         }
         if bg.hpa.is_some() {
             wanted.insert((Kind::HorizontalPodAutoscaler, bg.name.clone()));
@@ -385,7 +385,13 @@ pub async fn prune_candidates(cluster: &Cluster, desired: &Desired) -> RolloutRe
 /// part of another set is never one of ours.
 async fn set_members(cluster: &Cluster, desired: &Desired, kind: Kind) -> RolloutResult<Vec<Json>> {
     let selector = format!("{}={}", applyset::PART_OF, desired.applyset);
-    let mut members = cluster.list(kind, &selector, None).await?;
+    let mut members = match cluster.list(kind, &selector, None).await {
+        // A cluster without the Gateway API's CRDs holds no HTTPRoute to prune.
+        Err(ClusterError::Api { code: 404, .. }) if kind == Kind::HttpRoute => {
+            return Ok(Vec::new());
+        }
+        other => other?,
+    };
     let legacy = cluster
         .list(kind, &environment_selector(desired), None)
         .await?
@@ -471,6 +477,7 @@ pub async fn apply(
     progress: &Progress,
 ) -> RolloutResult<Summary> {
     let by = lease::identity();
+    routes_served(cluster, desired).await?;
     let first = plan(cluster, desired, progress, &by, options).await?;
     if !first.is_empty() && !options.allow_strategy_change {
         strategy_switches(cluster, desired).await?;
@@ -520,6 +527,26 @@ pub async fn apply(
         writes: cluster.writes(),
         ..summary
     })
+}
+
+/// Refuses, before any write, a tree with HTTPRoutes on a cluster that does not serve them
+/// (the Gateway API's CRDs are not installed): nothing could route the requests.
+async fn routes_served(cluster: &Cluster, desired: &Desired) -> RolloutResult<()> {
+    let routes = desired
+        .objects
+        .iter()
+        .chain(desired.blue_green.iter().filter_map(|b| b.ingress.as_ref()))
+        .any(super::route::is_http_route);
+    if !routes {
+        return Ok(());
+    }
+    match cluster.list(Kind::HttpRoute, "", None).await {
+        Ok(_) => Ok(()),
+        Err(ClusterError::Api { code: 404, .. }) => Err(RolloutError::Preflight(
+            super::gateway_status::crds_missing(),
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Refuses, before any write, to switch a workload behind a load balancer between rolling

@@ -28,12 +28,13 @@ use super::state::{Objects, SlotView};
 pub use super::state::{Routing, Slot, State};
 use super::verify::LbCheck;
 use super::{
-    REVISION, RolloutError, RolloutResult, SCALE_DOWN_AFTER, TEMPLATE, hash, is_up_to_date, stamped,
+    REVISION, RolloutError, RolloutResult, Router, SCALE_DOWN_AFTER, TEMPLATE, hash, is_up_to_date,
+    stamped,
 };
 use crate::cluster::wait::{self, WaitError};
 use crate::cluster::{Cluster, Kind, diagnose};
 use crate::env::model as canary_model;
-use crate::render::context::{forward_action, labels};
+use crate::render::context::labels;
 
 /// Which way an interrupted cutover is settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,11 @@ impl BlueGreen<'_> {
         &self.spec.name
     }
 
+    /// How messages name what routes the traffic.
+    fn words(&self) -> Router {
+        Router::of(self.spec.ingress.as_ref())
+    }
+
     fn slot_name(&self, slot: Slot) -> String {
         format!("{}-{}", self.name(), slot.as_str())
     }
@@ -120,8 +126,8 @@ impl BlueGreen<'_> {
             .unwrap_or_default();
         // An Ingress the tree no longer has is pruned at the end of this apply; its weights
         // are not this cutover's.
-        let ingress = match self.spec.ingress {
-            Some(_) => get(Kind::Ingress, name.to_owned()).await?,
+        let ingress = match &self.spec.ingress {
+            Some(route) => get(Kind::of(route)?, name.to_owned()).await?,
             None => None,
         };
         let objects = Objects {
@@ -204,16 +210,22 @@ impl BlueGreen<'_> {
         s
     }
 
+    /// What routes the workload's requests (the Ingress or the HTTPRoute) with `percent`% on
+    /// `to` and the rest on the other slot.
     fn ingress(&self, to: Slot, percent: u8) -> Option<Json> {
-        let mut ingress = self.spec.ingress.clone()?;
+        let route = self.spec.ingress.as_ref()?;
         let (blue, green) = match to {
             Slot::Blue => (percent, 100 - percent),
             Slot::Green => (100 - percent, percent),
         };
-        ingress["metadata"]["annotations"]
-            [format!("alb.ingress.kubernetes.io/actions.{}", self.name())] =
-            Json::String(forward_action(self.name(), blue, green));
-        Some(ingress)
+        Some(super::route::with_shares(
+            route,
+            self.name(),
+            &[
+                (self.slot_name(Slot::Blue), blue),
+                (self.slot_name(Slot::Green), green),
+            ],
+        ))
     }
 
     /// The Ingress with `percent`% on `to`, and — while a grey release runs — the header
@@ -675,8 +687,9 @@ impl BlueGreen<'_> {
             }
         } else if wrote && !self.unverified_wait.is_zero() {
             self.say(&format!(
-                "waiting {:?} for the AWS Load Balancer Controller to remove the header rule (not checked: --no-verify-lb)",
-                self.unverified_wait
+                "waiting {:?} for the {} to remove the header rule (not checked: --no-verify-lb)",
+                self.unverified_wait,
+                self.words().controller()
             ));
             self.cluster
                 .pause(
@@ -914,7 +927,8 @@ impl BlueGreen<'_> {
                 .await?
             {
                 self.say(&format!(
-                    "warning: the header rule is still on the ALB ({seen}); it forwards to {} like every other request, and the controller removes it with the next reconcile",
+                    "warning: the header rule is still on the {} ({seen}); it forwards to {} like every other request, and the controller removes it with the next reconcile",
+                    self.words().lb(),
                     target.as_str()
                 ));
             }
@@ -1127,6 +1141,12 @@ impl BlueGreen<'_> {
     /// Stops a move to `to` the load balancer is not ready for: all traffic back on `from`,
     /// `to` scaled to 0 unless it was live, and the error naming what was seen.
     async fn not_serving(&self, to: Slot, from: Slot, problem: String) -> RolloutError {
+        self.say(&format!(
+            "the {} is not ready for {}: {problem}; moving every request back to {}",
+            self.words().lb(),
+            self.slot_name(to),
+            from.as_str()
+        ));
         let undo = async {
             let state = self.observe().await?;
             let canary_traffic = state.canary.as_ref().is_some_and(|c| c.slot == Some(to));
@@ -1244,6 +1264,7 @@ impl BlueGreen<'_> {
             {
                 return Err(RolloutError::MoveBackUnconfirmed {
                     workload: self.name().to_owned(),
+                    router: self.words(),
                     slot: self.slot_name(slot.other()),
                     left: self.slot_name(slot),
                     problem,
@@ -1288,8 +1309,10 @@ impl BlueGreen<'_> {
         let Some(lb) = self.lb else {
             if !self.unverified_wait.is_zero() {
                 self.say(&format!(
-                    "waiting {:?} for the AWS Load Balancer Controller to move the ALB's share of {} back (not checked: --no-verify-lb)",
+                    "waiting {:?} for the {} to move the {}'s share of {} back (not checked: --no-verify-lb)",
                     self.unverified_wait,
+                    self.words().controller(),
+                    self.words().lb(),
                     self.slot_name(left)
                 ));
                 self.cluster
@@ -1317,6 +1340,7 @@ impl BlueGreen<'_> {
             Ok(()) => Ok(()),
             Err(problem) => Err(RolloutError::MoveBackUnconfirmed {
                 workload: self.name().to_owned(),
+                router: self.words(),
                 slot: self.slot_name(live),
                 left: self.slot_name(left),
                 problem,
@@ -1447,7 +1471,11 @@ impl BlueGreen<'_> {
                     && self.ensure(&ingress).await?
                 {
                     wrote = true;
-                    self.say(&format!("{percent}% of ALB traffic on {}", to.as_str()));
+                    self.say(&format!(
+                        "{percent}% of {} traffic on {}",
+                        self.words().lb(),
+                        to.as_str()
+                    ));
                 }
                 if direction == Move::Back {
                     if wrote {
@@ -1563,7 +1591,11 @@ impl BlueGreen<'_> {
         if let Some(ingress) = self.ingress(live, 100)
             && self.ensure(&ingress).await?
         {
-            self.say(&format!("100% of ALB traffic on {}", live.as_str()));
+            self.say(&format!(
+                "100% of {} traffic on {}",
+                self.words().lb(),
+                live.as_str()
+            ));
         }
         if self
             .ensure(&self.stable(Some(live), deadline.as_deref()))

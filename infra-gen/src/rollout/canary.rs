@@ -1,4 +1,7 @@
-//! Grey release on the ALB by request header. While a canary runs, the workload's Ingress
+//! Grey release by request header, on the ALB (below) or on an HTTPRoute (a rule with header
+//! matches before the rule every request reaches, [`route_with_canary`]).
+//!
+//! On the ALB: while a canary runs, the workload's Ingress
 //! holds a second path, before the one every request reaches: same host, same path and
 //! pathType, backend `<name>-canary` (`use-annotation`), whose action forwards to the new
 //! slot and whose condition (`alb.ingress.kubernetes.io/conditions.<name>-canary`) matches
@@ -23,9 +26,13 @@ use k8s_openapi::api::networking::v1::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
+use super::route;
 use super::state::Slot;
 use super::{RolloutError, RolloutResult};
-use crate::env::model::Canary;
+use crate::env::model::{Canary, HeaderMatch};
+use crate::gateway::{
+    HttpBackendRef, HttpHeaderMatch, HttpPathMatch, HttpRouteMatch, HttpRouteRule,
+};
 
 /// The name of the canary's action and condition (and its path's backend).
 pub fn action_name(workload: &str) -> String {
@@ -77,9 +84,13 @@ fn annotation<'a>(ingress: &'a Json, key: &str) -> Option<&'a str> {
     ingress.pointer("/metadata/annotations")?.get(key)?.as_str()
 }
 
-/// Reads the canary of the live Ingress of `workload` (`None`: there is none, nothing of it).
+/// Reads the canary of the live Ingress (or HTTPRoute) of `workload` (`None`: there is none,
+/// nothing of it).
 pub fn observe(ingress: Option<&Json>, workload: &str) -> Option<CanaryState> {
     let ingress = ingress?;
+    if route::is_http_route(ingress) {
+        return observe_route(ingress, workload);
+    }
     let backend = action_name(workload);
     let path = ingress
         .pointer("/spec/rules")
@@ -120,8 +131,113 @@ pub fn observe(ingress: Option<&Json>, workload: &str) -> Option<CanaryState> {
         .map(|h| Canary {
             header: h.http_header_name,
             values: h.values,
+            match_type: None,
         });
     Some(CanaryState { slot, rule, path })
+}
+
+/// The header rules of a live HTTPRoute: a rule with header matches is a grey release's.
+fn observe_route(route: &Json, workload: &str) -> Option<CanaryState> {
+    let rule = route
+        .pointer("/spec/rules")?
+        .as_array()?
+        .iter()
+        .find(|r| route::has_header_matches(r))?;
+    let slot = rule
+        .get("backendRefs")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|b| b.get("weight").and_then(Json::as_i64).unwrap_or(1) > 0)
+        .find_map(|b| {
+            b.get("name")?
+                .as_str()?
+                .strip_prefix(&format!("{workload}-"))
+                .and_then(Slot::parse)
+        });
+    let headers: Vec<&Json> = rule
+        .get("matches")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.pointer("/headers/0"))
+        .collect();
+    let text = |h: &Json, key: &str| {
+        h.get(key)
+            .and_then(Json::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let rule = headers.first().map(|first| Canary {
+        header: text(first, "name"),
+        values: headers.iter().map(|h| text(h, "value")).collect(),
+        match_type: match text(first, "type").as_str() {
+            "RegularExpression" => Some(HeaderMatch::RegularExpression),
+            _ => None,
+        },
+    });
+    Some(CanaryState {
+        slot,
+        rule,
+        path: true,
+    })
+}
+
+/// `route` (the weighted HTTPRoute, every request on the live slot) with a rule before the
+/// one every request reaches: same path, one match per value of the header, to `slot`.
+fn route_with_canary(
+    route: &Json,
+    workload: &str,
+    slot: Slot,
+    canary: &Canary,
+) -> RolloutResult<Json> {
+    let mut typed = route::typed(route, workload)?;
+    let Some(main) = typed
+        .spec
+        .rules
+        .iter()
+        .position(|r| r.matches.iter().all(|m| m.headers.is_empty()))
+    else {
+        return Err(RolloutError::Input(format!(
+            "the tree's HTTPRoute {workload} has no rule without header matches; run `infra-gen render`"
+        )));
+    };
+    let base = typed.spec.rules[main].clone();
+    let paths: Vec<Option<HttpPathMatch>> = if base.matches.is_empty() {
+        vec![None]
+    } else {
+        base.matches.iter().map(|m| m.path.clone()).collect()
+    };
+    let kind = match canary.match_type {
+        Some(HeaderMatch::RegularExpression) => "RegularExpression",
+        _ => "Exact",
+    };
+    let matches = paths
+        .iter()
+        .flat_map(|path| {
+            canary.values.iter().map(move |value| HttpRouteMatch {
+                path: path.clone(),
+                headers: vec![HttpHeaderMatch {
+                    type_: Some(kind.to_owned()),
+                    name: canary.header.clone(),
+                    value: value.clone(),
+                }],
+            })
+        })
+        .collect();
+    let port = base.backend_refs.first().and_then(|b| b.port).or(Some(80));
+    let rule = HttpRouteRule {
+        name: None,
+        matches,
+        backend_refs: vec![HttpBackendRef {
+            name: format!("{workload}-{}", slot.as_str()),
+            port,
+            weight: Some(100),
+            ..HttpBackendRef::default()
+        }],
+    };
+    typed.spec.rules.insert(main, rule);
+    route::to_json(&typed, workload)
 }
 
 /// `ingress` (the weighted one, every request on the live slot) with the canary: requests
@@ -132,6 +248,9 @@ pub fn with_canary(
     slot: Slot,
     canary: &Canary,
 ) -> RolloutResult<Json> {
+    if route::is_http_route(ingress) {
+        return route_with_canary(ingress, workload, slot, canary);
+    }
     let invalid = |e: serde_json::Error| {
         RolloutError::Input(format!(
             "the tree's Ingress {workload} is not an Ingress: {e}"
@@ -219,6 +338,7 @@ mod tests {
         Canary {
             header: "Version".into(),
             values: vec!["1.4.2".into(), "1.5.*".into()],
+            match_type: None,
         }
     }
 

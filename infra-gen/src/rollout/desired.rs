@@ -34,7 +34,8 @@ pub struct BlueGreenSpec {
     pub stable: Json,
     /// The preview Service.
     pub preview: Json,
-    /// The Ingress with the weighted action (web with http).
+    /// What routes its HTTP requests (web with http): the Ingress with the weighted action,
+    /// or the HTTPRoute with the weighted backends ([`super::route`]).
     pub ingress: Option<Json>,
     /// The HPA (re-pointed to the live slot).
     pub hpa: Option<Json>,
@@ -406,16 +407,21 @@ pub fn build(
             ("Service", name.clone()),
             ("Service", format!("{name}-preview")),
             ("Ingress", name.clone()),
+            ("HTTPRoute", name.clone()),
             ("HorizontalPodAutoscaler", name.clone()),
         ] {
             set_aside.push((kind.to_owned(), object_name));
+        }
+        let ingress = find("Ingress", &name).or_else(|| find("HTTPRoute", &name));
+        if let Some(route) = &ingress {
+            super::route::check_tree_object(route, &name)?;
         }
         blue_green.push(BlueGreenSpec {
             tcp,
             deployment: deployment.clone(),
             stable,
             preview,
-            ingress: find("Ingress", &name),
+            ingress,
             hpa: find("HorizontalPodAutoscaler", &name),
             steps,
             step_pause: seconds(deployment, annotations::STEP_PAUSE, 30),

@@ -10,8 +10,10 @@ pub mod bluegreen;
 pub mod canary;
 pub mod capacity;
 pub mod desired;
+pub mod gateway_status;
 pub mod history;
 pub mod progress;
+pub mod route;
 pub mod state;
 pub mod stateful;
 pub mod verify;
@@ -88,14 +90,18 @@ pub enum RolloutError {
         /// What the load balancer showed.
         problem: String,
     },
-    /// Every request was given back to a slot in the Ingress, but the ALB did not confirm it:
-    /// the slot that lost the traffic was left running.
+    /// Every request was given back to a slot in the Ingress (HTTPRoute), but the ALB
+    /// (Gateway) did not confirm it: the slot that lost the traffic was left running.
     #[error(
-        "{workload}: every request was moved back to {slot} in the Ingress, but {problem}; {left} keeps its pods, since the ALB may still send it requests. Once the controller has applied the weights (`infra-gen status`), run the command again"
+        "{workload}: every request was moved back to {slot} in the {}, but {problem}; {left} keeps its pods, since the {} may still send it requests. Once the controller has applied it (`infra-gen status`), run the command again",
+        .router.object(),
+        .router.lb()
     )]
     MoveBackUnconfirmed {
         /// Workload.
         workload: String,
+        /// What routes the traffic.
+        router: Router,
         /// The slot that takes every request back.
         slot: String,
         /// The slot that lost them.
@@ -133,6 +139,49 @@ pub enum RolloutError {
 
 /// Result alias.
 pub type RolloutResult<T> = Result<T, RolloutError>;
+
+/// What routes a workload's HTTP requests, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Router {
+    /// An ALB Ingress (AWS Load Balancer Controller).
+    Alb,
+    /// A Gateway API HTTPRoute.
+    Gateway,
+}
+
+impl Router {
+    /// Of a workload's routing object from the tree.
+    pub fn of(route: Option<&Json>) -> Router {
+        match route {
+            Some(r) if route::is_http_route(r) => Router::Gateway,
+            _ => Router::Alb,
+        }
+    }
+
+    /// `Ingress` or `HTTPRoute`.
+    pub fn object(self) -> &'static str {
+        match self {
+            Router::Alb => "Ingress",
+            Router::Gateway => "HTTPRoute",
+        }
+    }
+
+    /// `ALB` or `Gateway`.
+    pub fn lb(self) -> &'static str {
+        match self {
+            Router::Alb => "ALB",
+            Router::Gateway => "Gateway",
+        }
+    }
+
+    /// Who applies the object.
+    pub fn controller(self) -> &'static str {
+        match self {
+            Router::Alb => "AWS Load Balancer Controller",
+            Router::Gateway => "Gateway controller",
+        }
+    }
+}
 
 /// `(minReplicas, maxReplicas)` of an HPA object from the tree (min defaults to 1 as the API
 /// server defaults it); `None` without a max.

@@ -172,25 +172,16 @@ fn replicas_of(deployment: Option<&Json>) -> i32 {
         .unwrap_or(0)
 }
 
-/// The (blue, green) weights of the workload's forward action, if its Ingress has one.
+/// The (blue, green) shares, in percent, of the rule every request reaches: the Ingress's
+/// forward action or the HTTPRoute's weighted backends, if the object has one.
 pub fn weights(ingress: Option<&Json>, name: &str) -> Option<(u8, u8)> {
-    let action = annotation(
-        ingress,
-        &format!("alb.ingress.kubernetes.io/actions.{name}"),
-    )?;
-    let action: Json = serde_json::from_str(action).ok()?;
-    let groups = action.pointer("/forwardConfig/targetGroups")?.as_array()?;
+    let shares = super::route::shares(ingress, name)?;
     let weight = |slot: Slot| {
-        groups
+        let service = format!("{name}-{}", slot.as_str());
+        shares
             .iter()
-            .find(|g| {
-                g.get("serviceName").and_then(Json::as_str)
-                    == Some(&format!("{name}-{}", slot.as_str()))
-            })
-            .and_then(|g| g.get("weight"))
-            .and_then(Json::as_u64)
-            .and_then(|w| u8::try_from(w.min(100)).ok())
-            .unwrap_or(0)
+            .find(|(s, _)| *s == service)
+            .map_or(0, |(_, w)| *w)
     };
     Some((weight(Slot::Blue), weight(Slot::Green)))
 }
@@ -364,7 +355,11 @@ impl State {
                 if alb {
                     let (b, _) = channel(Slot::Blue);
                     let (g, _) = channel(Slot::Green);
-                    parts.push(format!("ALB {b}% on blue, {g}% on green"));
+                    let by = match &self.ingress {
+                        Some(route) if super::route::is_http_route(route) => "HTTPRoute",
+                        _ => "ALB",
+                    };
+                    parts.push(format!("{by} {b}% on blue, {g}% on green"));
                 }
                 let selected: Vec<&str> = Slot::BOTH
                     .into_iter()

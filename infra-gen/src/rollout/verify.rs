@@ -32,10 +32,21 @@ pub const GATE_PREFIX: &str = "target-health.elbv2.k8s.aws/";
 /// The load-balancer checks of a run (absent with `--no-verify-lb`).
 #[derive(Clone)]
 pub struct LbCheck {
-    /// ELBv2 of the cluster's region.
-    pub elb: Elb,
+    /// What is read back.
+    pub provider: Checked,
     /// How long the controller may take to apply weights before they are moved back.
     pub converge: Duration,
+}
+
+/// What a traffic move is checked against.
+#[derive(Clone)]
+pub enum Checked {
+    /// The ALB and NLB themselves, through ELBv2 of the cluster's region.
+    Elb(Elb),
+    /// The HTTPRoute's status, as the Gateway controllers write it ([`super::gateway_status`]).
+    /// No target health nor applied weights can be read: what the route's status says is
+    /// what is checked.
+    GatewayApi,
 }
 
 /// A target group the controller bound to a Service.
@@ -104,6 +115,10 @@ impl LbCheck {
         service: &str,
         timeout: Duration,
     ) -> RolloutResult<Result<(), String>> {
+        let Checked::Elb(_) = &self.provider else {
+            // No controller binds Services to target groups.
+            return Ok(Ok(()));
+        };
         let started = Instant::now();
         loop {
             cluster.check_lock(&format!("wait for the controller to bind {service}"))?;
@@ -134,6 +149,9 @@ impl LbCheck {
         service: &str,
         selector: &str,
     ) -> RolloutResult<Vec<String>> {
+        let Checked::Elb(_) = &self.provider else {
+            return Ok(Vec::new());
+        };
         let namespace = cluster
             .get(Kind::Namespace, cluster.namespace())
             .await?
@@ -181,6 +199,12 @@ impl LbCheck {
         selector: &str,
         timeout: Duration,
     ) -> RolloutResult<Result<(), String>> {
+        let Checked::Elb(elb) = &self.provider else {
+            progress.step(&format!(
+                "{service}: no target health to read through the Gateway API: its pods being Ready is what is checked"
+            ));
+            return Ok(Ok(()));
+        };
         let started = Instant::now();
         let namespace = cluster
             .get(Kind::Namespace, cluster.namespace())
@@ -240,8 +264,7 @@ impl LbCheck {
                 let mut not_healthy = Vec::new();
                 let mut total = 0;
                 for binding in &bindings {
-                    let targets = self
-                        .elb
+                    let targets = elb
                         .targets(&binding.group)
                         .await
                         .map_err(RolloutError::from)?;
@@ -299,6 +322,10 @@ impl LbCheck {
         path: &str,
         expected: &[(String, u8)],
     ) -> RolloutResult<Result<(), String>> {
+        let Checked::Elb(elb) = &self.provider else {
+            return super::gateway_status::accepted(cluster, progress, ingress, self.converge)
+                .await;
+        };
         let started = Instant::now();
         let mut seen = String::from("no load balancer in the Ingress status yet");
         loop {
@@ -318,8 +345,7 @@ impl LbCheck {
                     }
                 }
                 let arns: Vec<String> = groups.keys().cloned().collect();
-                seen = match self
-                    .elb
+                seen = match elb
                     .forward_for(&dns, &arns, host, path)
                     .await
                     .map_err(RolloutError::from)?
@@ -391,6 +417,10 @@ impl LbCheck {
         path: &str,
         service: &str,
     ) -> RolloutResult<Result<(), String>> {
+        let Checked::Elb(elb) = &self.provider else {
+            return super::gateway_status::accepted(cluster, progress, ingress, self.converge)
+                .await;
+        };
         let started = Instant::now();
         let groups: Vec<String> = match self.bindings(cluster, service).await? {
             Ok(bindings) => bindings.into_iter().map(|b| b.group).collect(),
@@ -406,13 +436,11 @@ impl LbCheck {
             if dns.is_empty() || groups.is_empty() {
                 return Ok(Ok(()));
             }
-            let rule = self
-                .elb
+            let rule = elb
                 .forward_for(&dns, &groups, host, path)
                 .await
                 .map_err(RolloutError::from)?;
-            let headers = self
-                .elb
+            let headers = elb
                 .header_rules(&dns, &groups, host, path)
                 .await
                 .map_err(RolloutError::from)?
@@ -473,6 +501,10 @@ impl LbCheck {
         path: &str,
         expected: Option<(&Canary, &str)>,
     ) -> RolloutResult<Result<(), String>> {
+        let Checked::Elb(elb) = &self.provider else {
+            return super::gateway_status::accepted(cluster, progress, ingress, self.converge)
+                .await;
+        };
         let started = Instant::now();
         let mut seen = String::from("no load balancer in the Ingress status yet");
         loop {
@@ -490,8 +522,7 @@ impl LbCheck {
                     },
                     None => Vec::new(),
                 };
-                let rules = self
-                    .elb
+                let rules = elb
                     .header_rules(&dns, &groups, host, path)
                     .await
                     .map_err(RolloutError::from)?
@@ -578,6 +609,11 @@ impl LbCheck {
         services: &[String],
         selector: &str,
     ) -> RolloutResult<()> {
+        let Checked::Elb(elb) = &self.provider else {
+            // Nothing tells when a Gateway (or the cluster's load balancer) stopped using
+            // the pods; their preStop sleep covers the endpoint update.
+            return Ok(());
+        };
         let started = Instant::now();
         let pods = cluster.list(Kind::Pod, selector, None).await?;
         let ips: Vec<String> = pods
@@ -612,8 +648,7 @@ impl LbCheck {
         }
         let mut limit = Duration::ZERO;
         for (b, _) in &groups {
-            let delay = self
-                .elb
+            let delay = elb
                 .deregistration_delay(&b.group)
                 .await
                 .map_err(RolloutError::from)?;
@@ -622,8 +657,7 @@ impl LbCheck {
         loop {
             let mut waiting = 0;
             for (b, selects) in &groups {
-                waiting += self
-                    .elb
+                waiting += elb
                     .targets(&b.group)
                     .await
                     .map_err(RolloutError::from)?

@@ -13,6 +13,7 @@ mod canary;
 mod capacity;
 mod deploy;
 mod gameservers;
+mod gateway;
 mod loadbalancer;
 mod lock;
 mod recovery;

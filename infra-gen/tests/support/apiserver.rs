@@ -44,7 +44,7 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-pub const RESOURCES: [Resource; 18] = [
+pub const RESOURCES: [Resource; 20] = [
     Resource {
         group: "",
         version: "v1",
@@ -162,6 +162,22 @@ pub const RESOURCES: [Resource; 18] = [
         version: "v1",
         plural: "jobs",
         kind: "Job",
+        namespaced: true,
+    },
+    // Served only with the Gateway API (Options::gateway), as a cluster serves them only
+    // with its CRDs installed.
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "httproutes",
+        kind: "HTTPRoute",
+        namespaced: true,
+    },
+    Resource {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "gateways",
+        kind: "Gateway",
         namespaced: true,
     },
     // Served only with a simulated AWS Load Balancer Controller (Options::lb), as a cluster
@@ -312,6 +328,9 @@ pub struct Options {
     /// A simulated AWS Load Balancer Controller on moto's ELBv2 (and the
     /// TargetGroupBinding API); without it, the cluster has no controller.
     pub lb: Option<lb::LbSim>,
+    /// The Gateway API: its CRDs (HTTPRoute, Gateway) served, and the Gateway controller
+    /// stand-in (`testbed::gateway`) writing route status.
+    pub gateway: bool,
 }
 
 impl Default for Options {
@@ -321,6 +340,7 @@ impl Default for Options {
             drop_watches_after: None,
             token_ttl: None,
             lb: None,
+            gateway: false,
         }
     }
 }
@@ -684,8 +704,71 @@ fn default_fields(data: &mut Data, resource: &Resource, before: Option<&Json>, o
                 }
             }
         }
+        "HTTPRoute" => default_route(object),
         _ => {}
     }
+}
+
+/// The defaults the Gateway API's HTTPRoute CRD schema gives (v1.4, standard channel):
+/// parents are Gateways of its group, backends Services of the core group with weight 1,
+/// matches a PathPrefix of `/`, header matches Exact.
+fn default_route(route: &mut Json) {
+    let each =
+        |value: &mut Json, pointer: &str, f: &mut dyn FnMut(&mut serde_json::Map<String, Json>)| {
+            for item in value
+                .pointer_mut(pointer)
+                .and_then(Json::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(item) = item.as_object_mut() {
+                    f(item);
+                }
+            }
+        };
+    each(route, "/spec/parentRefs", &mut |p| {
+        p.entry("group")
+            .or_insert(json!("gateway.networking.k8s.io"));
+        p.entry("kind").or_insert(json!("Gateway"));
+    });
+    if route.pointer("/spec/rules").is_none()
+        && let Some(spec) = route.get_mut("spec").and_then(Json::as_object_mut)
+    {
+        spec.insert("rules".into(), json!([{}]));
+    }
+    each(route, "/spec/rules", &mut |rule| {
+        let matches = rule
+            .entry("matches")
+            .or_insert(json!([{"path": {"type": "PathPrefix", "value": "/"}}]));
+        for m in matches.as_array_mut().into_iter().flatten() {
+            if let Some(path) = m.get_mut("path").and_then(Json::as_object_mut) {
+                path.entry("type").or_insert(json!("PathPrefix"));
+                path.entry("value").or_insert(json!("/"));
+            }
+            for h in m
+                .get_mut("headers")
+                .and_then(Json::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(h) = h.as_object_mut() {
+                    h.entry("type").or_insert(json!("Exact"));
+                }
+            }
+        }
+        for b in rule
+            .get_mut("backendRefs")
+            .and_then(Json::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(b) = b.as_object_mut() {
+                b.entry("group").or_insert(json!(""));
+                b.entry("kind").or_insert(json!("Service"));
+                b.entry("weight").or_insert(json!(1));
+            }
+        }
+    });
 }
 
 impl ApiServer {
@@ -708,6 +791,9 @@ impl ApiServer {
             let _ = axum::serve(listener, app).await;
         });
         tokio::spawn(controllers(shared.clone()));
+        if shared.options.lock().unwrap().gateway {
+            tokio::spawn(gateway_controller(shared.clone()));
+        }
         let sim = shared.options.lock().unwrap().lb.clone();
         if let Some(sim) = sim {
             shared.data.lock().unwrap().inject_gates = sim.inject_gates;
@@ -910,9 +996,13 @@ async fn handle(
         return axum::Json(json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-double"}))
             .into_response();
     }
-    let controller = shared.options.lock().unwrap().lb.is_some();
-    let Some(target) =
-        parse_path(&path).filter(|t| controller || t.resource.kind != "TargetGroupBinding")
+    let (controller, gateway) = {
+        let options = shared.options.lock().unwrap();
+        (options.lb.is_some(), options.gateway)
+    };
+    let Some(target) = parse_path(&path)
+        .filter(|t| controller || t.resource.kind != "TargetGroupBinding")
+        .filter(|t| gateway || t.resource.group != "gateway.networking.k8s.io")
     else {
         return status_error(
             404,
@@ -1289,6 +1379,57 @@ async fn controllers(shared: Arc<Shared>) {
         let ready_after = shared.options.lock().unwrap().ready_after;
         let mut data = shared.data.lock().unwrap();
         kubelet::reconcile_all(&mut data, &shared.events, ready_after);
+    }
+}
+
+/// The Gateway controller stand-in of the test control plane (`testbed::gateway`), on the
+/// double's store, every 300 ms: route status as a controller writes it (the status
+/// subresource: no new generation).
+async fn gateway_controller(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut data = shared.data.lock().unwrap();
+        let of = |kind: &str| -> Vec<Json> {
+            data.objects
+                .iter()
+                .filter(|(k, _)| k.resource.kind == kind)
+                .map(|(_, o)| o.clone())
+                .collect()
+        };
+        let (gateways, services, namespaces, routes) = (
+            of("Gateway"),
+            of("Service"),
+            of("Namespace"),
+            of("HTTPRoute"),
+        );
+        let world = testbed::gateway::World {
+            gateways: &gateways,
+            services: &services,
+            namespaces: &namespaces,
+        };
+        let now = k8s_openapi::jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        for mut route in routes {
+            let status = testbed::gateway::route_status(&route, &world, &now);
+            if !testbed::gateway::changed(&route, &status) {
+                continue;
+            }
+            route["status"] = status;
+            let key = Key {
+                resource: Resource::by_kind("HTTPRoute"),
+                namespace: route["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                name: route["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            };
+            let events = shared.events.clone();
+            data.store(key, route, &events);
+        }
     }
 }
 

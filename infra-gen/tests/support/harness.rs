@@ -149,7 +149,14 @@ pub struct Harness {
     /// Controller whose load balancer infra-gen checks; otherwise commands run with
     /// `--no-verify-lb`.
     pub lb_endpoint: Option<String>,
+    /// With the Gateway API (`Options::gateway`): environment files say
+    /// `traffic.provider: gateway-api` attached to the Gateway `public` of the test's
+    /// namespace, and commands check the route status instead of ELBv2.
+    pub gateway: bool,
 }
+
+/// The Gateway the tests' HTTPRoutes attach to (class `testbed`: the controller stand-in's).
+pub const GATEWAY: &str = "public";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -200,11 +207,12 @@ impl Harness {
     async fn create(options: Options, real: Option<std::ffi::OsString>) -> Self {
         let project = tempfile::tempdir().expect("temp project");
         let id = unique_id();
+        let gateway = options.gateway;
         let Some(path) = real else {
             let lb_endpoint = options.lb.as_ref().map(|sim| sim.moto.clone());
             let double = ApiServer::start(options).await;
             let kubeconfig = double.kubeconfig(project.path(), None);
-            return Self {
+            let h = Self {
                 double: Some(double),
                 testbed: None,
                 log: None,
@@ -217,7 +225,12 @@ impl Harness {
                 images: Images::from_env(false),
                 revision: std::sync::Mutex::new("0".repeat(40)),
                 lb_endpoint,
+                gateway,
             };
+            if gateway {
+                h.put_gateway(json!({"from": "Same"})).await;
+            }
+            return h;
         };
         let direct = PathBuf::from(path);
         let client = Self::client_for(&direct).await;
@@ -239,7 +252,7 @@ impl Harness {
             Self::prepare_namespace(&client, &namespace, &options).await;
         }
         let log = ChangeLog::start(client, &namespace).await;
-        Self {
+        let h = Self {
             double: None,
             images: Images::from_env(testbed.is_none()),
             testbed,
@@ -252,7 +265,51 @@ impl Harness {
             id,
             revision: std::sync::Mutex::new("0".repeat(40)),
             lb_endpoint,
+            gateway,
+        };
+        if gateway {
+            h.put_gateway(json!({"from": "Same"})).await;
         }
+        h
+    }
+
+    /// Creates (or changes) the Gateway [`GATEWAY`] of the test's namespace: one HTTP
+    /// listener `http` that admits the routes `namespaces` says (`allowedRoutes.namespaces`).
+    pub async fn put_gateway(&self, namespaces: Json) {
+        if self.double.is_some() {
+            // On the test control plane the harness made the namespace already.
+            let all: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client().await);
+            all.patch(
+                &self.namespace(),
+                &PatchParams::apply("e2e-harness").force(),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace()}})),
+            )
+            .await
+            .unwrap();
+        }
+        let api = self.api(
+            self.client().await,
+            "gateway.networking.k8s.io",
+            "v1",
+            "Gateway",
+            "gateways",
+        );
+        let gateway = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": GATEWAY, "namespace": self.namespace()},
+            "spec": {
+                "gatewayClassName": testbed::gateway::CLASS,
+                "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": namespaces}}],
+            },
+        });
+        api.patch(
+            GATEWAY,
+            &PatchParams::apply("e2e-harness").force(),
+            &Patch::Apply(gateway),
+        )
+        .await
+        .unwrap();
     }
 
     /// The test control plane's announcement, if the cluster is that.
@@ -478,8 +535,13 @@ impl Harness {
 
     /// Writes `environments/<env>.yaml` without rendering (as an edit before `plan`).
     pub fn write_env_file(&self, env: &str, workloads: &str, secrets: &str) {
+        let traffic = if self.gateway {
+            format!("traffic: {{provider: gateway-api, parentRefs: [{{name: {GATEWAY}}}]}}\n")
+        } else {
+            String::new()
+        };
         let text = format!(
-            "project: {{name: e2e, id: {id}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nregistry: {{server: registry.test, pullSecret: pull}}\nworkloads:\n{workloads}\nsecrets:\n  app-db: {{uri: {{fromEnv: E2E_DB_URI}}}}\n{secrets}",
+            "project: {{name: e2e, id: {id}}}\ncluster: {{name: e2e, region: us-east-1, compute: ec2}}\nregistry: {{server: registry.test, pullSecret: pull}}\n{traffic}workloads:\n{workloads}\nsecrets:\n  app-db: {{uri: {{fromEnv: E2E_DB_URI}}}}\n{secrets}",
             id = self.id
         );
         let dir = self.root().join("environments");
@@ -609,6 +671,7 @@ impl Harness {
         });
         if moves_traffic
             && self.lb_endpoint.is_none()
+            && !self.gateway
             && !args.iter().any(|a| a == "--no-verify-lb")
         {
             args.push("--no-verify-lb".into());
@@ -908,6 +971,8 @@ impl Harness {
             "Job" => ("batch", "v1", "jobs"),
             "Pod" => ("", "v1", "pods"),
             "TargetGroupBinding" => ("elbv2.k8s.aws", "v1beta1", "targetgroupbindings"),
+            "HTTPRoute" => ("gateway.networking.k8s.io", "v1", "httproutes"),
+            "Gateway" => ("gateway.networking.k8s.io", "v1", "gateways"),
             other => panic!("kind {other} not in the harness"),
         }
     }
@@ -958,6 +1023,10 @@ impl Harness {
 
     /// (blue, green) ALB weights of the workload's Ingress.
     pub async fn weights(&self, workload: &str) -> Option<(u64, u64)> {
+        if self.gateway {
+            let route = self.get("HTTPRoute", workload).await?;
+            return Some(route_weights(&route, workload).0);
+        }
         let ingress = self.get("Ingress", workload).await?;
         let action = ingress
             .pointer(&format!(
@@ -1285,6 +1354,43 @@ impl SlotTraffic {
     }
 }
 
+/// An HTTPRoute's (blue, green) weights on the rule without header matches, in percent of
+/// their sum, and the Service its header rule sends to (with weight), if it has one.
+pub fn route_weights(route: &Json, workload: &str) -> ((u64, u64), Option<String>) {
+    let rules = route
+        .pointer("/spec/rules")
+        .and_then(Json::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let headers = |r: &Json| {
+        r["matches"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["headers"].as_array().is_some_and(|h| !h.is_empty()))
+        })
+    };
+    let weight = |b: &Json| b["weight"].as_u64().unwrap_or(1);
+    let main = rules.iter().find(|r| !headers(r));
+    let refs = main
+        .and_then(|r| r["backendRefs"].as_array().cloned())
+        .unwrap_or_default();
+    let total: u64 = refs.iter().map(weight).sum();
+    let share = |slot: &str| {
+        refs.iter()
+            .find(|b| b["name"] == json!(format!("{workload}-{slot}")))
+            .and_then(|b| (weight(b) * 100).checked_div(total))
+            .unwrap_or(0)
+    };
+    let canary = rules.iter().find(|r| headers(r)).and_then(|r| {
+        r["backendRefs"]
+            .as_array()?
+            .iter()
+            .find(|b| weight(b) > 0)?["name"]
+            .as_str()
+            .map(str::to_owned)
+    });
+    ((share("blue"), share("green")), canary)
+}
+
 impl Harness {
     /// Over the namespace's whole change log, every moment a slot of `workload` got traffic (ALB
     /// weight, or the stable Service selecting it alone) while not every replica was available, and
@@ -1348,6 +1454,9 @@ impl Harness {
                                 .map(str::to_owned)
                         })
                         .filter(|_| has_path);
+                }
+                "HTTPRoute" if name == workload => {
+                    (weights, canary) = route_weights(&object, workload);
                 }
                 "Service" if name == workload => {
                     selector = object.pointer("/spec/selector").cloned();

@@ -1,0 +1,279 @@
+//! A traffic move checked through the Gateway API: after every write of an HTTPRoute, its
+//! status is read back until, for every Gateway it names in `parentRefs`, a controller
+//! reports on the route's current generation that it is `Accepted` and its backends are
+//! resolved (`ResolvedRefs`). A Gateway that refuses the route (a listener that does not allow
+//! routes from this namespace, an unknown section, a Service that does not exist) stops the
+//! move: the caller moves every request back to where it was.
+//!
+//! What this cannot see: whether the data plane applied the weights, and the health of the
+//! pods behind it (the Gateway API publishes neither). Readiness probes and the pods'
+//! preStop sleep cover what target health and draining cover on the ALB.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+use super::progress::Progress;
+use super::{RolloutError, RolloutResult};
+use crate::cluster::{Cluster, ClusterError, Kind};
+use crate::gateway::{HttpRoute, ParentReference};
+
+/// How often the status is read again.
+const EVERY: Duration = Duration::from_millis(500);
+
+/// What the status of one route says.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every parent accepted this generation, with every backend resolved.
+    Accepted(Vec<String>),
+    /// A parent refused it (or a backend did not resolve): no use waiting.
+    Refused(String),
+    /// Not reported on yet (for this generation).
+    Pending(String),
+}
+
+/// Reads a live route's status against its own generation and parents.
+pub fn verdict(route: &HttpRoute) -> Verdict {
+    let namespace = route.metadata.namespace.clone().unwrap_or_default();
+    let name = route.metadata.name.clone().unwrap_or_default();
+    let generation = route.metadata.generation.unwrap_or(0);
+    let statuses = route
+        .status
+        .as_ref()
+        .map(|s| s.parents.as_slice())
+        .unwrap_or_default();
+    if route.spec.parent_refs.is_empty() {
+        return Verdict::Refused(format!(
+            "HTTPRoute {name} names no Gateway in parentRefs, so no Gateway serves it; set traffic.parentRefs"
+        ));
+    }
+    let mut accepted = Vec::new();
+    let mut pending = Vec::new();
+    for parent in &route.spec.parent_refs {
+        let who = parent.describe(&namespace);
+        let Some(status) = statuses
+            .iter()
+            .find(|s| s.parent_ref.same_as(parent, &namespace))
+        else {
+            pending.push(format!(
+                "{who} has not reported on HTTPRoute {name} (no controller manages that Gateway, or it has not seen the route yet)"
+            ));
+            continue;
+        };
+        let current = |type_: &str| {
+            status
+                .condition(type_)
+                .filter(|c| c.observed_generation.unwrap_or(0) >= generation)
+        };
+        let (Some(accepted_now), Some(resolved)) = (current("Accepted"), current("ResolvedRefs"))
+        else {
+            pending.push(format!(
+                "{who} has not reported on generation {generation} of HTTPRoute {name} yet"
+            ));
+            continue;
+        };
+        if accepted_now.status != "True" {
+            return Verdict::Refused(format!(
+                "{who} does not accept HTTPRoute {name}: {} — {} (check the Gateway's listeners: their allowedRoutes must admit namespace {namespace}, and traffic.parentRefs must name an existing Gateway and listener)",
+                accepted_now.reason, accepted_now.message
+            ));
+        }
+        if resolved.status != "True" {
+            return Verdict::Refused(format!(
+                "{who} cannot resolve the backends of HTTPRoute {name}: {} — {}",
+                resolved.reason, resolved.message
+            ));
+        }
+        accepted.push(who);
+    }
+    if pending.is_empty() {
+        Verdict::Accepted(accepted)
+    } else {
+        Verdict::Pending(pending.join("; "))
+    }
+}
+
+fn parents_of(route: &HttpRoute) -> Vec<ParentReference> {
+    route.spec.parent_refs.clone()
+}
+
+/// Waits (up to `converge`) until every Gateway the route `name` names accepted its current
+/// generation. `Ok(Err(what was seen))` otherwise, at once when a Gateway refuses it.
+pub async fn accepted(
+    cluster: &Cluster,
+    progress: &Progress,
+    name: &str,
+    converge: Duration,
+) -> RolloutResult<Result<(), String>> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        cluster.check_lock(&format!("check the status of HTTPRoute {name}"))?;
+        let live = match cluster.get(Kind::HttpRoute, name).await {
+            Ok(Some(live)) => live,
+            Ok(None) => return Ok(Err(format!("HTTPRoute {name} does not exist"))),
+            Err(ClusterError::Api { code: 404, .. }) => {
+                return Ok(Err(crds_missing()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let route: HttpRoute = serde_json::from_value(strip_unknown(live)).map_err(|e| {
+            RolloutError::Input(format!(
+                "the cluster's HTTPRoute {name} cannot be read: {e}"
+            ))
+        })?;
+        let seen = match verdict(&route) {
+            Verdict::Accepted(parents) => {
+                progress.step(&format!(
+                    "HTTPRoute {name}: generation {} accepted by {}",
+                    route.metadata.generation.unwrap_or(0),
+                    parents.join(", ")
+                ));
+                return Ok(Ok(()));
+            }
+            Verdict::Refused(why) => return Ok(Err(why)),
+            Verdict::Pending(why) => why,
+        };
+        if started.elapsed() >= converge {
+            let parents: Vec<String> = parents_of(&route)
+                .iter()
+                .map(|p| p.describe(cluster.namespace()))
+                .collect();
+            return Ok(Err(format!(
+                "after {:?}: {seen}: the Gateway controller of {} did not confirm the route (see its logs)",
+                started.elapsed(),
+                parents.join(", ")
+            )));
+        }
+        if seen != last {
+            progress.status(&format!("HTTPRoute {name}: waiting — {seen}"));
+            last = seen;
+        }
+        cluster
+            .pause(EVERY, &format!("wait for the status of HTTPRoute {name}"))
+            .await?;
+    }
+}
+
+/// The message for a cluster that serves no HTTPRoutes.
+pub fn crds_missing() -> String {
+    "this cluster serves no HTTPRoutes (gateway.networking.k8s.io/v1): the Gateway API's CRDs are not installed; install its standard channel (`kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.1/standard-install.yaml`) and a Gateway controller, or use traffic.provider: alb".to_owned()
+}
+
+/// A live route keeps only what [`HttpRoute`] reads (a controller or a person may add fields
+/// infra-gen does not write: filters, timeouts, more status).
+fn strip_unknown(mut live: Json) -> Json {
+    if let Some(rules) = live.pointer_mut("/spec/rules").and_then(Json::as_array_mut) {
+        for rule in rules {
+            if let Some(rule) = rule.as_object_mut() {
+                rule.retain(|k, _| matches!(k.as_str(), "name" | "matches" | "backendRefs"));
+                for m in rule
+                    .get_mut("matches")
+                    .and_then(Json::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(m) = m.as_object_mut() {
+                        m.retain(|k, _| matches!(k.as_str(), "path" | "headers"));
+                    }
+                }
+                for b in rule
+                    .get_mut("backendRefs")
+                    .and_then(Json::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(b) = b.as_object_mut() {
+                        b.retain(|k, _| {
+                            matches!(
+                                k.as_str(),
+                                "group" | "kind" | "name" | "namespace" | "port" | "weight"
+                            )
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if let Some(spec) = live.get_mut("spec").and_then(Json::as_object_mut) {
+        spec.retain(|k, _| matches!(k.as_str(), "parentRefs" | "hostnames" | "rules"));
+    }
+    if let Some(object) = live.as_object_mut() {
+        object.retain(|k, _| {
+            matches!(
+                k.as_str(),
+                "apiVersion" | "kind" | "metadata" | "spec" | "status"
+            )
+        });
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn route(status: Json) -> HttpRoute {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web", "namespace": "ns", "generation": 3},
+            "spec": {"parentRefs": [{"name": "public", "namespace": "gw"}], "rules": []},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn parent(accepted: (&str, &str), resolved: &str, generation: i64) -> Json {
+        json!({"parents": [{
+            "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gw"},
+            "controllerName": "example.com/gateway",
+            "conditions": [
+                {"type": "Accepted", "status": accepted.0, "reason": accepted.1, "message": "listener https does not allow routes from ns", "observedGeneration": generation, "lastTransitionTime": "2026-12-04T00:00:00Z"},
+                {"type": "ResolvedRefs", "status": resolved, "reason": "ResolvedRefs", "message": "", "observedGeneration": generation, "lastTransitionTime": "2026-12-04T00:00:00Z"}
+            ]
+        }]})
+    }
+
+    #[test]
+    fn a_route_is_accepted_only_for_its_current_generation() {
+        assert!(matches!(
+            verdict(&route(parent(("True", "Accepted"), "True", 3))),
+            Verdict::Accepted(_)
+        ));
+        assert!(
+            matches!(verdict(&route(parent(("True", "Accepted"), "True", 2))), Verdict::Pending(p) if p.contains("generation 3")),
+            "a status of the previous generation says nothing of the weights just written"
+        );
+        assert!(matches!(verdict(&route(json!({}))), Verdict::Pending(_)));
+    }
+
+    #[test]
+    fn a_refusing_gateway_is_named_with_its_reason() {
+        let Verdict::Refused(why) = verdict(&route(parent(
+            ("False", "NotAllowedByListeners"),
+            "True",
+            3,
+        ))) else {
+            panic!("refused")
+        };
+        assert!(
+            why.contains("Gateway gw/public does not accept HTTPRoute web: NotAllowedByListeners"),
+            "{why}"
+        );
+        assert!(matches!(
+            verdict(&route(parent(("True", "Accepted"), "False", 3))),
+            Verdict::Refused(w) if w.contains("cannot resolve the backends")
+        ));
+    }
+
+    #[test]
+    fn fields_infra_gen_does_not_write_are_left_out_when_reading() {
+        let live = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "public"}], "rules": [{"filters": [], "timeouts": {}, "backendRefs": [{"name": "web-blue", "filters": []}]}]},
+        });
+        assert!(serde_json::from_value::<HttpRoute>(strip_unknown(live)).is_ok());
+    }
+}
