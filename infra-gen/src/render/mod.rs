@@ -180,7 +180,7 @@ impl Renderer {
                 let note = Some(STATEFUL_NOTE);
                 out.push(self.one(env, "statefulset.yaml.j2", &ctx, Some(w), None, note)?);
                 out.push(self.one(env, "service-headless.yaml.j2", &ctx, Some(w), None, note)?);
-                if w.nlb || w.http.is_some() {
+                if w.load_balancer || w.http.is_some() {
                     out.push(self.one(env, "service.yaml.j2", &ctx, Some(w), None, note)?);
                 }
                 if w.http.is_some() {

@@ -321,3 +321,40 @@ async fn a_cluster_without_the_gateway_api_is_refused_before_any_write() {
         "nothing written"
     );
 }
+
+#[tokio::test]
+async fn stateful_game_servers_release_behind_the_clusters_own_load_balancer() {
+    let h = Harness::start_with(gateway()).await;
+    let (v1, v2) = (
+        Harness::version_of(&h.images.v1),
+        Harness::version_of(&h.images.v2),
+    );
+    let two = "    replicas: 2\n    tcp: {}\n";
+    h.write_env("prod", &h.stateful(&h.images.v1, two)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    let service = h.get("Service", "connector").await.unwrap();
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    assert!(
+        service["spec"].get("loadBalancerClass").is_none(),
+        "{service}"
+    );
+    let old_pods = h.version_pods("connector", &v1).await;
+
+    h.write_env("prod", &h.stateful(&h.images.v2, two)).await;
+    let run = h.apply("prod", &[]).await;
+    assert!(run.ok, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "connector: new connections go to {v2} now; {v1} keeps its players until it is retired"
+        )),
+        "{}",
+        run.all()
+    );
+    assert_eq!(h.live_version("connector").await, Some(v2));
+    assert_eq!(
+        h.version_pods("connector", &v1).await,
+        old_pods,
+        "players on the old version keep their servers"
+    );
+}
