@@ -526,6 +526,25 @@ fn plan_shows_a_strategy_switch_as_a_one_time_change_with_its_load_balancer_effe
 }
 
 #[test]
+fn a_strategy_switch_behind_a_gateway_names_the_httproute_not_the_alb() {
+    let dir = copy_project(&repo().join("examples/gateway-api"));
+    let file = dir.path().join("environments/production.yaml");
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        "http: {host: console.mini-hunter.example.cn, path: /}",
+        "http: {host: console.mini-hunter.example.cn, path: /}\n    rollout: {strategy: blue-green}",
+    );
+    std::fs::write(&file, text).unwrap();
+    let (ok, stdout, stderr) = infra_gen(dir.path(), &["plan"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("one-time change: console switches from rolling to blue-green")
+            && stdout.contains("the HTTPRoute's backend changes from Service console to the weighted console-blue and console-green")
+            && !stdout.contains("AWS Load Balancer Controller creates"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn a_gateway_api_environment_renders_httproutes_and_nothing_of_aws() {
     let tree = repo().join("examples/gateway-api/manifests/production");
     for entry in std::fs::read_dir(&tree).unwrap() {
@@ -582,6 +601,16 @@ fn a_gateway_api_environment_renders_httproutes_and_nothing_of_aws() {
     assert_eq!(
         game["metadata"]["annotations"]["service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec"],
         "slb.s2.small"
+    );
+    // A workload's own annotations override the environment's, key by key.
+    let connector = yaml_file(&tree.join("service-connector.yaml"));
+    assert_eq!(connector["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        connector["metadata"]["annotations"],
+        serde_json::json!({
+            "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-address-type": "internet",
+            "service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec": "slb.s3.medium"
+        })
     );
     let namespace = yaml_file(&tree.join("namespace-mini-hunter-cn-9392.yaml"));
     assert!(

@@ -920,6 +920,25 @@ fn alb_and_nlb_settings_are_refused_with_the_gateway_api_and_say_where_they_live
     );
     let plain_tcp = tcp.replace("    tcp: {deregistrationDelaySeconds: 60}\n", "");
     assert_eq!(errors(&plain_tcp), Vec::<String>::new());
+    let own = tcp.replace(
+        "tcp: {deregistrationDelaySeconds: 60}",
+        "tcp: {annotations: {example.com/lb-size: small}}",
+    );
+    assert_eq!(errors(&own), Vec::<String>::new());
+    let on_alb = own
+        .replace("provider: gateway-api", "provider: alb")
+        .replace(
+            "  parentRefs: [{name: public, namespace: gateways, sectionName: https}]\n",
+            "",
+        );
+    assert_error(
+        &on_alb,
+        "environments/staging.yaml:12:",
+        &[
+            "workloads.web.tcp.annotations",
+            "for the cluster's own load balancer",
+        ],
+    );
 }
 
 #[test]

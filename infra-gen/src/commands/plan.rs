@@ -114,7 +114,17 @@ pub fn one_time_changes(manifests: &Path, env: &Environment, rendered: &[Manifes
         if committed == wanted {
             continue;
         }
+        let gateway = env.spec.traffic.provider == TrafficProvider::GatewayApi;
         let lb = match (w.kind, w.http.is_some()) {
+            (WorkloadKind::Tcp, _) if gateway => format!(
+                "the LoadBalancer Service {name} stays; its selector moves to the live slot, so the cloud's load balancer follows its new endpoints"
+            ),
+            (_, true) if gateway && wanted == Strategy::BlueGreen => format!(
+                "the HTTPRoute's backend changes from Service {name} to the weighted {name}-blue and {name}-green, which the Gateway routes to once their endpoints are ready"
+            ),
+            (_, true) if gateway => format!(
+                "the HTTPRoute's backend changes from the weighted slots to Service {name}, which the Gateway routes to once its endpoints are ready"
+            ),
             (WorkloadKind::Tcp, _) => format!(
                 "the NLB of Service {name} stays; its selector moves to the live slot, so its targets re-register"
             ),

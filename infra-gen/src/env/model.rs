@@ -75,9 +75,10 @@ pub struct Traffic {
     /// `gateway-api`: the Gateway listeners every HTTPRoute attaches to (at least one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub parent_refs: Vec<ParentRef>,
-    /// `gateway-api`: annotations of a `tcp` workload's `LoadBalancer` Service, the cloud's
+    /// `gateway-api`: annotations of every `tcp` workload's `LoadBalancer` Service, the cloud's
     /// load-balancer options (e.g. Alibaba Cloud's
-    /// `service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec`). Default: none.
+    /// `service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec`); a workload's
+    /// `tcp.annotations` override them key by key. Default: none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub load_balancer_annotations: BTreeMap<String, String>,
 }
@@ -519,6 +520,10 @@ pub struct Tcp {
     /// Seconds an idle TCP connection stays open through the NLB (60–6000; AWS default 350).
     #[serde(default)]
     pub idle_timeout_seconds: Option<u32>,
+    /// `traffic.provider: gateway-api`: annotations of this workload's `LoadBalancer` Service,
+    /// over `traffic.loadBalancerAnnotations` (a key here replaces the same key there).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// Horizontal Pod Autoscaler.

@@ -363,7 +363,16 @@ fn check_traffic(c: &mut Checker<'_>) {
             );
         }
     }
-    for key in traffic.load_balancer_annotations.keys() {
+    check_annotation_keys(
+        c,
+        "traffic.loadBalancerAnnotations",
+        &traffic.load_balancer_annotations,
+    );
+}
+
+/// Annotation keys: `[prefix/]name`, a DNS subdomain and up to 63 letters, digits, - _ .
+fn check_annotation_keys(c: &mut Checker<'_>, base: &str, annotations: &BTreeMap<String, String>) {
+    for key in annotations.keys() {
         let (prefix, name) = key.rsplit_once('/').unwrap_or(("", key));
         let valid_name = !name.is_empty()
             && name.len() <= 63
@@ -374,7 +383,7 @@ fn check_traffic(c: &mut Checker<'_>) {
             && name.ends_with(|ch: char| ch.is_ascii_alphanumeric());
         if !valid_name || (key.contains('/') && !is_dns_subdomain(prefix)) {
             c.error_at_key(
-                &format!("traffic.loadBalancerAnnotations.{key}"),
+                &format!("{base}.{key}"),
                 format!("{key:?} is not an annotation key ([prefix/]name: a DNS subdomain, then up to 63 letters, digits, - _ .)"),
                 "e.g. service.beta.kubernetes.io/alibaba-cloud-loadbalancer-spec",
             );
@@ -433,6 +442,9 @@ fn check_gateway_keys(c: &mut Checker<'_>, base: &str, w: &Workload) {
             );
         }
     }
+    if let Some(tcp) = &w.tcp {
+        check_annotation_keys(c, &format!("{base}.tcp.annotations"), &tcp.annotations);
+    }
     if w.kind == WorkloadKind::Stateful && w.http.is_some() {
         c.error(
             &format!("{base}.http"),
@@ -460,6 +472,12 @@ fn check_workload(c: &mut Checker<'_>, name: &str, w: &Workload) {
     let gateway = spec.traffic.provider == TrafficProvider::GatewayApi;
     if gateway {
         check_gateway_keys(c, &base, w);
+    } else if w.tcp.as_ref().is_some_and(|t| !t.annotations.is_empty()) {
+        c.error_at_key(
+            &format!("{base}.tcp.annotations"),
+            "tcp.annotations are for the cluster's own load balancer (traffic.provider gateway-api); the NLB is configured by the other tcp keys",
+            "drop them, or set traffic.provider: gateway-api",
+        );
     }
     if blue_green && name.len() + "-preview".len() > MAX_LABEL {
         c.error(&base, format!("workload name {name:?} is too long for blue-green: {name}-preview would exceed {MAX_LABEL} characters"), "shorten the name");

@@ -583,7 +583,9 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         nlb,
         load_balancer,
         lb_annotations: if load_balancer && !alb {
-            env.spec.traffic.load_balancer_annotations.clone()
+            let mut a = env.spec.traffic.load_balancer_annotations.clone();
+            a.extend(w.tcp.iter().flat_map(|t| t.annotations.clone()));
+            a
         } else {
             BTreeMap::new()
         },
