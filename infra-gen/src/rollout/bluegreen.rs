@@ -10,8 +10,9 @@
 //! - an interrupted cutover is finished (when the new slot is healthy) or moved back before
 //!   anything else happens.
 //!
-//! Live state: `<name>-blue` / `<name>-green` are the slot Deployments; the Ingress action's
-//! weights and the stable Service `<name>`'s selector route the traffic; the HPA follows the
+//! Live state: `<name>-blue` / `<name>-green` are the slot Deployments; the weights of the
+//! Ingress action (or of the HTTPRoute's backends, [`super::route`]) and the stable Service
+//! `<name>`'s selector route the traffic; the HPA follows the
 //! live slot; the scale-down deadline of the previous slot is an annotation on the stable
 //! Service, which `finalize` (and `apply`, once due) reads.
 

@@ -13,6 +13,10 @@
 //! - after each weight change: the listener rule for the host and path forwards with the
 //!   weights asked for;
 //! - before a slot is scaled down: none of its targets is still `draining`.
+//!
+//! With the Gateway API provider there is no ELBv2 to read: after each move the HTTPRoute's
+//! status is checked instead ([`super::gateway_status`]), and the target checks say that they
+//! have nothing to read.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -519,6 +519,15 @@ fn parse_path(path: &str) -> Option<Target> {
 }
 
 impl Data {
+    /// Every object of `kind`, every namespace.
+    fn of_kind(&self, kind: &str) -> Vec<Json> {
+        self.objects
+            .iter()
+            .filter(|(k, _)| k.resource.kind == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
     fn next_rv(&mut self) -> u64 {
         self.rv += 1;
         self.rv
@@ -1389,18 +1398,11 @@ async fn gateway_controller(shared: Arc<Shared>) {
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut data = shared.data.lock().unwrap();
-        let of = |kind: &str| -> Vec<Json> {
-            data.objects
-                .iter()
-                .filter(|(k, _)| k.resource.kind == kind)
-                .map(|(_, o)| o.clone())
-                .collect()
-        };
         let (gateways, services, namespaces, routes) = (
-            of("Gateway"),
-            of("Service"),
-            of("Namespace"),
-            of("HTTPRoute"),
+            data.of_kind("Gateway"),
+            data.of_kind("Service"),
+            data.of_kind("Namespace"),
+            data.of_kind("HTTPRoute"),
         );
         let world = testbed::gateway::World {
             gateways: &gateways,

@@ -64,13 +64,7 @@ pub(super) fn snapshot(shared: &Shared) -> Snapshot {
         .as_ref()
         .map(|sim| sim.settings.clone());
     let data = shared.data.lock().unwrap();
-    let of = |kind: &str| -> Vec<Json> {
-        data.objects
-            .iter()
-            .filter(|(k, _)| k.resource.kind == kind)
-            .map(|(_, o)| o.clone())
-            .collect()
-    };
+    let of = |kind: &str| data.of_kind(kind);
     let namespaces: HashMap<String, Settings> = match settings {
         Some(settings) => data
             .objects
