@@ -147,6 +147,9 @@ pub enum Kind {
     Job,
     /// apiregistration.k8s.io/v1 APIService (read: whether the metrics API answers).
     ApiService,
+    /// discovery.k8s.io/v1 EndpointSlice: which pods a Service's consumers (a Gateway, the
+    /// cloud's load balancer) may send to; read, never written.
+    EndpointSlice,
     /// gateway.networking.k8s.io/v1 HTTPRoute (`traffic.provider: gateway-api`): served only
     /// where the Gateway API's CRDs are installed.
     HttpRoute,
@@ -195,6 +198,13 @@ impl Kind {
             Kind::StatefulSet => ("apps", "v1", "StatefulSet", "statefulsets", true),
             Kind::CronJob => ("batch", "v1", "CronJob", "cronjobs", true),
             Kind::Ingress => ("networking.k8s.io", "v1", "Ingress", "ingresses", true),
+            Kind::EndpointSlice => (
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                "endpointslices",
+                true,
+            ),
             Kind::HttpRoute => (
                 "gateway.networking.k8s.io",
                 "v1",

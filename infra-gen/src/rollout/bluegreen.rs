@@ -99,6 +99,25 @@ impl BlueGreen<'_> {
         Router::of(self.spec.ingress.as_ref())
     }
 
+    /// Whether the stable Service of a `tcp` workload is an NLB (the ALB provider), rather
+    /// than a plain LoadBalancer of the cluster's own (the Gateway API provider).
+    fn nlb(&self) -> bool {
+        self.spec
+            .stable
+            .pointer("/spec/loadBalancerClass")
+            .and_then(Json::as_str)
+            == Some("service.k8s.aws/nlb")
+    }
+
+    /// `NLB` or `the LoadBalancer Service`, for messages about a `tcp` workload.
+    fn tcp_lb(&self) -> &'static str {
+        if self.nlb() {
+            "NLB"
+        } else {
+            "the LoadBalancer Service"
+        }
+    }
+
     fn slot_name(&self, slot: Slot) -> String {
         format!("{}-{}", self.name(), slot.as_str())
     }
@@ -612,9 +631,10 @@ impl BlueGreen<'_> {
                     .apply(&stamped(&self.slot_deployment(target, 0)), false)
                     .await?;
                 self.say(&format!(
-                    "emptied {} (it still ran {}) before the NLB selects it",
+                    "emptied {} (it still ran {}) before the {} selects it",
                     self.slot_name(target),
-                    view.revision.as_deref().map_or("an older version", short)
+                    view.revision.as_deref().map_or("an older version", short),
+                    self.tcp_lb()
                 ));
                 self.gone(target).await?;
             }
@@ -623,10 +643,16 @@ impl BlueGreen<'_> {
             // slots first, so a new pod is Ready (and gets connections) only once its NLB
             // target is healthy.
             if self.ensure(&self.stable(None, None)).await? {
-                self.say(
-                    "NLB selects both slots: each new pod gets connections once its target is healthy",
-                );
-                if self.lb.is_some() {
+                if self.nlb() {
+                    self.say(
+                        "NLB selects both slots: each new pod gets connections once its target is healthy",
+                    );
+                } else {
+                    self.say(
+                        "the LoadBalancer Service selects both slots: each new pod gets connections once it is a ready endpoint",
+                    );
+                }
+                if self.lb.is_some() && self.nlb() {
                     self.cluster
                         .pause(
                             super::verify::WEBHOOK_CACHE_LAG,
@@ -1435,7 +1461,7 @@ impl BlueGreen<'_> {
             // pods without their gate recreated, healthy targets — never by the selector
             // alone, which would leave new players no healthy target for tens of seconds.
             if self.ensure(&self.stable(None, None)).await? {
-                self.say("NLB selects both slots");
+                self.say(&format!("{} selects both slots", self.tcp_lb()));
             }
             self.regate(to, from).await?;
         }
@@ -1549,7 +1575,7 @@ impl BlueGreen<'_> {
             // NLB: both slots selected until the new one's targets are healthy (their pods'
             // readiness gates), then for `overlapSeconds` more if the file asks for it.
             if self.ensure(&self.stable(None, None)).await? {
-                self.say("NLB selects both slots");
+                self.say(&format!("{} selects both slots", self.tcp_lb()));
             }
             if !self.spec.overlap.is_zero() {
                 self.say(&format!(

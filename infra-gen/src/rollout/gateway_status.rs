@@ -5,9 +5,12 @@
 //! routes from this namespace, an unknown section, a Service that does not exist) stops the
 //! move: the caller moves every request back to where it was.
 //!
-//! What this cannot see: whether the data plane applied the weights, and the health of the
-//! pods behind it (the Gateway API publishes neither). Readiness probes and the pods'
-//! preStop sleep cover what target health and draining cover on the ALB.
+//! Before traffic moves to a slot, its pods must be ready endpoints of the Service the Gateway
+//! routes to ([`endpoints_ready`]): the EndpointSlices every Gateway data plane follows.
+//!
+//! What this cannot see: whether the data plane applied the weights, and its own health
+//! checks of the pods (the Gateway API publishes neither). The pods' preStop sleep covers
+//! what draining covers on the ALB.
 
 use std::time::{Duration, Instant};
 
@@ -151,6 +154,92 @@ pub async fn accepted(
         }
         cluster
             .pause(EVERY, &format!("wait for the status of HTTPRoute {name}"))
+            .await?;
+    }
+}
+
+/// Waits (up to `timeout`) until every running pod of `selector` is a ready endpoint of
+/// `service` in its EndpointSlices: what a Gateway's data plane (and the cloud's load balancer
+/// of a LoadBalancer Service) sends requests to — the one backend readiness every cluster
+/// publishes. `Ok(Err(problem))` otherwise.
+pub async fn endpoints_ready(
+    cluster: &Cluster,
+    progress: &Progress,
+    service: &str,
+    selector: &str,
+    timeout: Duration,
+) -> RolloutResult<Result<(), String>> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        cluster.check_lock(&format!("check the endpoints of {service}"))?;
+        let pods: Vec<String> = cluster
+            .list(Kind::Pod, selector, None)
+            .await?
+            .iter()
+            .filter(|p| {
+                p.pointer("/metadata/deletionTimestamp").is_none()
+                    && !matches!(
+                        p.pointer("/status/phase").and_then(Json::as_str),
+                        Some("Failed" | "Succeeded")
+                    )
+            })
+            .map(|p| crate::cluster::name_of(p).to_owned())
+            .collect();
+        let slices = cluster
+            .list(
+                Kind::EndpointSlice,
+                &format!("kubernetes.io/service-name={service}"),
+                None,
+            )
+            .await?;
+        let ready: Vec<&str> = slices
+            .iter()
+            .filter_map(|s| s.get("endpoints").and_then(Json::as_array))
+            .flatten()
+            // The API: an unset `ready` means ready.
+            .filter(|e| e.pointer("/conditions/ready").and_then(Json::as_bool) != Some(false))
+            .filter_map(|e| e.pointer("/targetRef/name").and_then(Json::as_str))
+            .collect();
+        let missing: Vec<&String> = pods
+            .iter()
+            .filter(|p| !ready.contains(&p.as_str()))
+            .collect();
+        if !pods.is_empty() && missing.is_empty() {
+            progress.step(&format!(
+                "{service}: every pod is a ready endpoint ({}), which is what the Gateway sends requests to (the Gateway API publishes no target health)",
+                pods.len()
+            ));
+            return Ok(Ok(()));
+        }
+        let line = if pods.is_empty() {
+            format!("{service}: no running pod of {selector}")
+        } else {
+            format!(
+                "{service}: {}/{} pods are ready endpoints — not yet: {}",
+                pods.len() - missing.len(),
+                pods.len(),
+                missing
+                    .iter()
+                    .take(3)
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        if started.elapsed() >= timeout {
+            return Ok(Err(format!(
+                "after {:?}: {line} (see `kubectl -n {} get endpointslices -l kubernetes.io/service-name={service} -o yaml`)",
+                started.elapsed(),
+                cluster.namespace()
+            )));
+        }
+        if line != last {
+            progress.status(&line);
+            last = line;
+        }
+        cluster
+            .pause(EVERY, &format!("wait for the endpoints of {service}"))
             .await?;
     }
 }

@@ -14,9 +14,10 @@
 //!   weights asked for;
 //! - before a slot is scaled down: none of its targets is still `draining`.
 //!
-//! With the Gateway API provider there is no ELBv2 to read: after each move the HTTPRoute's
-//! status is checked instead ([`super::gateway_status`]), and the target checks say that they
-//! have nothing to read.
+//! With the Gateway API provider there is no ELBv2 to read: before traffic moves to a slot its
+//! pods must be ready endpoints of the Service the Gateway routes to (the EndpointSlices its
+//! data plane follows), and after each move the HTTPRoute's status is checked
+//! ([`super::gateway_status`]).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -204,10 +205,10 @@ impl LbCheck {
         timeout: Duration,
     ) -> RolloutResult<Result<(), String>> {
         let Checked::Elb(elb) = &self.provider else {
-            progress.step(&format!(
-                "{service}: no target health to read through the Gateway API: its pods being Ready is what is checked"
-            ));
-            return Ok(Ok(()));
+            return super::gateway_status::endpoints_ready(
+                cluster, progress, service, selector, timeout,
+            )
+            .await;
         };
         let started = Instant::now();
         let namespace = cluster

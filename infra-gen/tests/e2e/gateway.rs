@@ -97,6 +97,12 @@ async fn a_blue_green_release_moves_the_route_weights_step_by_step_each_confirme
         run.all()
     );
     assert!(!run.stderr.contains("--no-verify-lb"), "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("web-green: every pod is a ready endpoint (2)"),
+        "traffic moves once the slot's pods are endpoints the Gateway sends to:\n{}",
+        run.all()
+    );
     assert_eq!(
         rules(&h).await,
         [(vec![], backends(&[("web-blue", 0), ("web-green", 100)]))]
@@ -295,8 +301,12 @@ async fn a_tcp_workload_gets_the_clusters_own_load_balancer_and_no_nlb_checks() 
     let run = h.apply("prod", &[]).await;
     assert!(run.ok, "{}", run.all());
     assert!(
-        run.stderr
-            .contains("no target health to read through the Gateway API"),
+        run.stderr.contains(
+            "game: every pod is a ready endpoint (2), which is what the Gateway sends requests to"
+        ) && run
+            .stderr
+            .contains("the LoadBalancer Service selects both slots")
+            && !run.stderr.contains("NLB"),
         "{}",
         run.all()
     );

@@ -15,6 +15,7 @@
 //! the real `infra-gen` binary against it. What it does not model is listed in the README
 //! ("Testing against a real cluster").
 
+mod endpoints;
 mod fields;
 mod kubelet;
 pub mod lb;
@@ -44,7 +45,7 @@ pub struct Resource {
     pub namespaced: bool,
 }
 
-pub const RESOURCES: [Resource; 20] = [
+pub const RESOURCES: [Resource; 21] = [
     Resource {
         group: "",
         version: "v1",
@@ -162,6 +163,13 @@ pub const RESOURCES: [Resource; 20] = [
         version: "v1",
         plural: "jobs",
         kind: "Job",
+        namespaced: true,
+    },
+    Resource {
+        group: "discovery.k8s.io",
+        version: "v1",
+        plural: "endpointslices",
+        kind: "EndpointSlice",
         namespaced: true,
     },
     // Served only with the Gateway API (Options::gateway), as a cluster serves them only
@@ -1388,6 +1396,7 @@ async fn controllers(shared: Arc<Shared>) {
         let ready_after = shared.options.lock().unwrap().ready_after;
         let mut data = shared.data.lock().unwrap();
         kubelet::reconcile_all(&mut data, &shared.events, ready_after);
+        endpoints::reconcile(&mut data, &shared.events);
     }
 }
 
