@@ -176,13 +176,15 @@ pub struct TargetArgs {
 /// How traffic moves are checked against the AWS load balancer.
 #[derive(Debug, Clone, Args)]
 pub struct LbArgs {
-    /// Move traffic without checking the load balancer through ELBv2 (targets healthy, rule
-    /// weights applied, targets drained): for clusters without the AWS Load Balancer
-    /// Controller or a CI role without elasticloadbalancing:Describe*. Said loudly and
-    /// recorded in the release history.
+    /// Move traffic without checking the load balancer: through ELBv2 (targets healthy, rule
+    /// weights applied, targets drained), or with `traffic.provider: gateway-api` the
+    /// HTTPRoute's status and the Services' endpoints. For clusters without the AWS Load
+    /// Balancer Controller or a CI role without elasticloadbalancing:Describe*. Said loudly
+    /// and recorded in the release history.
     #[arg(long)]
     pub no_verify_lb: bool,
-    /// How long the controller may take to apply new ALB weights before they are moved back.
+    /// How long the controller may take to apply new ALB weights (or a Gateway to accept the
+    /// HTTPRoute) before they are moved back.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub lb_converge_timeout: std::time::Duration,
     /// With --no-verify-lb: how long to wait after moving ALB traffic away from a slot before
