@@ -14,12 +14,14 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::progress::Progress;
 use super::{RolloutError, RolloutResult};
 use crate::cluster::{Cluster, ClusterError, Kind};
-use crate::gateway::{HttpRoute, ParentReference};
+use crate::gateway::{ParentReference, RouteStatus};
 
 /// How often the status is read again.
 const EVERY: Duration = Duration::from_millis(500);
@@ -35,8 +37,33 @@ pub enum Verdict {
     Pending(String),
 }
 
+/// What [`verdict`] reads of a live route: its name, generation, parents and status. Read
+/// leniently (no other field of the route is looked at), so a field infra-gen does not write
+/// — filters, timeouts, set by a person or a controller — does not stop the check.
+#[derive(Debug, Default, Deserialize)]
+pub struct Observed {
+    /// Name, namespace, generation.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// The parents.
+    #[serde(default)]
+    pub spec: ObservedSpec,
+    /// What the controllers say.
+    #[serde(default)]
+    pub status: Option<RouteStatus>,
+}
+
+/// The part of a route's `spec` [`verdict`] reads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedSpec {
+    /// The Gateways it attaches to.
+    #[serde(default)]
+    pub parent_refs: Vec<ParentReference>,
+}
+
 /// Reads a live route's status against its own generation and parents.
-pub fn verdict(route: &HttpRoute) -> Verdict {
+pub fn verdict(route: &Observed) -> Verdict {
     let namespace = route.metadata.namespace.clone().unwrap_or_default();
     let name = route.metadata.name.clone().unwrap_or_default();
     let generation = route.metadata.generation.unwrap_or(0);
@@ -96,10 +123,6 @@ pub fn verdict(route: &HttpRoute) -> Verdict {
     }
 }
 
-fn parents_of(route: &HttpRoute) -> Vec<ParentReference> {
-    route.spec.parent_refs.clone()
-}
-
 /// Waits (up to `converge`) until every Gateway the route `name` names accepted its current
 /// generation. `Ok(Err(what was seen))` otherwise, at once when a Gateway refuses it.
 pub async fn accepted(
@@ -120,7 +143,7 @@ pub async fn accepted(
             }
             Err(e) => return Err(e.into()),
         };
-        let route: HttpRoute = serde_json::from_value(strip_unknown(live)).map_err(|e| {
+        let route: Observed = serde_json::from_value(live).map_err(|e| {
             RolloutError::Input(format!(
                 "the cluster's HTTPRoute {name} cannot be read: {e}"
             ))
@@ -138,7 +161,9 @@ pub async fn accepted(
             Verdict::Pending(why) => why,
         };
         if started.elapsed() >= converge {
-            let parents: Vec<String> = parents_of(&route)
+            let parents: Vec<String> = route
+                .spec
+                .parent_refs
                 .iter()
                 .map(|p| p.describe(cluster.namespace()))
                 .collect();
@@ -177,13 +202,7 @@ pub async fn endpoints_ready(
             .list(Kind::Pod, selector, None)
             .await?
             .iter()
-            .filter(|p| {
-                p.pointer("/metadata/deletionTimestamp").is_none()
-                    && !matches!(
-                        p.pointer("/status/phase").and_then(Json::as_str),
-                        Some("Failed" | "Succeeded")
-                    )
-            })
+            .filter(|p| super::verify::is_running(p))
             .map(|p| crate::cluster::name_of(p).to_owned())
             .collect();
         let slices = cluster
@@ -249,61 +268,12 @@ pub fn crds_missing() -> String {
     "this cluster serves no HTTPRoutes (gateway.networking.k8s.io/v1): the Gateway API's CRDs are not installed; install its standard channel (`kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/v1.4.1/standard-install.yaml`) and a Gateway controller, or use traffic.provider: alb".to_owned()
 }
 
-/// A live route keeps only what [`HttpRoute`] reads (a controller or a person may add fields
-/// infra-gen does not write: filters, timeouts, more status).
-fn strip_unknown(mut live: Json) -> Json {
-    if let Some(rules) = live.pointer_mut("/spec/rules").and_then(Json::as_array_mut) {
-        for rule in rules {
-            if let Some(rule) = rule.as_object_mut() {
-                rule.retain(|k, _| matches!(k.as_str(), "name" | "matches" | "backendRefs"));
-                for m in rule
-                    .get_mut("matches")
-                    .and_then(Json::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(m) = m.as_object_mut() {
-                        m.retain(|k, _| matches!(k.as_str(), "path" | "headers"));
-                    }
-                }
-                for b in rule
-                    .get_mut("backendRefs")
-                    .and_then(Json::as_array_mut)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(b) = b.as_object_mut() {
-                        b.retain(|k, _| {
-                            matches!(
-                                k.as_str(),
-                                "group" | "kind" | "name" | "namespace" | "port" | "weight"
-                            )
-                        });
-                    }
-                }
-            }
-        }
-    }
-    if let Some(spec) = live.get_mut("spec").and_then(Json::as_object_mut) {
-        spec.retain(|k, _| matches!(k.as_str(), "parentRefs" | "hostnames" | "rules"));
-    }
-    if let Some(object) = live.as_object_mut() {
-        object.retain(|k, _| {
-            matches!(
-                k.as_str(),
-                "apiVersion" | "kind" | "metadata" | "spec" | "status"
-            )
-        });
-    }
-    live
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
 
-    fn route(status: Json) -> HttpRoute {
+    fn route(status: Json) -> Observed {
         serde_json::from_value(json!({
             "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
             "metadata": {"name": "web", "namespace": "ns", "generation": 3},
@@ -363,6 +333,7 @@ mod tests {
             "metadata": {"name": "web"},
             "spec": {"parentRefs": [{"name": "public"}], "rules": [{"filters": [], "timeouts": {}, "backendRefs": [{"name": "web-blue", "filters": []}]}]},
         });
-        assert!(serde_json::from_value::<HttpRoute>(strip_unknown(live)).is_ok());
+        let observed: Observed = serde_json::from_value(live).unwrap();
+        assert_eq!(observed.spec.parent_refs[0].name, "public");
     }
 }

@@ -69,7 +69,7 @@ fn text<'a>(value: &'a Json, pointer: &str) -> &'a str {
 }
 
 /// Whether a pod runs and may take requests: not terminating, not finished.
-fn is_running(pod: &Json) -> bool {
+pub(super) fn is_running(pod: &Json) -> bool {
     pod.pointer("/metadata/deletionTimestamp").is_none()
         && !matches!(text(pod, "/status/phase"), "Failed" | "Succeeded")
 }
