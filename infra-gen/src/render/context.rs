@@ -464,63 +464,58 @@ fn workload(env: &Environment, id: &str, name: &str, w: &Workload) -> WorkloadCo
         .and_then(http_path);
     let http = w.http.as_ref().map(|h| {
         let mut a = BTreeMap::new();
-        if !alb {
-            // An HTTPRoute carries no annotations: the Gateway holds TLS and the listener.
-            return HttpContext {
-                host: instance_host(env, &h.host),
-                path: h.path.clone().unwrap_or_else(|| "/".into()),
-                annotations: a,
-            };
-        }
-        let key = |k: &str| format!("alb.ingress.kubernetes.io/{k}");
-        a.insert(key("scheme"), h.scheme.as_str().to_owned());
-        a.insert(key("target-type"), "ip".to_owned());
-        a.insert(
-            key("healthcheck-path"),
-            h.healthcheck_path
-                .clone()
-                .or_else(|| readiness.clone())
-                .unwrap_or_else(|| "/".into()),
-        );
-        a.insert(key("success-codes"), "200".to_owned());
-        a.insert(
-            key("target-group-attributes"),
-            format!("deregistration_delay.timeout_seconds={}", pre_stop + drain),
-        );
-        match &h.certificate_arn {
-            Some(arn) => {
+        // An HTTPRoute carries no annotations: the Gateway holds TLS and the listener.
+        if alb {
+            let key = |k: &str| format!("alb.ingress.kubernetes.io/{k}");
+            a.insert(key("scheme"), h.scheme.as_str().to_owned());
+            a.insert(key("target-type"), "ip".to_owned());
+            a.insert(
+                key("healthcheck-path"),
+                h.healthcheck_path
+                    .clone()
+                    .or_else(|| readiness.clone())
+                    .unwrap_or_else(|| "/".into()),
+            );
+            a.insert(key("success-codes"), "200".to_owned());
+            a.insert(
+                key("target-group-attributes"),
+                format!("deregistration_delay.timeout_seconds={}", pre_stop + drain),
+            );
+            match &h.certificate_arn {
+                Some(arn) => {
+                    a.insert(
+                        key("listen-ports"),
+                        r#"[{"HTTP": 80}, {"HTTPS": 443}]"#.to_owned(),
+                    );
+                    a.insert(key("certificate-arn"), arn.clone());
+                    a.insert(key("ssl-redirect"), "443".to_owned());
+                }
+                None => {
+                    a.insert(key("listen-ports"), r#"[{"HTTP": 80}]"#.to_owned());
+                }
+            }
+            if let Some(group) = &h.group_name {
+                a.insert(key("group.name"), group.clone());
+            }
+            if let Some(seconds) = h.idle_timeout_seconds {
                 a.insert(
-                    key("listen-ports"),
-                    r#"[{"HTTP": 80}, {"HTTPS": 443}]"#.to_owned(),
+                    key("load-balancer-attributes"),
+                    format!("idle_timeout.timeout_seconds={seconds}"),
                 );
-                a.insert(key("certificate-arn"), arn.clone());
-                a.insert(key("ssl-redirect"), "443".to_owned());
             }
-            None => {
-                a.insert(key("listen-ports"), r#"[{"HTTP": 80}]"#.to_owned());
+            if blue_green {
+                a.insert(
+                    key(&format!("actions.{name}")),
+                    forward_action(name, 100, 0),
+                );
             }
-        }
-        if let Some(group) = &h.group_name {
-            a.insert(key("group.name"), group.clone());
-        }
-        if let Some(seconds) = h.idle_timeout_seconds {
-            a.insert(
-                key("load-balancer-attributes"),
-                format!("idle_timeout.timeout_seconds={seconds}"),
-            );
-        }
-        if blue_green {
-            a.insert(
-                key(&format!("actions.{name}")),
-                forward_action(name, 100, 0),
-            );
-        }
-        if w.kind == WorkloadKind::Stateful {
-            // `apply` lists every running version here, the newest with all the weight.
-            a.insert(
-                key(&format!("actions.{name}")),
-                versions_action(&[(format!("{name}-headless"), 100)]),
-            );
+            if w.kind == WorkloadKind::Stateful {
+                // `apply` lists every running version here, the newest with all the weight.
+                a.insert(
+                    key(&format!("actions.{name}")),
+                    versions_action(&[(format!("{name}-headless"), 100)]),
+                );
+            }
         }
         HttpContext {
             host: instance_host(env, &h.host),

@@ -14,6 +14,7 @@ use minijinja::{AutoEscape, UndefinedBehavior, Value, context};
 use serde_json::Value as Json;
 
 use crate::env::Environment;
+use crate::env::model::TrafficProvider;
 use crate::env::yaml;
 use context::{EnvContext, SLOTS, WorkloadContext};
 
@@ -209,7 +210,7 @@ impl Renderer {
                 }
                 out.push(self.one(env, "service-preview.yaml.j2", &ctx, Some(w), None, note)?);
             }
-            if w.http.is_some() && ctx.traffic == "gateway-api" {
+            if w.http.is_some() && env.spec.traffic.provider == TrafficProvider::GatewayApi {
                 out.push(self.one(env, "httproute.yaml.j2", &ctx, Some(w), None, note)?);
                 if w.blue_green && w.preview_host.is_some() {
                     out.push(self.one(

@@ -94,8 +94,8 @@ impl BlueGreen<'_> {
         &self.spec.name
     }
 
-    /// How messages name what routes the traffic.
-    fn words(&self) -> Router {
+    /// What routes the workload's requests, for messages.
+    fn router(&self) -> Router {
         Router::of(self.spec.ingress.as_ref())
     }
 
@@ -716,7 +716,7 @@ impl BlueGreen<'_> {
             self.say(&format!(
                 "waiting {:?} for the {} to remove the header rule (not checked: --no-verify-lb)",
                 self.unverified_wait,
-                self.words().controller()
+                self.router().controller()
             ));
             self.cluster
                 .pause(
@@ -955,7 +955,7 @@ impl BlueGreen<'_> {
             {
                 self.say(&format!(
                     "warning: the header rule is still on the {} ({seen}); it forwards to {} like every other request, and the controller removes it with the next reconcile",
-                    self.words().lb(),
+                    self.router().lb(),
                     target.as_str()
                 ));
             }
@@ -1170,7 +1170,7 @@ impl BlueGreen<'_> {
     async fn not_serving(&self, to: Slot, from: Slot, problem: String) -> RolloutError {
         self.say(&format!(
             "the {} is not ready for {}: {problem}; moving every request back to {}",
-            self.words().lb(),
+            self.router().lb(),
             self.slot_name(to),
             from.as_str()
         ));
@@ -1291,7 +1291,7 @@ impl BlueGreen<'_> {
             {
                 return Err(RolloutError::MoveBackUnconfirmed {
                     workload: self.name().to_owned(),
-                    router: self.words(),
+                    router: self.router(),
                     slot: self.slot_name(slot.other()),
                     left: self.slot_name(slot),
                     problem,
@@ -1338,8 +1338,8 @@ impl BlueGreen<'_> {
                 self.say(&format!(
                     "waiting {:?} for the {} to move the {}'s share of {} back (not checked: --no-verify-lb)",
                     self.unverified_wait,
-                    self.words().controller(),
-                    self.words().lb(),
+                    self.router().controller(),
+                    self.router().lb(),
                     self.slot_name(left)
                 ));
                 self.cluster
@@ -1367,7 +1367,7 @@ impl BlueGreen<'_> {
             Ok(()) => Ok(()),
             Err(problem) => Err(RolloutError::MoveBackUnconfirmed {
                 workload: self.name().to_owned(),
-                router: self.words(),
+                router: self.router(),
                 slot: self.slot_name(live),
                 left: self.slot_name(left),
                 problem,
@@ -1500,7 +1500,7 @@ impl BlueGreen<'_> {
                     wrote = true;
                     self.say(&format!(
                         "{percent}% of {} traffic on {}",
-                        self.words().lb(),
+                        self.router().lb(),
                         to.as_str()
                     ));
                 }
@@ -1620,7 +1620,7 @@ impl BlueGreen<'_> {
         {
             self.say(&format!(
                 "100% of {} traffic on {}",
-                self.words().lb(),
+                self.router().lb(),
                 live.as_str()
             ));
         }

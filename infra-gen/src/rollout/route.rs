@@ -59,31 +59,23 @@ fn percent(weight: i64, total: i64) -> u8 {
 /// weighted action).
 pub fn shares(object: Option<&Json>, name: &str) -> Option<Vec<(String, u8)>> {
     let object = object?;
-    let (backends, service, weight): (Vec<Json>, &str, &str) = if is_http_route(object) {
-        let refs = default_rule(object)?
-            .get("backendRefs")
-            .and_then(Json::as_array)
-            .cloned()
-            .unwrap_or_default();
-        (refs, "name", "weight")
+    // Backends and the key naming their Service; both weigh by `weight` (default 1).
+    let (backends, service) = if is_http_route(object) {
+        let refs = default_rule(object)?.get("backendRefs").cloned();
+        (refs.unwrap_or_default(), "name")
     } else {
         let action = object
             .pointer("/metadata/annotations")?
             .get(action_key(name))?
             .as_str()?;
         let action: Json = serde_json::from_str(action).ok()?;
-        let groups = action
-            .pointer("/forwardConfig/targetGroups")?
-            .as_array()?
-            .clone();
-        (groups, "serviceName", "weight")
+        (
+            action.pointer("/forwardConfig/targetGroups")?.clone(),
+            "serviceName",
+        )
     };
-    let weight_of = |b: &Json| {
-        b.get(weight)
-            .and_then(Json::as_i64)
-            // The Gateway API's default weight is 1; the ALB action's is 1 as well.
-            .unwrap_or(1)
-    };
+    let backends = backends.as_array()?;
+    let weight_of = |b: &Json| b.get("weight").and_then(Json::as_i64).unwrap_or(1);
     let total: i64 = backends.iter().map(weight_of).sum();
     Some(
         backends
