@@ -304,6 +304,8 @@ pub fn take_fault(
 #[derive(Default)]
 pub struct Data {
     rv: u64,
+    /// The resourceVersion the EndpointSlices were last brought up to date at.
+    endpoints_rv: u64,
     objects: BTreeMap<Key, Json>,
     managed: HashMap<Key, fields::Managers>,
     log: Vec<WatchEvent>,

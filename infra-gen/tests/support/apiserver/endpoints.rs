@@ -21,8 +21,12 @@ fn selects(selector: &serde_json::Map<String, Json>, pod: &Json) -> bool {
         && labels.is_some_and(|l| selector.iter().all(|(k, v)| l.get(k) == Some(v)))
 }
 
-/// Brings every Service's slice up to date (written only when it changed).
+/// Brings every Service's slice up to date (written only when it changed); nothing to do
+/// while no object changed since the last time.
 pub fn reconcile(data: &mut Data, events: &broadcast::Sender<WatchEvent>) {
+    if data.endpoints_rv == data.rv {
+        return;
+    }
     let services = data.of_kind("Service");
     let pods = data.of_kind("Pod");
     let mut wanted = Vec::new();
@@ -91,4 +95,5 @@ pub fn reconcile(data: &mut Data, events: &broadcast::Sender<WatchEvent>) {
         new_metadata(&mut slice, &key);
         data.store(key, slice, events);
     }
+    data.endpoints_rv = data.rv;
 }
